@@ -106,3 +106,111 @@ class Decoder:
             frames.append(Frame(kind, channel, bytes(self._buffer[HEADER.size : end])))
             del self._buffer[:end]
         return frames
+
+
+# --- helpers (additions; the frame layout above is fixed) ---------------------------------
+
+#: Largest DATA payload either side produces; well under MAX_PAYLOAD so that one stream cannot
+#: hog the link for long and a torn frame costs little.
+DATA_CHUNK = 64 * 1024
+
+#: Every hello (request and reply) is a CTRL frame on channel 0 whose JSON starts with this, so a
+#: reader that lost track of frame boundaries can find the start of a new session by scanning.
+HELLO_PREFIX = b'{"op":"hello"'
+_HELLO_MARK = bytes((CTRL,)) + (0).to_bytes(4, "big") + HELLO_PREFIX
+_LENGTH_SIZE = 4
+
+
+def encode_hello(message: dict[str, Any]) -> bytes:
+    """CTRL frame on channel 0 with ``"op": "hello"`` first, as ``ResyncDecoder`` expects."""
+    ordered: dict[str, Any] = {"op": "hello"}
+    ordered.update((k, v) for k, v in message.items() if k != "op")
+    return encode_ctrl(0, ordered)
+
+
+def data_credit(frame: Frame) -> int:
+    """Flow-control cost of a DATA frame: its raw bytes, without the stream byte."""
+    return max(len(frame.payload) - 1, 0)
+
+
+class ResyncDecoder(Decoder):
+    """Decoder that survives a torn byte stream by realigning on the next hello frame.
+
+    The link can lose the middle of a frame: an engine restarts mid-write, or the VM is
+    snapshotted and resumed under a new QEMU with a new peer. A new peer always starts with a
+    hello, so while ``synced`` is False the input is scanned for a hello frame header and
+    everything before it is dropped. A header that cannot be valid also drops sync instead of
+    raising. ``synced`` starts False: the first frame of any session is a hello.
+
+    With ``realign_on_hello`` (the agent's side), a chunk that starts with a hello frame while a
+    frame is still incomplete also drops the incomplete frame: after a snapshot restore the old
+    peer's torn frame would otherwise swallow the new peer's hello. ``feed`` must then be called
+    once per read, since the new peer's first bytes begin a read; a payload byte sequence that
+    mimics a hello header exactly at a read boundary is not a practical concern.
+    """
+
+    def __init__(self, synced: bool = False, realign_on_hello: bool = False) -> None:
+        super().__init__()
+        self.synced = synced
+        self.realign_on_hello = realign_on_hello
+        self.discarded = 0  # bytes dropped while resyncing, for diagnostics
+        self.desyncs = 0  # times a bad header dropped sync
+        self.realigned = 0  # torn frames dropped because a hello began a new read
+
+    def lose_sync(self) -> None:
+        self.discarded += len(self._buffer)
+        self._buffer.clear()
+        self.synced = False
+
+    def _scan(self) -> bool:
+        buf = self._buffer
+        start = 0
+        while True:
+            at = buf.find(_HELLO_MARK, start)
+            if at < 0:
+                # Keep a tail that may be the beginning of a mark split across chunks.
+                keep = len(_HELLO_MARK) + _LENGTH_SIZE - 1
+                drop = max(len(buf) - keep, 0)
+                self.discarded += drop
+                del buf[:drop]
+                return False
+            frame_start = at - _LENGTH_SIZE
+            if frame_start >= 0:
+                length = int.from_bytes(buf[frame_start:at], "big")
+                if len(HELLO_PREFIX) <= length <= MAX_PAYLOAD:
+                    self.discarded += frame_start
+                    del buf[:frame_start]
+                    self.synced = True
+                    return True
+            start = at + 1
+
+    def _starts_with_hello(self, chunk: bytes) -> bool:
+        mark_end = _LENGTH_SIZE + len(_HELLO_MARK)
+        if len(chunk) < mark_end or chunk[_LENGTH_SIZE:mark_end] != _HELLO_MARK:
+            return False
+        return len(HELLO_PREFIX) <= int.from_bytes(chunk[:_LENGTH_SIZE], "big") <= MAX_PAYLOAD
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        if self.realign_on_hello and self._buffer and self._starts_with_hello(chunk):
+            self.realigned += 1
+            self.discarded += len(self._buffer)
+            self._buffer.clear()
+            self.synced = True
+        self._buffer += chunk
+        frames: list[Frame] = []
+        while True:
+            if not self.synced and not self._scan():
+                break
+            if len(self._buffer) < HEADER.size:
+                break
+            length, kind, channel = HEADER.unpack_from(self._buffer)
+            if length > MAX_PAYLOAD or kind not in (CTRL, DATA, WINDOW):
+                self.desyncs += 1
+                self.synced = False
+                continue
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            frames.append(Frame(kind, channel, bytes(self._buffer[HEADER.size : end])))
+            del self._buffer[:end]
+        return frames

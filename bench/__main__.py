@@ -1,0 +1,45 @@
+"""python -m bench [--rounds N] [--only NAME]: prints JSON on stdout and a table on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench import foundation
+from bench.harness import print_table, private_engine
+from engine.vmm.accel import probe
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--only", choices=["foundation"], default=None)
+    parser.add_argument(
+        "--image-cache",
+        type=Path,
+        default=Path(os.environ.get("GROVE_TEST_IMAGE_CACHE", "/var/tmp/grove-test-images")),
+    )
+    args = parser.parse_args()
+    from guest.image.builder import build_environment
+
+    build_environment(foundation.ENV, args.image_cache)
+    report: dict[str, object] = {
+        "accelerator": probe().name,
+        "started_at": time.time(),
+        "rounds": args.rounds,
+    }
+    results: list[dict[str, object]] = []
+    with private_engine(args.image_cache) as client:
+        results += foundation.run(client, args.rounds)
+    report["results"] = results
+    print(json.dumps(report, indent=2))
+    print_table(results)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

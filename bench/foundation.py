@@ -1,0 +1,70 @@
+"""Engine foundation numbers: cold boot, create-to-first-exec, agent and exec round trips,
+terminate. Everything goes through the real API over the engine's unix socket."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.harness import Series, timed
+from engine.api import grove_pb2 as pb
+from engine.client import EngineClient
+
+ENV = "debian:12"
+
+
+def exec_true(client: EngineClient, sandbox: str) -> int:
+    code = -1
+    for message in client.stub.Exec(iter([pb.ExecInput(start=pb.ExecStart(
+            sandbox=sandbox, argv=["true"]))])):  # fmt: skip
+        if message.WhichOneof("kind") == "exit":
+            code = message.exit.exit_code
+    return code
+
+
+def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+    # First create in a fresh home boots the environment once and freezes it as a template.
+    template_ms, first = timed(lambda: client.call(
+        "CreateSandbox", pb.CreateSandboxRequest(environment=ENV)))  # fmt: skip
+    client.call("TerminateSandbox", pb.SandboxRef(ref=first.id))
+
+    create = Series("sandbox create -> first exec answered", target_ms=150)
+    create_engine = Series("sandbox create (engine-side, to agent ready)")
+    ping = Series("agent round trip (ping, engine<->guest)", target_ms=1)
+    exec_rt = Series("exec true round trip (client->guest->client)")
+    terminate = Series("terminate", target_ms=100)
+    cold = Series("cold boot to agent ready (sandbox start)")
+
+    ids: list[str] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        sandbox = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+        assert exec_true(client, sandbox.id) == 0
+        create.add((time.perf_counter() - started) * 1000)
+        create_engine.add(sandbox.create_ms)
+        ids.append(sandbox.id)
+    probe = ids[0]
+    for _ in range(200):
+        ping.add(client.call("PingAgent", pb.SandboxRef(ref=probe)).round_trip_ms)
+    for _ in range(rounds * 3):
+        ms, code = timed(lambda: exec_true(client, probe))
+        assert code == 0
+        exec_rt.add(ms)
+    for _ in range(min(3, rounds)):
+        client.call("StopSandbox", pb.SandboxRef(ref=probe))
+        ms, _ = timed(lambda: client.call("StartSandbox", pb.SandboxRef(ref=probe), timeout=600))
+        assert exec_true(client, probe) == 0
+        cold.add(ms)
+    for sandbox_id in ids:
+        ms, _ = timed(lambda: client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id)))  # noqa: B023
+        terminate.add(ms)
+    template = Series("first create in a fresh home (template boot)")
+    template.add(template_ms)
+    results = [s.summary() for s in (template, cold, create, create_engine, ping, exec_rt,
+                                     terminate)]  # fmt: skip
+    boot = cold.summary()["p50_ms"]
+    fork_like = create.summary()["p50_ms"]
+    if boot and fork_like:
+        results.append({"name": "cold boot / create (speed-up, same run)",
+                        "ratio": round(boot / fork_like, 1)})  # fmt: skip
+    return results

@@ -1,0 +1,259 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EngineStatus(_message.Message):
+    __slots__ = ("pid", "socket", "accelerator", "accelerator_reason", "home", "version", "started_at", "sandboxes_running")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_REASON_FIELD_NUMBER: _ClassVar[int]
+    HOME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SANDBOXES_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    socket: str
+    accelerator: str
+    accelerator_reason: str
+    home: str
+    version: str
+    started_at: float
+    sandboxes_running: int
+    def __init__(self, pid: _Optional[int] = ..., socket: _Optional[str] = ..., accelerator: _Optional[str] = ..., accelerator_reason: _Optional[str] = ..., home: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., sandboxes_running: _Optional[int] = ...) -> None: ...
+
+class EnvironmentRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Environment(_message.Message):
+    __slots__ = ("name", "description", "cached", "recipe_hash", "size_bytes", "created_at", "kernel", "initramfs", "rootfs", "template_ready")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    INITRAMFS_FIELD_NUMBER: _ClassVar[int]
+    ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_READY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    cached: bool
+    recipe_hash: str
+    size_bytes: int
+    created_at: float
+    kernel: str
+    initramfs: str
+    rootfs: str
+    template_ready: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., cached: _Optional[bool] = ..., recipe_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., kernel: _Optional[str] = ..., initramfs: _Optional[str] = ..., rootfs: _Optional[str] = ..., template_ready: _Optional[bool] = ...) -> None: ...
+
+class EnvironmentList(_message.Message):
+    __slots__ = ("environments",)
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    environments: _containers.RepeatedCompositeFieldContainer[Environment]
+    def __init__(self, environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("name", "force", "warm")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    warm: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., warm: _Optional[bool] = ...) -> None: ...
+
+class PullProgress(_message.Message):
+    __slots__ = ("stage", "fraction", "done", "cache_hit", "environment")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    fraction: float
+    done: bool
+    cache_hit: bool
+    environment: Environment
+    def __init__(self, stage: _Optional[str] = ..., fraction: _Optional[float] = ..., done: _Optional[bool] = ..., cache_hit: _Optional[bool] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class PruneReply(_message.Message):
+    __slots__ = ("bytes_freed", "removed")
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    bytes_freed: int
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bytes_freed: _Optional[int] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateSandboxRequest(_message.Message):
+    __slots__ = ("environment", "name", "vcpus", "mem_mib", "secrets")
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    environment: str
+    name: str
+    vcpus: int
+    mem_mib: int
+    secrets: _containers.ScalarMap[str, str]
+    def __init__(self, environment: _Optional[str] = ..., name: _Optional[str] = ..., vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Sandbox(_message.Message):
+    __slots__ = ("id", "name", "environment", "phase", "vcpus", "mem_mib", "pid", "created_at", "updated_at", "parent_id", "template_id", "error", "has_secrets", "create_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    MEM_MIB_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HAS_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    environment: str
+    phase: str
+    vcpus: int
+    mem_mib: int
+    pid: int
+    created_at: float
+    updated_at: float
+    parent_id: str
+    template_id: str
+    error: str
+    has_secrets: bool
+    create_ms: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., environment: _Optional[str] = ..., phase: _Optional[str] = ..., vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., pid: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., parent_id: _Optional[str] = ..., template_id: _Optional[str] = ..., error: _Optional[str] = ..., has_secrets: _Optional[bool] = ..., create_ms: _Optional[float] = ...) -> None: ...
+
+class SandboxRef(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class ListSandboxesRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
+
+class SandboxList(_message.Message):
+    __slots__ = ("sandboxes",)
+    SANDBOXES_FIELD_NUMBER: _ClassVar[int]
+    sandboxes: _containers.RepeatedCompositeFieldContainer[Sandbox]
+    def __init__(self, sandboxes: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ...) -> None: ...
+
+class PingReply(_message.Message):
+    __slots__ = ("round_trip_ms",)
+    ROUND_TRIP_MS_FIELD_NUMBER: _ClassVar[int]
+    round_trip_ms: float
+    def __init__(self, round_trip_ms: _Optional[float] = ...) -> None: ...
+
+class ExecStart(_message.Message):
+    __slots__ = ("sandbox", "argv", "env", "cwd", "timeout_s", "stdin")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    cwd: str
+    timeout_s: float
+    stdin: bool
+    def __init__(self, sandbox: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., timeout_s: _Optional[float] = ..., stdin: _Optional[bool] = ...) -> None: ...
+
+class ExecInput(_message.Message):
+    __slots__ = ("start", "stdin", "stdin_eof", "signal")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_EOF_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    start: ExecStart
+    stdin: bytes
+    stdin_eof: bool
+    signal: str
+    def __init__(self, start: _Optional[_Union[ExecStart, _Mapping]] = ..., stdin: _Optional[bytes] = ..., stdin_eof: _Optional[bool] = ..., signal: _Optional[str] = ...) -> None: ...
+
+class ExecExit(_message.Message):
+    __slots__ = ("exit_code", "signal", "timed_out", "duration_ms")
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    signal: str
+    timed_out: bool
+    duration_ms: float
+    def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., timed_out: _Optional[bool] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+
+class ExecOutput(_message.Message):
+    __slots__ = ("started_pid", "stdout", "stderr", "exit")
+    STARTED_PID_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
+    started_pid: int
+    stdout: bytes
+    stderr: bytes
+    exit: ExecExit
+    def __init__(self, started_pid: _Optional[int] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit: _Optional[_Union[ExecExit, _Mapping]] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("sandbox", "follow", "after")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    follow: bool
+    after: int
+    def __init__(self, sandbox: _Optional[str] = ..., follow: _Optional[bool] = ..., after: _Optional[int] = ...) -> None: ...
+
+class SandboxEvent(_message.Message):
+    __slots__ = ("seq", "sandbox_id", "ts", "kind", "detail_json")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    sandbox_id: str
+    ts: float
+    kind: str
+    detail_json: str
+    def __init__(self, seq: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., ts: _Optional[float] = ..., kind: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,222 @@
+"""The gRPC servicer: validates requests, calls the engine, maps GroveError to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+
+from engine.api import convert
+from engine.api import grove_pb2 as pb
+from engine.api import grove_pb2_grpc as pb_grpc
+from engine.errors import GroveError, invalid
+
+if TYPE_CHECKING:
+    from engine.daemon import Engine
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "invalid_phase": grpc.StatusCode.FAILED_PRECONDITION,
+    "already_terminated": grpc.StatusCode.FAILED_PRECONDITION,
+    "sandbox_not_running": grpc.StatusCode.FAILED_PRECONDITION,
+    "name_taken": grpc.StatusCode.ALREADY_EXISTS,
+}
+
+T = TypeVar("T")
+
+
+def _status(code: str) -> grpc.StatusCode:
+    if code.endswith("_not_found"):
+        return grpc.StatusCode.NOT_FOUND
+    return _STATUS.get(code, grpc.StatusCode.INTERNAL)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    if isinstance(exc, GroveError):
+        error = exc
+    else:
+        log.exception("internal error")
+        error = GroveError(
+            "internal", f"engine error: {type(exc).__name__}: {exc}", "see the engine log"
+        )
+    await context.abort(_status(error.code), error.to_json())
+
+
+def unary(
+    fn: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        try:
+            return await fn(self, request, context)
+        except (GroveError, Exception) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+class EngineService(pb_grpc.EngineServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @unary
+    async def Status(self, request: pb.Empty, context: Any) -> pb.EngineStatus:
+        return self.engine.status()
+
+    @unary
+    async def Shutdown(self, request: pb.Empty, context: Any) -> pb.Empty:
+        self.engine.request_shutdown()
+        return pb.Empty()
+
+    # environments
+
+    @unary
+    async def ListEnvironments(self, request: pb.Empty, context: Any) -> pb.EnvironmentList:
+        return pb.EnvironmentList(environments=await self.engine.list_environments())
+
+    async def PullEnvironment(
+        self, request: pb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.PullProgress]:
+        try:
+            async for update in self.engine.pull_environment(
+                request.name, request.force, request.warm
+            ):
+                yield update
+        except Exception as exc:
+            await _abort(context, exc)
+
+    @unary
+    async def InspectEnvironment(self, request: pb.EnvironmentRef, context: Any) -> pb.Environment:
+        return await self.engine.inspect_environment(request.name)
+
+    @unary
+    async def PruneEnvironments(self, request: pb.Empty, context: Any) -> pb.PruneReply:
+        return await self.engine.prune()
+
+    # sandboxes
+
+    @unary
+    async def CreateSandbox(self, request: pb.CreateSandboxRequest, context: Any) -> pb.Sandbox:
+        record = await self.engine.sandboxes.create(
+            request.environment,
+            name=request.name,
+            vcpus=request.vcpus,
+            mem_mib=request.mem_mib,
+            secrets=dict(request.secrets),
+        )
+        return convert.sandbox(record)
+
+    @unary
+    async def ListSandboxes(self, request: pb.ListSandboxesRequest, context: Any) -> pb.SandboxList:
+        records = self.engine.sandboxes.records(include_terminated=request.all)
+        return pb.SandboxList(sandboxes=[convert.sandbox(r) for r in records])
+
+    @unary
+    async def GetSandbox(self, request: pb.SandboxRef, context: Any) -> pb.Sandbox:
+        return convert.sandbox(self.engine.sandboxes.get(request.ref))
+
+    @unary
+    async def StopSandbox(self, request: pb.SandboxRef, context: Any) -> pb.Sandbox:
+        return convert.sandbox(await self.engine.sandboxes.stop(request.ref))
+
+    @unary
+    async def StartSandbox(self, request: pb.SandboxRef, context: Any) -> pb.Sandbox:
+        return convert.sandbox(await self.engine.sandboxes.start(request.ref))
+
+    @unary
+    async def TerminateSandbox(self, request: pb.SandboxRef, context: Any) -> pb.Sandbox:
+        return convert.sandbox(await self.engine.sandboxes.terminate(request.ref))
+
+    @unary
+    async def PingAgent(self, request: pb.SandboxRef, context: Any) -> pb.PingReply:
+        seconds = await self.engine.sandboxes.ping(request.ref)
+        return pb.PingReply(round_trip_ms=seconds * 1000)
+
+    async def Exec(
+        self,
+        request_iterator: AsyncIterator[pb.ExecInput],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ExecOutput]:
+        try:
+            first = await anext(aiter(request_iterator))
+            if first.WhichOneof("kind") != "start":
+                raise invalid("exec stream must begin with a start message", "upgrade the client")
+            start = first.start
+            record, handle = await self.engine.sandboxes.exec(
+                start.sandbox,
+                list(start.argv),
+                env=dict(start.env),
+                cwd=start.cwd or None,
+                timeout_s=start.timeout_s or None,
+                stdin=start.stdin,
+            )
+        except Exception as exc:
+            await _abort(context, exc)
+            return
+        yield pb.ExecOutput(started_pid=handle.pid)
+
+        async def pump_input() -> None:
+            async for message in request_iterator:
+                kind = message.WhichOneof("kind")
+                if kind == "stdin":
+                    await handle.write_stdin(message.stdin)
+                elif kind == "stdin_eof":
+                    await handle.close_stdin()
+                elif kind == "signal":
+                    await handle.signal(message.signal)
+
+        pump = asyncio.create_task(pump_input())
+        finished = False
+        try:
+            async for stream, data in handle.output():
+                if stream == 2:
+                    yield pb.ExecOutput(stderr=data)
+                else:
+                    yield pb.ExecOutput(stdout=data)
+            status = await handle.wait()
+            finished = True
+            await self.engine.sandboxes.exec_ended(record.id, status.exit_code, status.duration_ms)
+            yield pb.ExecOutput(
+                exit=pb.ExecExit(
+                    exit_code=status.exit_code if status.exit_code is not None else -1,
+                    signal=str(status.signal or ""),
+                    timed_out=status.timed_out,
+                    duration_ms=status.duration_ms,
+                )
+            )
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+            if not finished:
+                # The client went away: its process group must not outlive it.
+                with contextlib.suppress(Exception):
+                    await handle.signal("KILL")
+
+    async def SandboxEvents(
+        self, request: pb.EventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.SandboxEvent]:
+        try:
+            record = self.engine.sandboxes.get(request.sandbox)
+        except Exception as exc:
+            await _abort(context, exc)
+            return
+        async for event in self.engine.events.follow(record.id, request.after, request.follow):
+            yield pb.SandboxEvent(
+                seq=event.seq,
+                sandbox_id=event.sandbox_id,
+                ts=event.ts,
+                kind=event.kind,
+                detail_json=json.dumps(event.detail),
+            )

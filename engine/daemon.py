@@ -1,0 +1,234 @@
+"""The engine daemon: one asyncio process that owns every VM and serves the API on a unix socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from engine import __version__
+from engine.api import grove_pb2 as pb
+from engine.api import grove_pb2_grpc as pb_grpc
+from engine.api.service import EngineService
+from engine.config import Paths
+from engine.errors import GroveError
+from engine.images import environments
+from engine.images.templates import Templates
+from engine.sandbox.events import EventLog
+from engine.sandbox.manager import Sandboxes
+from engine.store.db import Store
+from engine.vmm import accel as accel_probe
+from guest.image import builder
+
+log = logging.getLogger("grove.engine")
+
+
+class Engine:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.started_at = time.time()
+        self.accel = accel_probe.probe()
+        self.store = Store(paths.database)
+        self.events = EventLog(self.store)
+        self.templates = Templates(paths, self.store, self.accel)
+        self.sandboxes = Sandboxes(
+            paths, self.store, self.accel, self.templates, self.events, self.load_image
+        )
+        self._shutdown = asyncio.Event()
+
+    def load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
+        return asyncio.create_task(
+            asyncio.to_thread(environments.build, name, str(self.paths.home), None, False)
+        )
+
+    def status(self) -> pb.EngineStatus:
+        return pb.EngineStatus(
+            pid=os.getpid(),
+            socket=str(self.paths.socket),
+            accelerator=self.accel.name,
+            accelerator_reason=self.accel.reason,
+            home=str(self.paths.home),
+            version=__version__,
+            started_at=self.started_at,
+            sandboxes_running=self.sandboxes.running_count(),
+        )
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+    # environments
+
+    def _environment(self, name: str) -> pb.Environment:
+        image = environments.cached(str(self.paths.home), name)
+        message = pb.Environment(name=name, description=environments.describe(name), cached=False)
+        if image is not None:
+            message.cached = True
+            message.recipe_hash = image.recipe_hash
+            message.size_bytes = environments.image_size(image)
+            message.created_at = image.created
+            message.kernel = str(image.kernel)
+            message.initramfs = str(image.initramfs)
+            message.rootfs = str(image.rootfs)
+            message.template_ready = any(
+                t.environment == name and t.phase == "ready" and t.image_hash == image.recipe_hash
+                for t in self.store.list_templates()
+            )
+        return message
+
+    async def list_environments(self) -> list[pb.Environment]:
+        return [
+            await asyncio.to_thread(self._environment, name)
+            for name in environments.known_environments()
+        ]
+
+    async def inspect_environment(self, name: str) -> pb.Environment:
+        environments.validate_name(name)
+        return await asyncio.to_thread(self._environment, name)
+
+    async def pull_environment(
+        self, name: str, force: bool, warm: bool
+    ) -> AsyncIterator[pb.PullProgress]:
+        environments.validate_name(name)
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[pb.PullProgress] = asyncio.Queue()
+
+        def progress(stage: str, fraction: float | None) -> None:
+            update = pb.PullProgress(stage=stage, fraction=-1.0 if fraction is None else fraction)
+            loop.call_soon_threadsafe(updates.put_nowait, update)
+
+        cached = await asyncio.to_thread(environments.cached, str(self.paths.home), name)
+        task = asyncio.create_task(
+            asyncio.to_thread(environments.build, name, str(self.paths.home), progress, force)
+        )
+        while not task.done():
+            getter = asyncio.create_task(updates.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        while not updates.empty():
+            yield updates.get_nowait()
+        image = task.result()
+        if warm:
+            from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS
+
+            record = await self.templates.ensure(
+                image, DEFAULT_VCPUS, DEFAULT_MEM_MIB, progress=progress
+            )
+            while not updates.empty():
+                yield updates.get_nowait()
+            log.info("template %s ready for %s", record.id, name)
+        yield pb.PullProgress(
+            stage="ready",
+            fraction=1.0,
+            done=True,
+            cache_hit=cached is not None and not force,
+            environment=await asyncio.to_thread(self._environment, name),
+        )
+
+    async def prune(self) -> pb.PruneReply:
+        # Templates no live or stopped sandbox restores from are dropped with their memory.
+        in_use = {
+            r.template_id for r in self.sandboxes.records(include_terminated=False) if r.template_id
+        }
+        removed: list[str] = []
+        for template in self.store.list_templates():
+            if template.id not in in_use:
+                self.templates.remove(template)
+                removed.append(template.id)
+        # Layers behind a kept template's disk chain stay, even if their environment moved on.
+        keep = [Path(t.disk_path) for t in self.store.list_templates()]
+        keep += [Path(t.boot.get("kernel", "")) for t in self.store.list_templates()]
+        keep += [Path(t.boot.get("initrd", "")) for t in self.store.list_templates()]
+        freed = await asyncio.to_thread(builder.prune, self.paths.home, keep)
+        return pb.PruneReply(bytes_freed=freed, removed=removed)
+
+    # serving
+
+    async def serve(self) -> None:
+        await self.sandboxes.recover()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_receive_message_length", 64 << 20),
+            ]
+        )
+        pb_grpc.add_EngineServicer_to_server(EngineService(self), server)  # type: ignore[no-untyped-call]
+        sock = self.paths.socket
+        sock.unlink(missing_ok=True)
+        # Bind with a tight umask so the socket is never world-accessible, not even briefly.
+        old = os.umask(0o177)
+        try:
+            server.add_insecure_port(f"unix:{sock}")
+            await server.start()
+        finally:
+            os.umask(old)
+        os.chmod(sock, 0o600)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._shutdown.set)
+        log.info("engine %s serving on %s (%s)", os.getpid(), sock, self.accel.reason)
+        await self._shutdown.wait()
+        log.info("engine shutting down")
+        await self.sandboxes.shutdown()
+        await server.stop(grace=1.0)
+        sock.unlink(missing_ok=True)
+        self.store.close()
+
+
+def _lock(paths: Paths) -> IO[str]:
+    handle = open(paths.lock, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise GroveError(
+            "engine_running",
+            f"another engine already serves {paths.home}",
+            "use 'grove engine status' or 'grove engine stop'",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="grove-engine")
+    parser.add_argument("--home", type=Path, default=None)
+    args = parser.parse_args(argv)
+    paths = Paths(args.home.absolute()) if args.home else Paths.from_env()
+    paths.ensure()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.FileHandler(paths.log), logging.StreamHandler(sys.stderr)],
+    )
+    try:
+        lock = _lock(paths)
+    except GroveError as exc:
+        print(f"error: {exc.message}\n  remedy: {exc.remedy}", file=sys.stderr)
+        return 1
+    with contextlib.closing(lock):
+        try:
+            asyncio.run(Engine(paths).serve())
+        except Exception:
+            log.exception("engine failed")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

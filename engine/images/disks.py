@@ -1,0 +1,39 @@
+"""qcow2 overlays: each sandbox writes only its own file on top of a frozen backing chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from engine.errors import GroveError
+
+
+async def _qemu_img(*args: str) -> bytes:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "qemu-img", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except FileNotFoundError:
+        raise GroveError(
+            "qemu_img_missing", "qemu-img is not installed", "apt-get install qemu-utils"
+        ) from None
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise GroveError(
+            "disk_failed",
+            f"qemu-img {args[0]} failed: {err.decode(errors='replace').strip()}",
+            "check free disk space under GROVE_HOME",
+        )
+    return out
+
+
+async def create_overlay(path: Path, backing: Path) -> None:
+    await _qemu_img(
+        "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing.absolute()), str(path)
+    )
+
+
+async def allocated_bytes(path: Path) -> int:
+    info = json.loads(await _qemu_img("info", "--output=json", "-U", str(path)))
+    return int(info["actual-size"])

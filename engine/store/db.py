@@ -1,0 +1,199 @@
+"""Engine state in SQLite (WAL): every change is committed before the engine acts on it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    image_hash TEXT NOT NULL,
+    vcpus INTEGER NOT NULL,
+    mem_mib INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    mem_path TEXT NOT NULL,
+    state_path TEXT NOT NULL,
+    disk_path TEXT NOT NULL,
+    parent_id TEXT,
+    source_sandbox TEXT,
+    name TEXT,
+    boot TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    environment TEXT NOT NULL,
+    template_id TEXT,
+    parent_id TEXT,
+    phase TEXT NOT NULL,
+    vcpus INTEGER NOT NULL,
+    mem_mib INTEGER NOT NULL,
+    pid INTEGER,
+    pid_start INTEGER,
+    mem_path TEXT NOT NULL DEFAULT '',
+    disk_path TEXT NOT NULL DEFAULT '',
+    secrets INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    extra TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandboxes_phase ON sandboxes(phase);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_sandbox ON events(sandbox_id, seq);
+"""
+
+
+class Store:
+    """Thread-safe access to the engine database; one connection, serialized by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # commits on its own
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # sandboxes
+
+    def insert_sandbox(self, record: SandboxRecord) -> None:
+        row = record.to_row()
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._tx() as db:
+            db.execute(f"INSERT INTO sandboxes({cols}) VALUES({marks})", tuple(row.values()))
+
+    def update_sandbox(self, sandbox_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if "extra" in fields and not isinstance(fields["extra"], str):
+            fields["extra"] = json.dumps(fields["extra"])
+        if "phase" in fields:
+            fields["phase"] = str(fields["phase"])
+        assigns = ", ".join(f"{key} = ?" for key in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE sandboxes SET {assigns} WHERE id = ?", (*fields.values(), sandbox_id)
+            )
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+    def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
+        rows = self._query("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,))
+        return SandboxRecord.from_row(rows[0]) if rows else None
+
+    def find_sandbox(self, ref: str) -> SandboxRecord | None:
+        """By exact id, exact name, or a unique id prefix."""
+        rows = self._query("SELECT * FROM sandboxes WHERE id = ? OR name = ?", (ref, ref))
+        if not rows and len(ref) >= 4:
+            rows = self._query("SELECT * FROM sandboxes WHERE id LIKE ?", (ref + "%",))
+            if len(rows) > 1:
+                rows = []
+        return SandboxRecord.from_row(rows[0]) if rows else None
+
+    def list_sandboxes(self, include_terminated: bool = False) -> list[SandboxRecord]:
+        sql = "SELECT * FROM sandboxes"
+        if not include_terminated:
+            sql += " WHERE phase != 'terminated'"
+        return [SandboxRecord.from_row(r) for r in self._query(sql + " ORDER BY created_at, id")]
+
+    def name_taken(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM sandboxes WHERE name = ?", (name,)))
+
+    # templates
+
+    def insert_template(self, record: TemplateRecord) -> None:
+        row = record.to_row()
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._tx() as db:
+            db.execute(f"INSERT INTO templates({cols}) VALUES({marks})", tuple(row.values()))
+
+    def update_template(self, template_id: str, **fields: Any) -> None:
+        assigns = ", ".join(f"{key} = ?" for key in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE templates SET {assigns} WHERE id = ?", (*fields.values(), template_id)
+            )
+
+    def delete_template(self, template_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM templates WHERE id = ?", (template_id,))
+
+    def get_template(self, template_id: str) -> TemplateRecord | None:
+        rows = self._query("SELECT * FROM templates WHERE id = ?", (template_id,))
+        return TemplateRecord.from_row(rows[0]) if rows else None
+
+    def list_templates(self) -> list[TemplateRecord]:
+        return [
+            TemplateRecord.from_row(r)
+            for r in self._query("SELECT * FROM templates ORDER BY created_at")
+        ]
+
+    # events
+
+    def add_event(self, sandbox_id: str, kind: str, detail: dict[str, Any] | None = None) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events(sandbox_id, ts, kind, detail) VALUES(?, ?, ?, ?)",
+                (sandbox_id, time.time(), kind, json.dumps(detail or {})),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events(self, sandbox_id: str, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        rows = self._query(
+            "SELECT * FROM events WHERE sandbox_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (sandbox_id, after, limit),
+        )
+        return [EventRecord.from_row(r) for r in rows]

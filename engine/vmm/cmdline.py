@@ -1,0 +1,102 @@
+"""QEMU command lines for the three ways a VM starts: cold boot, restore, and the fork loader."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import GroveError
+from engine.vmm.accel import Accelerator
+
+
+@dataclass(frozen=True)
+class PortForward:
+    host_port: int
+    guest_port: int
+    host_addr: str = "127.0.0.1"
+
+    def slirp(self) -> str:
+        return f"hostfwd=tcp:{self.host_addr}:{self.host_port}-:{self.guest_port}"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    accel: Accelerator
+    vcpus: int
+    mem_mib: int
+    mem_path: Path
+    # share=on: this VM writes the memory file (a root that may become a template).
+    # share=off: MAP_PRIVATE over a frozen template file, so every write is a private CoW copy.
+    mem_shared: bool
+    disk: Path | None
+    qmp_socket: Path
+    ctl_socket: Path
+    console_log: Path
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = ""
+    incoming: bool = False
+    prealloc: bool = False
+    forwards: tuple[PortForward, ...] = field(default_factory=tuple)
+    network: bool = True
+
+
+def qemu_binary() -> str:
+    path = shutil.which("qemu-system-x86_64")
+    if path is None:
+        raise GroveError(
+            "qemu_missing",
+            "qemu-system-x86_64 is not installed",
+            "apt-get install qemu-system-x86 qemu-utils",
+        )
+    return path
+
+
+def build(spec: VmSpec) -> list[str]:
+    mem = f"{spec.mem_mib}M"
+    backend = (
+        f"memory-backend-file,id=mem,size={mem},mem-path={spec.mem_path},"
+        f"share={'on' if spec.mem_shared else 'off'}"
+    )
+    if spec.prealloc:
+        backend += ",prealloc=on"
+    argv = [
+        qemu_binary(),
+        *spec.accel.qemu_args(),
+        "-M", "microvm,memory-backend=mem",
+        "-m", mem,
+        "-smp", str(spec.vcpus),
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-object", backend,
+        "-serial", f"file:{spec.console_log}",
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-device,rng=rng0",
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,id=ctl,path={spec.ctl_socket},server=on,wait=off",
+        "-device", "virtserialport,chardev=ctl,name=ctl",
+        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
+    ]  # fmt: skip
+    if spec.disk is not None:
+        argv += [
+            "-drive",
+            f"file={spec.disk},if=none,id=d0,format=qcow2,cache=unsafe,discard=unmap",
+            "-device", "virtio-blk-device,drive=d0",
+        ]  # fmt: skip
+    else:
+        # The fork loader needs a disk device of the same shape but never reads it.
+        argv += [
+            "-drive", "file=null-co://,if=none,id=d0,format=raw",
+            "-device", "virtio-blk-device,drive=d0",
+        ]  # fmt: skip
+    if spec.network:
+        netdev = "user,id=n0" + "".join("," + f.slirp() for f in spec.forwards)
+        argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]
+    if spec.kernel is not None:
+        argv += ["-kernel", str(spec.kernel)]
+        if spec.initrd is not None:
+            argv += ["-initrd", str(spec.initrd)]
+        argv += ["-append", spec.append]
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
+    return argv

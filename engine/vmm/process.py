@@ -1,0 +1,119 @@
+"""One QEMU process: spawned or re-adopted, watched through a pidfd, killed with its sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import GroveError
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time in clock ticks since boot (field 22 of /proc/PID/stat): guards PID reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may contain spaces or parentheses; fields resume after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def is_same_process(pid: int, start: int | None, exe: str) -> bool:
+    if start is None or process_start_time(pid) != start:
+        return False
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe") == os.path.realpath(exe)
+    except OSError:
+        return False
+
+
+@dataclass
+class QemuProcess:
+    pid: int
+    start: int
+    exe: str
+    _popen: subprocess.Popen[bytes] | None = None
+    _pidfd: int | None = None
+
+    @classmethod
+    def spawn(cls, argv: list[str], log: Path) -> QemuProcess:
+        with open(log, "ab") as out:
+            # Own session: the engine's death or a Ctrl+C at its terminal never reaches QEMU,
+            # and QEMU never holds the engine's stdio open.
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        start = process_start_time(popen.pid)
+        if start is None:
+            popen.wait()
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise GroveError(
+                "qemu_failed",
+                f"QEMU exited at once: {' / '.join(tail) or 'no output'}",
+                f"see {log}",
+            )
+        return cls(popen.pid, start, argv[0], popen)
+
+    @classmethod
+    def adopt(cls, pid: int, start: int | None, exe: str) -> QemuProcess | None:
+        if not is_same_process(pid, start, exe):
+            return None
+        assert start is not None
+        return cls(pid, start, exe)
+
+    def alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        return is_same_process(self.pid, self.start, self.exe)
+
+    async def wait(self) -> None:
+        """Return when the process has exited (works for adopted, non-child processes too)."""
+        if not self.alive():
+            return
+        loop = asyncio.get_running_loop()
+        if self._pidfd is None:
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                return
+        done: asyncio.Future[None] = loop.create_future()
+
+        def exited() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(self._pidfd, exited)
+        try:
+            if self.alive():
+                await done
+        finally:
+            loop.remove_reader(self._pidfd)
+        if self._popen is not None:
+            self._popen.wait()
+
+    async def kill(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self._pidfd is None and self.alive():
+                # Identity was checked just now; the pidfd pins it against PID reuse.
+                self._pidfd = os.pidfd_open(self.pid)
+            if self._pidfd is not None and self.alive():
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait(), timeout)
+        self.close()
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None

@@ -1,0 +1,169 @@
+"""A running VM: its QEMU process, monitor and agent connections, and sockets, owned together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.agent.client import AgentClient, AgentError
+from engine.errors import GroveError
+from engine.vmm import cmdline
+from engine.vmm.process import QemuProcess
+from engine.vmm.qmp import Qmp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VmFiles:
+    """Where one VM's sockets and logs live; removed together when the VM goes."""
+
+    sock_dir: Path
+    log_dir: Path
+
+    @property
+    def qmp(self) -> Path:
+        return self.sock_dir / "qmp.sock"
+
+    @property
+    def ctl(self) -> Path:
+        return self.sock_dir / "ctl.sock"
+
+    @property
+    def console(self) -> Path:
+        return self.log_dir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.log_dir / "qemu.log"
+
+    def prepare(self) -> None:
+        self.sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for sock in (self.qmp, self.ctl):
+            sock.unlink(missing_ok=True)
+
+    def remove_sockets(self) -> None:
+        for sock in (self.qmp, self.ctl):
+            sock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.sock_dir.rmdir()
+
+
+class Vm:
+    def __init__(self, files: VmFiles, process: QemuProcess, qmp: Qmp) -> None:
+        self.files = files
+        self.process = process
+        self.qmp = qmp
+        self.agent: AgentClient | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    async def launch(cls, spec: cmdline.VmSpec, files: VmFiles) -> Vm:
+        files.prepare()
+        process = QemuProcess.spawn(cmdline.build(spec), files.qemu_log)
+        try:
+            qmp = await Qmp.connect(files.qmp, timeout=15.0)
+        except BaseException:
+            await process.kill()
+            raise
+        return cls(files, process, qmp)
+
+    @classmethod
+    async def adopt(cls, files: VmFiles, pid: int, start: int | None) -> Vm | None:
+        process = QemuProcess.adopt(pid, start, cmdline.qemu_binary())
+        if process is None:
+            return None
+        try:
+            qmp = await Qmp.connect(files.qmp, timeout=3.0)
+        except GroveError:
+            await process.kill()
+            return None
+        return cls(files, process, qmp)
+
+    async def restore(self, state: Path) -> None:
+        """Load device state into a VM started with -incoming defer and run it."""
+        await self.qmp.execute(
+            "migrate-set-capabilities",
+            capabilities=[{"capability": "x-ignore-shared", "state": True}],
+        )
+        await self.qmp.execute("migrate-incoming", uri=f"exec:cat {state}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            status = (await self.qmp.execute("query-status"))["status"]
+            if status == "running":
+                return
+            if status == "paused" or status == "postmigrate":
+                await self.qmp.execute("cont")
+                return
+            if status in ("inmigrate",) and loop.time() < deadline:
+                await asyncio.sleep(0.001)
+                continue
+            raise GroveError(
+                "restore_failed",
+                f"VM did not resume from its snapshot (status {status})",
+                f"see {self.files.qemu_log}",
+            )
+
+    async def connect_agent(self, timeout: float) -> AgentClient:
+        try:
+            self.agent = await AgentClient.connect(self.files.ctl, timeout=timeout)
+        except AgentError as exc:
+            raise GroveError(
+                "agent_unreachable",
+                f"guest agent did not answer: {exc}",
+                f"see {self.files.console}",
+            ) from exc
+        return self.agent
+
+    async def save(self, state: Path) -> None:
+        """Pause and write device state (guest RAM stays in the shared memory file)."""
+        if self.agent is not None:
+            await self.agent.close()
+            self.agent = None
+        await self.qmp.execute("stop")
+        await self.qmp.execute(
+            "migrate-set-capabilities",
+            capabilities=[{"capability": "x-ignore-shared", "state": True}],
+        )
+        tmp = state.with_suffix(".tmp")
+        await self.qmp.execute("migrate", uri=f"exec:cat > {tmp}")
+        await self.qmp.wait_migration()
+        tmp.rename(state)
+
+    async def pause(self) -> None:
+        await self.qmp.execute("stop")
+
+    async def resume(self) -> None:
+        await self.qmp.execute("cont")
+
+    async def quit(self, timeout: float = 5.0) -> None:
+        """Graceful end: flush the guest's filesystems, then ask QEMU to exit."""
+        if self.agent is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.agent.sync(), 10)
+        with contextlib.suppress(Exception):
+            await self.qmp.execute("quit", timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.process.wait(), timeout)
+        await self.kill()
+
+    async def kill(self) -> None:
+        """Immediate end; safe to call twice."""
+        started = time.monotonic()
+        if self.agent is not None:
+            with contextlib.suppress(Exception):
+                await self.agent.close()
+            self.agent = None
+        await self.process.kill()
+        await self.qmp.close()
+        self.files.remove_sockets()
+        log.debug("vm %s killed in %.1f ms", self.pid, (time.monotonic() - started) * 1000)
