@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import foundation
+from bench import fork, foundation
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -17,7 +17,7 @@ from engine.vmm.accel import probe
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--only", choices=["foundation"], default=None)
+    parser.add_argument("--only", choices=["foundation", "fork"], default=None)
     parser.add_argument(
         "--image-cache",
         type=Path,
@@ -34,7 +34,10 @@ def main() -> int:
     }
     results: list[dict[str, object]] = []
     with private_engine(args.image_cache) as client:
-        results += foundation.run(client, args.rounds)
+        if args.only in (None, "foundation"):
+            results += foundation.run(client, args.rounds)
+        if args.only in (None, "fork"):
+            results += fork.run(client, args.rounds)
     report["results"] = results
     print(json.dumps(report, indent=2))
     print_table(results)  # type: ignore[arg-type]

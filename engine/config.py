@@ -59,6 +59,12 @@ class Paths:
     def templates(self) -> Path:
         return self.home / "templates"
 
+    @property
+    def disks(self) -> Path:
+        """Every qcow2 layer a sandbox or snapshot owns; layers outlive the sandbox that wrote
+        them when a snapshot froze them, so they are not kept in a sandbox's own dir."""
+        return self.home / "disks"
+
     def sandbox_dir(self, sandbox_id: str) -> Path:
         return self.sandboxes / sandbox_id
 
@@ -87,6 +93,8 @@ class Paths:
         return Path("/tmp") / f"grove-{os.geteuid()}-{tag}"
 
     def ensure(self) -> None:
-        for path in (self.home, self.sandboxes, self.templates, self.memory_dir, self.socket_dir):
+        for path in (
+            self.home, self.sandboxes, self.templates, self.disks, self.memory_dir, self.socket_dir
+        ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)

@@ -23,8 +23,10 @@ from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api.service import EngineService
 from engine.config import Paths
 from engine.errors import GroveError
+from engine.fork import fsdiff, lineage
 from engine.images import environments
 from engine.images.templates import Templates
+from engine.metering.sampler import engine_sampler
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
 from engine.store.db import Store
@@ -35,7 +37,7 @@ log = logging.getLogger("grove.engine")
 
 
 class Engine:
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, meter_interval: float | None = None) -> None:
         self.paths = paths
         self.started_at = time.time()
         self.accel = accel_probe.probe()
@@ -45,6 +47,7 @@ class Engine:
         self.sandboxes = Sandboxes(
             paths, self.store, self.accel, self.templates, self.events, self.load_image
         )
+        self.meter = engine_sampler(self.sandboxes, meter_interval)
         self._shutdown = asyncio.Event()
 
     def load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
@@ -63,6 +66,13 @@ class Engine:
             started_at=self.started_at,
             sandboxes_running=self.sandboxes.running_count(),
         )
+
+    def lineage(self) -> list[lineage.Node]:
+        envs = [e.name for e in builder.list_environments(self.paths.home)]
+        return lineage.build(envs, self.store.list_templates(), self.store.list_sandboxes())
+
+    async def diff(self, ref: str, against: str, paths: list[str]) -> pb.DiffReply:
+        return await fsdiff.diff(self, ref, against, paths)
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
@@ -159,6 +169,8 @@ class Engine:
 
     async def serve(self) -> None:
         await self.sandboxes.recover()
+        self.sandboxes.collect_garbage()
+        self.meter.start()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", 64 << 20),
@@ -182,6 +194,7 @@ class Engine:
         log.info("engine %s serving on %s (%s)", os.getpid(), sock, self.accel.reason)
         await self._shutdown.wait()
         log.info("engine shutting down")
+        await self.meter.stop()
         await self.sandboxes.shutdown()
         await server.stop(grace=1.0)
         sock.unlink(missing_ok=True)
@@ -208,6 +221,12 @@ def _lock(paths: Paths) -> IO[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grove-engine")
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument(
+        "--meter-interval",
+        type=float,
+        default=None,
+        help="seconds between metering samples (default: GROVE_METER_INTERVAL or 1)",
+    )
     args = parser.parse_args(argv)
     paths = Paths(args.home.absolute()) if args.home else Paths.from_env()
     paths.ensure()
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with contextlib.closing(lock):
         try:
-            asyncio.run(Engine(paths).serve())
+            asyncio.run(Engine(paths, args.meter_interval).serve())
         except Exception:
             log.exception("engine failed")
             return 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from engine.api import grove_pb2 as pb
-from engine.store.records import SandboxRecord
+from engine.fork.lineage import Node
+from engine.store.records import SandboxRecord, TemplateRecord
 
 
 def sandbox(record: SandboxRecord) -> pb.Sandbox:
@@ -22,4 +23,26 @@ def sandbox(record: SandboxRecord) -> pb.Sandbox:
         error=record.error,
         has_secrets=record.secrets,
         create_ms=float(record.extra.get("create_ms", 0.0)),
+    )
+
+
+def snapshot(template: TemplateRecord, dependents: list[str]) -> pb.Snapshot:
+    return pb.Snapshot(
+        name=template.name or "",
+        id=template.id,
+        source=template.source_sandbox or "",
+        created_at=template.created_at,
+        dependents=dependents,
+        environment=template.environment,
+    )
+
+
+def lineage(node: Node) -> pb.LineageNode:
+    return pb.LineageNode(
+        id=node.id,
+        kind=node.kind,
+        name=node.name,
+        phase=node.phase,
+        created_at=node.created_at,
+        children=[lineage(c) for c in node.children],
     )

@@ -99,7 +99,7 @@ class PruneReply(_message.Message):
     def __init__(self, bytes_freed: _Optional[int] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateSandboxRequest(_message.Message):
-    __slots__ = ("environment", "name", "vcpus", "mem_mib", "secrets")
+    __slots__ = ("environment", "name", "vcpus", "mem_mib", "secrets", "from_snapshot")
     class SecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,12 +112,14 @@ class CreateSandboxRequest(_message.Message):
     VCPUS_FIELD_NUMBER: _ClassVar[int]
     MEM_MIB_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
+    FROM_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     environment: str
     name: str
     vcpus: int
     mem_mib: int
     secrets: _containers.ScalarMap[str, str]
-    def __init__(self, environment: _Optional[str] = ..., name: _Optional[str] = ..., vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    from_snapshot: str
+    def __init__(self, environment: _Optional[str] = ..., name: _Optional[str] = ..., vcpus: _Optional[int] = ..., mem_mib: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ..., from_snapshot: _Optional[str] = ...) -> None: ...
 
 class Sandbox(_message.Message):
     __slots__ = ("id", "name", "environment", "phase", "vcpus", "mem_mib", "pid", "created_at", "updated_at", "parent_id", "template_id", "error", "has_secrets", "create_ms")
@@ -257,3 +259,225 @@ class SandboxEvent(_message.Message):
     kind: str
     detail_json: str
     def __init__(self, seq: _Optional[int] = ..., sandbox_id: _Optional[str] = ..., ts: _Optional[float] = ..., kind: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...
+
+class ForkRequest(_message.Message):
+    __slots__ = ("sandbox", "replicas", "name_prefix", "allow_secrets")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    replicas: int
+    name_prefix: str
+    allow_secrets: bool
+    def __init__(self, sandbox: _Optional[str] = ..., replicas: _Optional[int] = ..., name_prefix: _Optional[str] = ..., allow_secrets: _Optional[bool] = ...) -> None: ...
+
+class ForkReply(_message.Message):
+    __slots__ = ("source", "snapshot", "children", "paused_ms")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_MS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    snapshot: str
+    children: _containers.RepeatedCompositeFieldContainer[Sandbox]
+    paused_ms: float
+    def __init__(self, source: _Optional[str] = ..., snapshot: _Optional[str] = ..., children: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ..., paused_ms: _Optional[float] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("sandbox", "name")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    name: str
+    def __init__(self, sandbox: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class SnapshotRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("name", "id", "source", "created_at", "dependents", "environment")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    source: str
+    created_at: float
+    dependents: _containers.RepeatedScalarFieldContainer[str]
+    environment: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., source: _Optional[str] = ..., created_at: _Optional[float] = ..., dependents: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class SnapshotList(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[Snapshot]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[Snapshot, _Mapping]]] = ...) -> None: ...
+
+class ResetRequest(_message.Message):
+    __slots__ = ("sandbox", "snapshot")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    snapshot: str
+    def __init__(self, sandbox: _Optional[str] = ..., snapshot: _Optional[str] = ...) -> None: ...
+
+class LineageNode(_message.Message):
+    __slots__ = ("id", "kind", "name", "phase", "created_at", "children")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    name: str
+    phase: str
+    created_at: float
+    children: _containers.RepeatedCompositeFieldContainer[LineageNode]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., phase: _Optional[str] = ..., created_at: _Optional[float] = ..., children: _Optional[_Iterable[_Union[LineageNode, _Mapping]]] = ...) -> None: ...
+
+class LineageReply(_message.Message):
+    __slots__ = ("roots",)
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
+    roots: _containers.RepeatedCompositeFieldContainer[LineageNode]
+    def __init__(self, roots: _Optional[_Iterable[_Union[LineageNode, _Mapping]]] = ...) -> None: ...
+
+class DiffRequest(_message.Message):
+    __slots__ = ("sandbox", "against_snapshot", "paths")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    AGAINST_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    against_snapshot: str
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sandbox: _Optional[str] = ..., against_snapshot: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FileChange(_message.Message):
+    __slots__ = ("path", "change", "kind", "old_sha256", "new_sha256", "old_size", "new_size", "patch")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OLD_SHA256_FIELD_NUMBER: _ClassVar[int]
+    NEW_SHA256_FIELD_NUMBER: _ClassVar[int]
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    change: str
+    kind: str
+    old_sha256: str
+    new_sha256: str
+    old_size: int
+    new_size: int
+    patch: str
+    def __init__(self, path: _Optional[str] = ..., change: _Optional[str] = ..., kind: _Optional[str] = ..., old_sha256: _Optional[str] = ..., new_sha256: _Optional[str] = ..., old_size: _Optional[int] = ..., new_size: _Optional[int] = ..., patch: _Optional[str] = ...) -> None: ...
+
+class DiffReply(_message.Message):
+    __slots__ = ("sandbox", "against", "changes")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    AGAINST_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    against: str
+    changes: _containers.RepeatedCompositeFieldContainer[FileChange]
+    def __init__(self, sandbox: _Optional[str] = ..., against: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[FileChange, _Mapping]]] = ...) -> None: ...
+
+class TopRequest(_message.Message):
+    __slots__ = ("all", "interval_s")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    interval_s: float
+    def __init__(self, all: _Optional[bool] = ..., interval_s: _Optional[float] = ...) -> None: ...
+
+class SandboxMetering(_message.Message):
+    __slots__ = ("id", "name", "phase", "sampled_at", "unique_mem_bytes", "shared_mem_bytes", "vmm_overhead_bytes", "rss_bytes", "unique_disk_bytes", "shared_disk_bytes", "cpu_percent", "guest_mem_used_bytes", "template_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VMM_OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GUEST_MEM_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    phase: str
+    sampled_at: float
+    unique_mem_bytes: int
+    shared_mem_bytes: int
+    vmm_overhead_bytes: int
+    rss_bytes: int
+    unique_disk_bytes: int
+    shared_disk_bytes: int
+    cpu_percent: float
+    guest_mem_used_bytes: int
+    template_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., phase: _Optional[str] = ..., sampled_at: _Optional[float] = ..., unique_mem_bytes: _Optional[int] = ..., shared_mem_bytes: _Optional[int] = ..., vmm_overhead_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., unique_disk_bytes: _Optional[int] = ..., shared_disk_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., guest_mem_used_bytes: _Optional[int] = ..., template_id: _Optional[str] = ...) -> None: ...
+
+class HostMetering(_message.Message):
+    __slots__ = ("sandboxes_running", "naive_mem_bytes", "cow_aware_mem_bytes", "saved_mem_bytes", "naive_guest_mem_bytes", "cow_aware_guest_mem_bytes", "template_mem_bytes", "naive_disk_bytes", "cow_aware_disk_bytes", "saved_disk_bytes", "cpu_percent", "cpu_count", "mem_total_bytes", "mem_available_bytes")
+    SANDBOXES_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    NAIVE_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COW_AWARE_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAVED_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NAIVE_GUEST_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COW_AWARE_GUEST_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NAIVE_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COW_AWARE_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAVED_DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEM_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    sandboxes_running: int
+    naive_mem_bytes: int
+    cow_aware_mem_bytes: int
+    saved_mem_bytes: int
+    naive_guest_mem_bytes: int
+    cow_aware_guest_mem_bytes: int
+    template_mem_bytes: int
+    naive_disk_bytes: int
+    cow_aware_disk_bytes: int
+    saved_disk_bytes: int
+    cpu_percent: float
+    cpu_count: int
+    mem_total_bytes: int
+    mem_available_bytes: int
+    def __init__(self, sandboxes_running: _Optional[int] = ..., naive_mem_bytes: _Optional[int] = ..., cow_aware_mem_bytes: _Optional[int] = ..., saved_mem_bytes: _Optional[int] = ..., naive_guest_mem_bytes: _Optional[int] = ..., cow_aware_guest_mem_bytes: _Optional[int] = ..., template_mem_bytes: _Optional[int] = ..., naive_disk_bytes: _Optional[int] = ..., cow_aware_disk_bytes: _Optional[int] = ..., saved_disk_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpu_count: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., mem_available_bytes: _Optional[int] = ...) -> None: ...
+
+class TopReply(_message.Message):
+    __slots__ = ("sampled_at", "sandboxes", "host", "interval_s")
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    SANDBOXES_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    sampled_at: float
+    sandboxes: _containers.RepeatedCompositeFieldContainer[SandboxMetering]
+    host: HostMetering
+    interval_s: float
+    def __init__(self, sampled_at: _Optional[float] = ..., sandboxes: _Optional[_Iterable[_Union[SandboxMetering, _Mapping]]] = ..., host: _Optional[_Union[HostMetering, _Mapping]] = ..., interval_s: _Optional[float] = ...) -> None: ...
+
+class HistoryReply(_message.Message):
+    __slots__ = ("sandbox_id", "interval_s", "samples")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    interval_s: float
+    samples: _containers.RepeatedCompositeFieldContainer[SandboxMetering]
+    def __init__(self, sandbox_id: _Optional[str] = ..., interval_s: _Optional[float] = ..., samples: _Optional[_Iterable[_Union[SandboxMetering, _Mapping]]] = ...) -> None: ...

@@ -109,6 +109,56 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.EventsRequest.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.SandboxEvent.FromString,
                 _registered_method=True)
+        self.ForkSandbox = channel.unary_unary(
+                '/grove.v1.Engine/ForkSandbox',
+                request_serializer=engine_dot_api_dot_grove__pb2.ForkRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ForkReply.FromString,
+                _registered_method=True)
+        self.CreateSnapshot = channel.unary_unary(
+                '/grove.v1.Engine/CreateSnapshot',
+                request_serializer=engine_dot_api_dot_grove__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.Snapshot.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/grove.v1.Engine/ListSnapshots',
+                request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.SnapshotList.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/grove.v1.Engine/DeleteSnapshot',
+                request_serializer=engine_dot_api_dot_grove__pb2.SnapshotRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.Snapshot.FromString,
+                _registered_method=True)
+        self.ResetSandbox = channel.unary_unary(
+                '/grove.v1.Engine/ResetSandbox',
+                request_serializer=engine_dot_api_dot_grove__pb2.ResetRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.Sandbox.FromString,
+                _registered_method=True)
+        self.Lineage = channel.unary_unary(
+                '/grove.v1.Engine/Lineage',
+                request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.LineageReply.FromString,
+                _registered_method=True)
+        self.DiffSandbox = channel.unary_unary(
+                '/grove.v1.Engine/DiffSandbox',
+                request_serializer=engine_dot_api_dot_grove__pb2.DiffRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.DiffReply.FromString,
+                _registered_method=True)
+        self.Top = channel.unary_unary(
+                '/grove.v1.Engine/Top',
+                request_serializer=engine_dot_api_dot_grove__pb2.TopRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.TopReply.FromString,
+                _registered_method=True)
+        self.WatchMetering = channel.unary_stream(
+                '/grove.v1.Engine/WatchMetering',
+                request_serializer=engine_dot_api_dot_grove__pb2.TopRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.TopReply.FromString,
+                _registered_method=True)
+        self.MeteringHistory = channel.unary_unary(
+                '/grove.v1.Engine/MeteringHistory',
+                request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.HistoryReply.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -205,6 +255,68 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkSandbox(self, request, context):
+        """Snapshot-fork and lineage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lineage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Top(self, request, context):
+        """Metering: what each sandbox really costs (CoW-aware). Unset optional fields mean no datum.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMetering(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MeteringHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +394,56 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.SandboxEvents,
                     request_deserializer=engine_dot_api_dot_grove__pb2.EventsRequest.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.SandboxEvent.SerializeToString,
+            ),
+            'ForkSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSandbox,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ForkRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ForkReply.SerializeToString,
+            ),
+            'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSnapshot,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SnapshotRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.Snapshot.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.SnapshotList.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SnapshotRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.Snapshot.SerializeToString,
+            ),
+            'ResetSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetSandbox,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ResetRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.Sandbox.SerializeToString,
+            ),
+            'Lineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lineage,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.LineageReply.SerializeToString,
+            ),
+            'DiffSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffSandbox,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.DiffRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.DiffReply.SerializeToString,
+            ),
+            'Top': grpc.unary_unary_rpc_method_handler(
+                    servicer.Top,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.TopRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.TopReply.SerializeToString,
+            ),
+            'WatchMetering': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMetering,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.TopRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.TopReply.SerializeToString,
+            ),
+            'MeteringHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.MeteringHistory,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.HistoryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -689,6 +851,276 @@ class Engine:
             '/grove.v1.Engine/SandboxEvents',
             engine_dot_api_dot_grove__pb2.EventsRequest.SerializeToString,
             engine_dot_api_dot_grove__pb2.SandboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ForkSandbox',
+            engine_dot_api_dot_grove__pb2.ForkRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ForkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/CreateSnapshot',
+            engine_dot_api_dot_grove__pb2.SnapshotRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ListSnapshots',
+            engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.SnapshotList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/DeleteSnapshot',
+            engine_dot_api_dot_grove__pb2.SnapshotRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.Snapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ResetSandbox',
+            engine_dot_api_dot_grove__pb2.ResetRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/Lineage',
+            engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.LineageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/DiffSandbox',
+            engine_dot_api_dot_grove__pb2.DiffRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.DiffReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Top(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/Top',
+            engine_dot_api_dot_grove__pb2.TopRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.TopReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMetering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grove.v1.Engine/WatchMetering',
+            engine_dot_api_dot_grove__pb2.TopRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.TopReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MeteringHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/MeteringHistory',
+            engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.HistoryReply.FromString,
             options,
             channel_credentials,
             insecure,

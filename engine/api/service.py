@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from engine.api import convert
+from engine.api import convert, metering
 from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.errors import GroveError, invalid
@@ -114,6 +114,7 @@ class EngineService(pb_grpc.EngineServicer):
             vcpus=request.vcpus,
             mem_mib=request.mem_mib,
             secrets=dict(request.secrets),
+            from_snapshot=request.from_snapshot,
         )
         return convert.sandbox(record)
 
@@ -220,3 +221,86 @@ class EngineService(pb_grpc.EngineServicer):
                 kind=event.kind,
                 detail_json=json.dumps(event.detail),
             )
+
+    # fork, snapshots, lineage
+
+    @unary
+    async def ForkSandbox(self, request: pb.ForkRequest, context: Any) -> pb.ForkReply:
+        source, template, children, paused_ms = await self.engine.sandboxes.fork(
+            request.sandbox,
+            replicas=request.replicas or 1,
+            name_prefix=request.name_prefix,
+            allow_secrets=request.allow_secrets,
+        )
+        return pb.ForkReply(
+            source=source.id,
+            snapshot=template.id,
+            children=[convert.sandbox(c) for c in children],
+            paused_ms=paused_ms,
+        )
+
+    @unary
+    async def CreateSnapshot(self, request: pb.SnapshotRequest, context: Any) -> pb.Snapshot:
+        if not request.name:
+            raise invalid(
+                "no snapshot name given", "pass a NAME, e.g. 'grove snapshot create ID base'"
+            )
+        template = await self.engine.sandboxes.snapshot(request.sandbox, request.name)
+        return convert.snapshot(template, [])
+
+    @unary
+    async def ListSnapshots(self, request: pb.SandboxRef, context: Any) -> pb.SnapshotList:
+        sandboxes = self.engine.sandboxes
+        return pb.SnapshotList(
+            snapshots=[
+                convert.snapshot(t, sandboxes.snapshot_dependents(t.id))
+                for t in sandboxes.snapshots(request.ref)
+            ]
+        )
+
+    @unary
+    async def DeleteSnapshot(self, request: pb.SnapshotRef, context: Any) -> pb.Snapshot:
+        return convert.snapshot(self.engine.sandboxes.delete_snapshot(request.name), [])
+
+    @unary
+    async def ResetSandbox(self, request: pb.ResetRequest, context: Any) -> pb.Sandbox:
+        record = await self.engine.sandboxes.reset(request.sandbox, request.snapshot)
+        return convert.sandbox(record)
+
+    @unary
+    async def Lineage(self, request: pb.SandboxRef, context: Any) -> pb.LineageReply:
+        roots = self.engine.lineage()
+        if request.ref:
+            ref = (
+                self.engine.sandboxes.get(request.ref).id
+                if not any(r.find(request.ref) for r in roots)
+                else request.ref
+            )
+            found = [n for n in (r.find(ref) for r in roots) if n is not None]
+            roots = found[:1]
+        return pb.LineageReply(roots=[convert.lineage(r) for r in roots])
+
+    @unary
+    async def DiffSandbox(self, request: pb.DiffRequest, context: Any) -> pb.DiffReply:
+        return await self.engine.diff(
+            request.sandbox, request.against_snapshot, list(request.paths)
+        )
+
+    # metering
+
+    @unary
+    async def Top(self, request: pb.TopRequest, context: Any) -> pb.TopReply:
+        return await metering.top_reply(self.engine, request.all)
+
+    async def WatchMetering(
+        self, request: pb.TopRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.TopReply]:
+        try:
+            async for reply in metering.watch(self.engine, request.all, request.interval_s):
+                yield reply
+        except Exception as exc:
+            await _abort(context, exc)
+
+    @unary
+    async def MeteringHistory(self, request: pb.SandboxRef, context: Any) -> pb.HistoryReply:
+        return metering.history_reply(self.engine, request.ref)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from engine.cli import doctor, engine_cmds, env_cmds, exec_cmds, sandbox_cmds
+from engine.cli import doctor, engine_cmds, env_cmds, exec_cmds, fork_cmds, sandbox_cmds
 from engine.cli.context import Context
 from engine.cli.output import print_error
 from engine.config import Paths
@@ -74,7 +74,8 @@ def build_parser() -> Parser:
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
     )
     p = verb(sbx, "create", sandbox_cmds.create, "create a sandbox; prints its id")
-    p.add_argument("environment")
+    p.add_argument("environment", nargs="?", default="")
+    p.add_argument("--from-snapshot", metavar="NAME", help="restore a named snapshot instead")
     _size_opts(p)
     p.add_argument(
         "--secret",
@@ -99,6 +100,11 @@ def build_parser() -> Parser:
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true", help="every sandbox")
 
+    snap = verbs.add_parser("snapshot", help="named snapshots").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
+    fork_cmds.register(sbx, snap, verbs, verb)
+
     p = verb(verbs, "run", exec_cmds.run, "create, exec, terminate: run ENV -- CMD...")
     p.add_argument("environment")
     _size_opts(p)
@@ -109,6 +115,18 @@ def build_parser() -> Parser:
     p.add_argument("-f", "--follow", action="store_true")
 
     verb(verbs, "doctor", doctor.doctor, "check this host can run sandboxes")
+
+    from engine.cli import top_cmd
+
+    p = verb(verbs, "top", top_cmd.top, "what each sandbox really costs (CoW-aware metering)")
+    p.add_argument("--watch", action="store_true", help="redraw in place until Ctrl+C")
+    p.add_argument("--sort", metavar="COLUMN", help="sort by a column, e.g. UNIQUE-MEM or CPU%%")
+    p.add_argument("--interval", type=float, metavar="S", help="--watch refresh (default 1 s)")
+    p.add_argument("-a", "--all", action="store_true", help="include terminated sandboxes")
+
+    from engine.cli import ui_cmd
+
+    ui_cmd.add_arguments(verb(verbs, "ui", ui_cmd.ui, "open the terminal dashboard"))
 
     from engine.cli import demo
 

@@ -61,11 +61,14 @@ def create_request(a: Any, secrets: dict[str, str] | None = None) -> pb.CreateSa
         vcpus=a.vcpus or 0,
         mem_mib=a.mem_mib or 0,
         secrets=secrets or {},
+        from_snapshot=getattr(a, "from_snapshot", None) or "",
     )
 
 
 def create(ctx: Context) -> int:
     a = ctx.args
+    if not a.environment and not a.from_snapshot:
+        raise invalid("no environment given", "pass one, e.g. 'debian:12', or --from-snapshot NAME")
     secrets = parse_pairs(a.secret, "--secret", from_env=True)
     sandbox = ctx.client.call("CreateSandbox", create_request(a, secrets))
     if ctx.json:

@@ -28,10 +28,26 @@ async def _qemu_img(*args: str) -> bytes:
     return out
 
 
-async def create_overlay(path: Path, backing: Path) -> None:
-    await _qemu_img(
-        "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing.absolute()), str(path)
-    )
+async def create_overlay(path: Path, backing: Path, live: bool = False) -> None:
+    """A new empty layer over backing.
+
+    live: backing is still held read-write by a running VM (it is about to be frozen by a
+    fork), so it must not be opened: its size is read with a shared lock and passed in.
+    """
+    backing = backing.absolute()
+    if live:
+        size = await virtual_size(backing)
+        await _qemu_img(
+            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b", str(backing), str(path),
+            str(size),
+        )  # fmt: skip
+        return
+    await _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing), str(path))
+
+
+async def virtual_size(path: Path) -> int:
+    info = json.loads(await _qemu_img("info", "--output=json", "-U", str(path)))
+    return int(info["virtual-size"])
 
 
 async def allocated_bytes(path: Path) -> int:

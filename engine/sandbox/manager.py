@@ -15,10 +15,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from secrets import token_hex
 
 from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, Paths
 from engine.errors import GroveError, invalid
+from engine.fork import capture, gc
 from engine.images import disks, environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
 from engine.sandbox.events import EventLog
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # A restored guest has its agent already running: it answers within milliseconds.
 AGENT_RESTORE_TIMEOUT = 30.0
+MAX_REPLICAS = 64
 
 ImageLoader = Callable[[str], "asyncio.Future[environments.EnvironmentImage]"]
 
@@ -59,6 +62,7 @@ class Sandboxes:
         self._locks: dict[str, asyncio.Lock] = {}
         # Sandboxes whose VM we are ending on purpose: their exit is not a failure.
         self._ending: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # lookup
 
@@ -110,8 +114,19 @@ class Sandboxes:
         vcpus: int = 0,
         mem_mib: int = 0,
         secrets: dict[str, str] | None = None,
+        from_snapshot: str = "",
     ) -> SandboxRecord:
         cmdline.qemu_binary()  # fail first, with the install hint, when QEMU is missing
+        snapshot = self.snapshot_by_name(from_snapshot) if from_snapshot else None
+        if snapshot is not None:
+            if (vcpus and vcpus != snapshot.vcpus) or (mem_mib and mem_mib != snapshot.mem_mib):
+                raise invalid(
+                    f"snapshot {snapshot.name} was taken with {snapshot.vcpus} vCPU and "
+                    f"{snapshot.mem_mib} MiB; a restore cannot change that",
+                    "omit --vcpus/--mem-mib when using --from-snapshot",
+                )
+            environment = environment or snapshot.environment
+            vcpus, mem_mib = snapshot.vcpus, snapshot.mem_mib
         vcpus = vcpus or DEFAULT_VCPUS
         mem_mib = mem_mib or DEFAULT_MEM_MIB
         _validate_size(vcpus, mem_mib)
@@ -130,8 +145,11 @@ class Sandboxes:
             )
         for key in secrets or {}:
             _validate_env_key(key)
-        image = await self._load_image(environment)
-        template = await self._templates.ensure(image, vcpus, mem_mib)
+        if snapshot is not None:
+            template = snapshot
+        else:
+            image = await self._load_image(environment)
+            template = await self._templates.ensure(image, vcpus, mem_mib)
         started = time.monotonic()
         now = time.time()
         record = SandboxRecord(
@@ -162,20 +180,25 @@ class Sandboxes:
             raise
         record.extra["create_ms"] = round((time.monotonic() - started) * 1000, 1)
         self._store.update_sandbox(record.id, extra=record.extra)
-        await self._events.emit(record.id, "created", environment=environment)
+        await self._events.emit(record.id, "created", environment=environment, template=template.id)
         return record
 
-    async def _restore(self, record: SandboxRecord, template: TemplateRecord) -> None:
-        t0 = time.monotonic()
-        marks: list[tuple[str, float]] = []
+    def _new_disk(self, sandbox_id: str) -> Path:
+        return self._paths.disks / f"{sandbox_id}-{token_hex(3)}.qcow2"
 
-        def mark(step: str) -> None:
-            marks.append((step, (time.monotonic() - t0) * 1000))
-
+    async def _launch_target(
+        self,
+        record: SandboxRecord,
+        template: TemplateRecord,
+        backing: Path,
+        live_backing: bool = False,
+    ) -> Vm:
+        """Start a QEMU waiting for a snapshot: memory MAP_PRIVATE over the template's file,
+        a fresh disk layer over backing. Nothing runs until complete_restore()."""
         files = self._files(record.id)
-        disk = self._paths.sandbox_dir(record.id) / "disk.qcow2"
-        await disks.create_overlay(disk, Path(template.disk_path))
-        mark("overlay")
+        disk = self._new_disk(record.id)
+        await disks.create_overlay(disk, backing, live=live_backing)
+        record.disk_path = str(disk)
         spec = cmdline.VmSpec(
             accel=self._accel,
             vcpus=template.vcpus,
@@ -192,28 +215,48 @@ class Sandboxes:
             incoming=True,
         )
         vm = await Vm.launch(spec, files)
-        mark("launch")
         self._vms[record.id] = vm
+        record.template_id = template.id
+        record.extra.update(boot=template.boot, image_hash=template.image_hash)
         self._store.update_sandbox(
             record.id,
             pid=vm.pid,
             pid_start=vm.process.start,
             mem_path=template.mem_path,
             disk_path=str(disk),
+            template_id=template.id,
+            extra=record.extra,
         )
-        await vm.restore(Path(template.state_path))
-        mark("restore")
+        return vm
+
+    async def _complete_restore(self, record: SandboxRecord, vm: Vm, state: Path) -> None:
+        t0 = time.monotonic()
+        await vm.restore(state)
+        restored = time.monotonic()
         agent = await vm.connect_agent(AGENT_RESTORE_TIMEOUT)
-        mark("agent")
+        connected = time.monotonic()
         await self._new_identity(record, agent)
-        mark("identity")
         self._set_phase(record, Phase.RUNNING, pid=vm.pid)
         self._watch(record.id, vm)
-        log.info("restored %s: %s", record.id, " ".join(f"{s}={ms:.0f}" for s, ms in marks))
+        log.info(
+            "restored %s: restore=%.0f agent=%.0f identity=%.0f ms", record.id,
+            (restored - t0) * 1000, (connected - restored) * 1000,
+            (time.monotonic() - connected) * 1000,
+        )  # fmt: skip
+
+    async def _restore(self, record: SandboxRecord, template: TemplateRecord) -> None:
+        vm = await self._launch_target(record, template, Path(template.disk_path))
+        record.extra["disk_base"] = template.id
+        record.extra.setdefault("origin", template.id)
+        self._store.update_sandbox(record.id, extra=record.extra)
+        await self._complete_restore(record, vm, Path(template.state_path))
 
     async def _new_identity(self, record: SandboxRecord, agent: AgentClient) -> None:
         """A restored guest is a copy: reseed its RNG, step its clock, give it its own name."""
-        reply = await agent.restore_identity(os.urandom(64), time.time_ns(), record.name)
+        try:
+            reply = await agent.restore_identity(os.urandom(64), time.time_ns(), record.name)
+        except AgentError as exc:
+            reply = {"error": str(exc)}
         if not reply.get("reseeded"):
             # Fail closed: two sandboxes must never share an RNG stream.
             raise GroveError(
@@ -312,7 +355,8 @@ class Sandboxes:
                 initrd=Path(boot["initrd"]),
                 append=boot["append"],
             )
-            self._set_phase(record, Phase.CREATING, mem_path=str(mem_path))
+            record.extra["boot"] = boot
+            self._set_phase(record, Phase.CREATING, mem_path=str(mem_path), extra=record.extra)
             try:
                 vm = await Vm.launch(spec, files)
                 self._vms[record.id] = vm
@@ -351,7 +395,8 @@ class Sandboxes:
             self._remove_files(record)
             self._set_phase(record, Phase.TERMINATED, pid=None, pid_start=None)
             await self._events.emit(record.id, "terminated")
-            return record
+        self.collect_garbage()
+        return record
 
     async def terminate_all(self) -> list[SandboxRecord]:
         live = [r for r in self.records() if r.phase is not Phase.TERMINATED]
@@ -367,13 +412,282 @@ class Sandboxes:
 
     def _remove_files(self, record: SandboxRecord) -> None:
         self._drop_private_memory(record)
+        self._drop_top_disk(record)
         shutil.rmtree(self._paths.sandbox_dir(record.id), ignore_errors=True)
         self._files(record.id).remove_sockets()
+
+    def _drop_top_disk(self, record: SandboxRecord) -> None:
+        """The sandbox's own writable layer; layers a snapshot froze belong to the snapshot."""
+        if not record.disk_path:
+            return
+        frozen = {t.disk_path for t in self._store.list_templates()}
+        if record.disk_path not in frozen:
+            Path(record.disk_path).unlink(missing_ok=True)
 
     def _drop_private_memory(self, record: SandboxRecord) -> None:
         # A cold-booted sandbox owns its memory file; a restored one maps its template's.
         own = self._paths.memory_dir / f"{record.id}.mem"
         own.unlink(missing_ok=True)
+
+    # fork and snapshots
+
+    def snapshot_by_name(self, name: str) -> TemplateRecord:
+        for template in self._store.list_templates():
+            if template.name == name and template.phase == "ready":
+                return template
+        raise GroveError(
+            "snapshot_not_found",
+            f"no snapshot named '{name}'",
+            "list snapshots with 'grove snapshot ls'",
+        )
+
+    def snapshots(self, source: str = "") -> list[TemplateRecord]:
+        source_id = self.get(source).id if source else ""
+        return [
+            t
+            for t in self._store.list_templates()
+            if t.name and t.phase == "ready" and (not source_id or t.source_sandbox == source_id)
+        ]
+
+    def snapshot_dependents(self, template_id: str) -> list[str]:
+        return gc.dependents(
+            template_id, self._store.list_templates(), self._store.list_sandboxes()
+        )
+
+    async def fork(
+        self, ref: str, replicas: int = 1, name_prefix: str = "", allow_secrets: bool = False
+    ) -> tuple[SandboxRecord, TemplateRecord, list[SandboxRecord], float]:
+        """Fork a running sandbox into replicas children; the source keeps running."""
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise invalid(
+                f"invalid replica count {replicas}", f"pass --replicas from 1 to {MAX_REPLICAS}"
+            )
+        if name_prefix:
+            validate_name(f"{name_prefix}-{replicas}")
+        return await self._capture(ref, replicas, name_prefix, None, allow_secrets)
+
+    async def snapshot(self, ref: str, name: str) -> TemplateRecord:
+        validate_name(name)
+        if any(t.name == name for t in self._store.list_templates()):
+            raise GroveError(
+                "name_taken",
+                f"a snapshot named '{name}' already exists",
+                "choose another name or remove it with 'grove snapshot rm NAME'",
+            )
+        _, template, _, _ = await self._capture(ref, 0, "", name, allow_secrets=True)
+        return template
+
+    async def _capture(
+        self,
+        ref: str,
+        replicas: int,
+        name_prefix: str,
+        snapshot_name: str | None,
+        allow_secrets: bool,
+    ) -> tuple[SandboxRecord, TemplateRecord, list[SandboxRecord], float]:
+        source = self.get(ref)
+        if source.secrets and not allow_secrets:
+            raise GroveError(
+                "has_secrets",
+                f"sandbox {source.id} holds secrets; its forks would hold copies of them",
+                "pass --allow-secrets if the children may have them",
+            )
+        async with self._lock(source.id):
+            source, vm = self.live_vm(source.id)
+            template_id = capture.new_template_id()
+            mem = self._paths.memory_dir / f"{template_id}.mem"
+            capture.prepare_memory(mem, source.mem_mib)
+            children = self._child_records(source, template_id, replicas, name_prefix)
+            # Child QEMUs start while the source still runs: their disks sit on the source's
+            # current layer, which the capture freezes; their memory maps the file the loader
+            # is about to fill. They only load state once it exists.
+            placeholder = TemplateRecord(
+                id=template_id, kind="snapshot", environment=source.environment,
+                image_hash="", vcpus=source.vcpus, mem_mib=source.mem_mib, phase="building",
+                mem_path=str(mem), state_path="", disk_path=source.disk_path,
+                created_at=time.time(), source_sandbox=source.id, name=snapshot_name,
+                boot=dict(source.extra.get("boot", {})),
+                parent_id=str(source.extra.get("disk_base") or source.template_id or "") or None,
+            )  # fmt: skip
+            self._store.insert_template(placeholder)
+            launches = [
+                self._launch_target(child, placeholder, Path(source.disk_path), live_backing=True)
+                for child in children
+            ]
+            template: TemplateRecord | None = None
+            try:
+                results = await asyncio.gather(*launches, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+
+                def disk_frozen(new_top: Path) -> None:
+                    # Recorded at once: from here on the source writes only to new_top.
+                    source.disk_path = str(new_top)
+                    source.extra["disk_base"] = template_id
+                    self._store.update_sandbox(
+                        source.id, disk_path=str(new_top), extra=source.extra
+                    )
+
+                captured = await capture.capture(
+                    paths=self._paths, accel=self._accel, source=source, source_vm=vm,
+                    template_id=template_id, name=snapshot_name, on_disk_frozen=disk_frozen,
+                )  # fmt: skip
+                template = captured.template
+                self._store.delete_template(template_id)
+                self._store.insert_template(template)
+                mem.chmod(0o400)
+                child_vms = [self._vms[c.id] for c in children]
+                done = await asyncio.gather(
+                    *(
+                        self._complete_restore(c, v, Path(template.state_path))
+                        for c, v in zip(children, child_vms, strict=True)
+                    ),
+                    return_exceptions=True,
+                )
+                for outcome in done:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            except BaseException:
+                for child in children:
+                    await self._discard(child)
+                # Not dropped directly: if the source's disk was already frozen, its new layer
+                # sits on this template's disk and GC must keep that layer.
+                if template is None:
+                    self._store.update_template(template_id, phase="failed", name=None)
+                self.collect_garbage()
+                raise
+        for child in children:
+            child.extra["create_ms"] = round(captured.total_ms, 1)
+            self._store.update_sandbox(child.id, extra=child.extra)
+            await self._events.emit(
+                child.id, "created", forked_from=source.id, template=template_id
+            )
+        await self._events.emit(
+            source.id, "forked" if replicas else "snapshot", template=template_id,
+            children=[c.id for c in children], paused_ms=round(captured.paused_ms, 1),
+        )  # fmt: skip
+        task = asyncio.create_task(capture.dig_holes(mem))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return source, template, children, captured.paused_ms
+
+    def _child_records(
+        self, source: SandboxRecord, template_id: str, replicas: int, name_prefix: str
+    ) -> list[SandboxRecord]:
+        children = []
+        for i in range(replicas):
+            child_id = new_sandbox_id()
+            name = f"{name_prefix}-{i + 1}" if name_prefix else child_id
+            if self._store.name_taken(name):
+                raise GroveError(
+                    "name_taken", f"a sandbox named '{name}' already exists",
+                    "choose another --name prefix",
+                )  # fmt: skip
+            now = time.time()
+            child = SandboxRecord(
+                id=child_id, name=name, environment=source.environment, phase=Phase.CREATING,
+                vcpus=source.vcpus, mem_mib=source.mem_mib, created_at=now, updated_at=now,
+                template_id=template_id, parent_id=source.id, secrets=source.secrets,
+                extra={"disk_base": template_id, "origin": template_id},
+            )  # fmt: skip
+            self._store.insert_sandbox(child)
+            sdir = self._paths.sandbox_dir(child_id)
+            sdir.mkdir(parents=True, mode=0o700)
+            src_secrets = self._paths.sandbox_dir(source.id) / "secrets.json"
+            if src_secrets.exists():
+                shutil.copy2(src_secrets, sdir / "secrets.json")
+            children.append(child)
+        return children
+
+    async def reset(self, ref: str, snapshot_name: str = "") -> SandboxRecord:
+        """Throw away the sandbox's state and restore it from a snapshot (default: how it
+        was created). Same id, same name; a new VM process."""
+        record = self.get(ref)
+        target = (
+            self.snapshot_by_name(snapshot_name)
+            if snapshot_name
+            else self._store.get_template(str(record.extra.get("origin") or record.template_id))
+        )
+        if target is None or target.phase != "ready":
+            raise GroveError(
+                "snapshot_not_found",
+                f"the state sandbox {record.id} was created from is gone",
+                "reset to a named snapshot with --snapshot NAME",
+            )
+        if (target.vcpus, target.mem_mib) != (record.vcpus, record.mem_mib):
+            raise invalid(
+                f"snapshot {target.name or target.id} has another size than {record.id}",
+                "create a new sandbox with --from-snapshot instead",
+            )
+        async with self._lock(record.id):
+            record = self.get(record.id)
+            if record.phase not in (Phase.RUNNING, Phase.STOPPED, Phase.PAUSED):
+                raise GroveError(
+                    "invalid_phase", f"sandbox {record.id} is {record.phase.value}",
+                    _not_running_remedy(record),
+                )  # fmt: skip
+            vm = self._vms.pop(record.id, None)
+            if vm is not None:
+                self._ending.add(record.id)
+                try:
+                    await vm.kill()
+                finally:
+                    self._ending.discard(record.id)
+            self._drop_private_memory(record)
+            self._drop_top_disk(record)
+            record.phase = Phase.CREATING
+            self._store.update_sandbox(record.id, phase=Phase.CREATING)
+            try:
+                new_vm = await self._launch_target(record, target, Path(target.disk_path))
+                record.extra["disk_base"] = target.id
+                self._store.update_sandbox(record.id, extra=record.extra)
+                await self._complete_restore(record, new_vm, Path(target.state_path))
+            except BaseException:
+                failed = self._vms.pop(record.id, None)
+                if failed is not None:
+                    await failed.kill()
+                self._set_phase(record, Phase.FAILED, error="reset failed", pid=None)
+                raise
+            await self._events.emit(record.id, "reset", template=target.id)
+        self.collect_garbage()
+        return record
+
+    def delete_snapshot(self, name: str) -> TemplateRecord:
+        template = self.snapshot_by_name(name)
+        users = self.snapshot_dependents(template.id)
+        if users:
+            raise GroveError(
+                "snapshot_in_use",
+                f"snapshot {name} is still needed by {', '.join(users)}",
+                "terminate those sandboxes (or reset them elsewhere) first",
+            )
+        self._drop_template(template.id)
+        self.collect_garbage()
+        return template
+
+    def _drop_template(self, template_id: str) -> None:
+        template = self._store.get_template(template_id)
+        if template is None:
+            return
+        Path(template.mem_path).unlink(missing_ok=True)
+        shutil.rmtree(self._paths.template_dir(template_id), ignore_errors=True)
+        # A snapshot's disk is the source's frozen layer, unless a sandbox still writes it.
+        writing = {r.disk_path for r in self._store.list_sandboxes()}
+        if template.kind == "snapshot" and template.disk_path not in writing:
+            Path(template.disk_path).unlink(missing_ok=True)
+        self._store.delete_template(template_id)
+
+    def collect_garbage(self) -> list[str]:
+        """Drop snapshot templates nothing depends on (memory file, state, frozen layer)."""
+        templates = self._store.list_templates()
+        keep = gc.needed(templates, self._store.list_sandboxes())
+        dropped = [t.id for t in templates if t.id not in keep and t.kind == "snapshot"]
+        for template_id in dropped:
+            self._drop_template(template_id)
+        if dropped:
+            log.info("collected %s", ", ".join(dropped))
+        return dropped
 
     # supervision
 
@@ -395,6 +709,7 @@ class Sandboxes:
 
     async def recover(self) -> None:
         """After an engine restart: re-adopt live VMs, fail the dead, reap half-made ones."""
+        await self.reap_unfinished_templates()
         for record in self.records():
             if record.phase not in LIVE:
                 continue
@@ -420,6 +735,7 @@ class Sandboxes:
                 )
                 await self._events.emit(record.id, "failed", reason="vm gone after engine restart")
                 continue
+            await self._reconcile(record, vm)
             try:
                 await vm.connect_agent(10.0)
             except GroveError:
@@ -430,6 +746,36 @@ class Sandboxes:
             self._watch(record.id, vm)
             await self._events.emit(record.id, "adopted", pid=vm.pid)
             log.info("re-adopted sandbox %s (pid %s)", record.id, vm.pid)
+
+    async def _reconcile(self, record: SandboxRecord, vm: Vm) -> None:
+        """Make the record match the VM after an engine died mid-operation (e.g. a fork)."""
+        actual = await vm.disk_file()
+        if actual and actual != record.disk_path:
+            # A capture froze the old layer; the sandbox now sits on it.
+            frozen = [t for t in self._store.list_templates() if t.disk_path == record.disk_path]
+            if frozen:
+                record.extra["disk_base"] = frozen[0].id
+            log.info("sandbox %s writes %s, not %s: adopting it", record.id, actual,
+                     record.disk_path)  # fmt: skip
+            record.disk_path = actual
+            self._store.update_sandbox(record.id, disk_path=actual, extra=record.extra)
+        if record.phase is Phase.RUNNING and await vm.status() in ("paused", "postmigrate"):
+            # Paused for a capture that never finished: a source always resumes.
+            await vm.resume()
+            log.info("resumed sandbox %s left paused by an interrupted fork", record.id)
+
+    async def reap_unfinished_templates(self) -> None:
+        """Captures the previous engine never finished: kill their loaders, drop their files."""
+        for template in self._store.list_templates():
+            if template.phase != "building":
+                continue
+            for pid in cmdline.pids_using(template.mem_path):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            # GC after re-adoption decides whether its disk layer is still under a sandbox.
+            self._store.update_template(template.id, phase="failed", name=None)
+            Path(template.mem_path).unlink(missing_ok=True)
+            log.info("reaped unfinished template %s", template.id)
 
     def _remove_files_keep_disk(self, record: SandboxRecord) -> None:
         self._drop_private_memory(record)

@@ -7,7 +7,8 @@ import secrets
 
 from engine.errors import invalid
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# The name is also the guest's hostname, so it follows hostname rules (RFC 1123 label).
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def new_sandbox_id() -> str:
@@ -18,6 +19,6 @@ def validate_name(name: str) -> str:
     if not _NAME.match(name):
         raise invalid(
             f"invalid sandbox name '{name}'",
-            "use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
+            "use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit",
         )
     return name

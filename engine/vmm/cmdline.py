@@ -37,6 +37,8 @@ class VmSpec:
     initrd: Path | None = None
     append: str = ""
     incoming: bool = False
+    # -S: never run a vCPU (the fork loader only holds memory and device state).
+    start_paused: bool = False
     prealloc: bool = False
     forwards: tuple[PortForward, ...] = field(default_factory=tuple)
     network: bool = True
@@ -99,4 +101,24 @@ def build(spec: VmSpec) -> list[str]:
         argv += ["-append", spec.append]
     if spec.incoming:
         argv += ["-incoming", "defer"]
+    if spec.start_paused:
+        argv += ["-S"]
     return argv
+
+
+def pids_using(path: str) -> list[int]:
+    """QEMU processes whose command line names path (loaders of an interrupted capture)."""
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"qemu-system" in argv[0] and any(path.encode() in a for a in argv):
+            found.append(int(entry))
+    return found

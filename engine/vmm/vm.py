@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
@@ -124,12 +125,21 @@ class Vm:
             ) from exc
         return self.agent
 
+    async def quiesce_and_stop(self) -> None:
+        """Pause with no engine->agent frame half-delivered.
+
+        A ping round trip right before `stop` means nothing is in flight on the channel. The
+        connection stays open: the frozen agent then sits in a plain read, and a restored copy
+        wakes on the first bytes its new engine sends instead of polling for a reconnect.
+        """
+        if self.agent is not None:
+            with contextlib.suppress(AgentError):
+                await self.agent.ping(timeout=10)
+        await self.qmp.execute("stop")
+
     async def save(self, state: Path) -> None:
         """Pause and write device state (guest RAM stays in the shared memory file)."""
-        if self.agent is not None:
-            await self.agent.close()
-            self.agent = None
-        await self.qmp.execute("stop")
+        await self.quiesce_and_stop()
         await self.qmp.execute(
             "migrate-set-capabilities",
             capabilities=[{"capability": "x-ignore-shared", "state": True}],
@@ -138,6 +148,58 @@ class Vm:
         await self.qmp.execute("migrate", uri=f"exec:cat > {tmp}")
         await self.qmp.wait_migration()
         tmp.rename(state)
+        if self.agent is not None:
+            await self.agent.close()
+            self.agent = None
+
+    async def freeze_disk(self, new_top: Path) -> None:
+        """Make the current disk layer read-only history and continue on a new empty layer."""
+        args: dict[str, Any] = {
+            "device": "d0",
+            "snapshot-file": str(new_top),
+            "format": "qcow2",
+            "mode": "absolute-paths",
+        }
+        await self.qmp.execute("blockdev-snapshot-sync", **args)
+
+    async def migrate_out(self, uri: str, ignore_shared: bool) -> None:
+        # The default 128 MiB/s cap would make a full-RAM copy to the loader 4x slower.
+        bandwidth: dict[str, Any] = {"max-bandwidth": 64 << 30}
+        await self.qmp.execute("migrate-set-parameters", **bandwidth)
+        await self.qmp.execute(
+            "migrate-set-capabilities",
+            capabilities=[{"capability": "x-ignore-shared", "state": ignore_shared}],
+        )
+        await self.qmp.execute("migrate", uri=uri)
+        await self.qmp.wait_migration()
+
+    async def migrate_in(self, uri: str, ignore_shared: bool) -> None:
+        await self.qmp.execute(
+            "migrate-set-capabilities",
+            capabilities=[{"capability": "x-ignore-shared", "state": ignore_shared}],
+        )
+        await self.qmp.execute("migrate-incoming", uri=uri)
+
+    async def wait_incoming(self, timeout: float = 60.0) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = str((await self.qmp.execute("query-status"))["status"])
+            if status != "inmigrate":
+                return status
+            if loop.time() > deadline:
+                raise GroveError("migration_timeout", "snapshot load timed out", "retry")
+            await asyncio.sleep(0.001)
+
+    async def disk_file(self) -> str | None:
+        """The image file the VM writes now (the top of its disk chain)."""
+        for block in await self.qmp.execute("query-block"):
+            if block.get("device") == "d0" and "inserted" in block:
+                return str(block["inserted"]["file"])
+        return None
+
+    async def status(self) -> str:
+        return str((await self.qmp.execute("query-status"))["status"])
 
     async def pause(self) -> None:
         await self.qmp.execute("stop")

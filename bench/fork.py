@@ -1,0 +1,97 @@
+"""Snapshot-fork numbers: fork to first exec, fork of a fork, 8-way fan-out, source pause,
+the speed-up over a cold boot measured in the same run, and idle children's private memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.foundation import ENV, exec_true
+from bench.harness import Series, timed
+from engine.api import grove_pb2 as pb
+from engine.client import EngineClient
+
+
+def guest_private_kib(pid: int, mem_path: str) -> int | None:
+    """CoW copies a VM owns: Anonymous kB inside its guest-RAM mapping."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return None
+    inside = False
+    for line in text.splitlines():
+        if line and not line[0].isupper():
+            inside = line.rstrip().endswith(mem_path)
+        elif inside and line.startswith("Anonymous:"):
+            return int(line.split()[1])
+    return None
+
+
+def fork_and_answer(client: EngineClient, source: str, replicas: int = 1) -> tuple[float, Any]:
+    started = time.perf_counter()
+    reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=source, replicas=replicas))
+    for child in reply.children:
+        assert exec_true(client, child.id) == 0
+    return (time.perf_counter() - started) * 1000, reply
+
+
+def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+    source = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+    one = Series("fork -> child's first exec answered", target_ms=150)
+    paused = Series("source paused during fork", target_ms=150)
+    grand = Series("fork of a fork -> grandchild answering", target_ms=400)
+    fan = Series("fork 8 children, all answering (wall)", target_ms=1200)
+    cold = Series("cold boot to agent ready (same run)")
+    made: list[str] = []
+    for _ in range(rounds):
+        ms, reply = fork_and_answer(client, source.id)
+        one.add(ms)
+        paused.add(reply.paused_ms)
+        child = reply.children[0].id
+        made.append(child)
+        ms, reply = fork_and_answer(client, child)
+        grand.add(ms)
+        made.append(reply.children[0].id)
+        for sandbox_id in made:
+            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+        made.clear()
+    private: list[int] = []
+    for _ in range(max(1, rounds // 3)):
+        ms, reply = fork_and_answer(client, source.id, replicas=8)
+        fan.add(ms)
+        time.sleep(3)  # idle children settle
+        listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
+        pids = {s.id: s.pid for s in listed.sandboxes}
+        mem = next(
+            (str(p) for p in Path("/dev/shm").glob(f"grove-*/{reply.snapshot}.mem")), ""
+        )
+        for child in reply.children:
+            kib = guest_private_kib(pids[child.id], mem) if mem else None
+            if kib is not None:
+                private.append(kib)
+            client.call("TerminateSandbox", pb.SandboxRef(ref=child.id))
+    client.call("StopSandbox", pb.SandboxRef(ref=source.id))
+    for _ in range(2):
+        ms, _ = timed(lambda: client.call("StartSandbox", pb.SandboxRef(ref=source.id),
+                                          timeout=600))  # fmt: skip
+        cold.add(ms)
+        client.call("StopSandbox", pb.SandboxRef(ref=source.id))
+    client.call("TerminateSandbox", pb.SandboxRef(ref=source.id))
+    results = [s.summary() for s in (one, paused, grand, fan, cold)]
+    boot, forked = cold.summary()["p50_ms"], one.summary()["p50_ms"]
+    results.append({
+        "name": "fork speed-up over cold boot (target >= 20x)",
+        "ratio": round(boot / forked, 1) if boot and forked else None,
+        "meets_target": (boot / forked >= 20) if boot and forked else None,
+    })  # fmt: skip
+    private.sort()
+    results.append({
+        "name": "idle child private guest memory (MiB, p50)",
+        "n": len(private),
+        "p50_ms": round(private[len(private) // 2] / 1024, 2) if private else None,
+        "target_ms": 3,
+        "meets_target": (private[len(private) // 2] / 1024 <= 3) if private else None,
+        "unit": "MiB",
+    })  # fmt: skip
+    return results

@@ -1,0 +1,200 @@
+"""grove sandbox fork|reset|diff, grove snapshot create|ls|rm, grove tree."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from engine.api import grove_pb2 as pb
+from engine.cli.context import Context
+from engine.cli.output import age, emit_json, table
+from engine.cli.sandbox_cmds import sandbox_dict
+from engine.errors import invalid
+
+PHASE_MARK = {
+    "running": "●", "paused": "◐", "stopped": "○", "creating": "◌", "failed": "✗",
+    "terminated": "·", "ready": "◆",
+}  # fmt: skip
+
+
+def register(
+    sandbox: argparse._SubParsersAction[Any],
+    snap: argparse._SubParsersAction[Any],
+    verbs: argparse._SubParsersAction[Any],
+    verb: Any,
+) -> None:
+    p = verb(sandbox, "fork", fork, "fork a running sandbox into children (it keeps running)")
+    p.add_argument("id")
+    p.add_argument("--replicas", type=int, default=1, help="number of children (default 1)")
+    p.add_argument("--name", help="name prefix: children are PREFIX-1..N")
+    p.add_argument("--allow-secrets", action="store_true", help="fork even if it holds secrets")
+    p = verb(sandbox, "reset", reset, "restore a sandbox to a snapshot (default: its creation)")
+    p.add_argument("id")
+    p.add_argument("--snapshot", help="named snapshot to reset to")
+    p = verb(sandbox, "diff", diff, "files changed since the parent state or a snapshot")
+    p.add_argument("id")
+    p.add_argument("--against", nargs="+", metavar="parent|snapshot NAME", default=["parent"])
+    p.add_argument("--path", action="append", help="limit to this guest path (repeat)")
+
+    p = verb(snap, "create", snapshot_create, "snapshot a running sandbox under a name")
+    p.add_argument("id")
+    p.add_argument("name")
+    p = verb(snap, "ls", snapshot_ls, "list named snapshots", ("list",))
+    p.add_argument("id", nargs="?", default="")
+    p = verb(snap, "rm", snapshot_rm, "remove a snapshot nothing depends on")
+    p.add_argument("name")
+
+    p = verb(verbs, "tree", tree, "the lineage tree: environments, snapshots, sandboxes, forks")
+    p.add_argument("id", nargs="?", default="")
+
+
+def fork(ctx: Context) -> int:
+    a = ctx.args
+    reply = ctx.client.call(
+        "ForkSandbox",
+        pb.ForkRequest(
+            sandbox=a.id,
+            replicas=a.replicas,
+            name_prefix=a.name or "",
+            allow_secrets=a.allow_secrets,
+        ),
+    )
+    if ctx.json:
+        emit_json({
+            "source": reply.source, "snapshot": reply.snapshot,
+            "children": [sandbox_dict(c) for c in reply.children],
+            "paused_ms": round(reply.paused_ms, 1),
+        })  # fmt: skip
+    else:
+        for child in reply.children:
+            print(child.id)
+        print(f"source {reply.source} paused {reply.paused_ms:.0f} ms", file=sys.stderr)
+    return 0
+
+
+def reset(ctx: Context) -> int:
+    a = ctx.args
+    sandbox = ctx.client.call(
+        "ResetSandbox", pb.ResetRequest(sandbox=a.id, snapshot=a.snapshot or ""), timeout=600
+    )
+    if ctx.json:
+        emit_json(sandbox_dict(sandbox))
+    else:
+        print(f"{sandbox.id} reset")
+    return 0
+
+
+def _against(words: list[str]) -> str:
+    if words == ["parent"]:
+        return ""
+    if len(words) == 2 and words[0] == "snapshot":
+        return words[1]
+    raise invalid(
+        f"invalid --against {' '.join(words)}", "use --against parent or --against snapshot NAME"
+    )
+
+
+def diff(ctx: Context) -> int:
+    a = ctx.args
+    reply = ctx.client.call(
+        "DiffSandbox",
+        pb.DiffRequest(sandbox=a.id, against_snapshot=_against(a.against), paths=a.path or []),
+        timeout=900,
+    )
+    if ctx.json:
+        emit_json({
+            "sandbox": reply.sandbox, "against": reply.against,
+            "changes": [{
+                "path": c.path, "change": c.change, "kind": c.kind,
+                "old_sha256": c.old_sha256 or None, "new_sha256": c.new_sha256 or None,
+                "old_size": c.old_size, "new_size": c.new_size, "patch": c.patch or None,
+            } for c in reply.changes],
+        })  # fmt: skip
+        return 0
+    mark = {"added": "A", "modified": "M", "deleted": "D"}
+    print(f"# {reply.sandbox} against {reply.against}: {len(reply.changes)} change(s)")
+    for c in reply.changes:
+        digest = (c.new_sha256 or c.old_sha256)[:12]
+        print(f"{mark.get(c.change, '?')} {c.path}{'/' if c.kind == 'dir' else ''}  {digest}")
+    for c in reply.changes:
+        if c.patch:
+            print(c.patch, end="" if c.patch.endswith("\n") else "\n")
+    return 0
+
+
+def _snapshot_dict(s: pb.Snapshot) -> dict[str, Any]:
+    return {
+        "name": s.name, "id": s.id, "source": s.source or None, "created_at": s.created_at,
+        "dependents": list(s.dependents), "environment": s.environment,
+    }  # fmt: skip
+
+
+def snapshot_create(ctx: Context) -> int:
+    snap = ctx.client.call(
+        "CreateSnapshot", pb.SnapshotRequest(sandbox=ctx.args.id, name=ctx.args.name)
+    )
+    if ctx.json:
+        emit_json(_snapshot_dict(snap))
+    else:
+        print(snap.name)
+    return 0
+
+
+def snapshot_ls(ctx: Context) -> int:
+    reply = ctx.client.call("ListSnapshots", pb.SandboxRef(ref=ctx.args.id))
+    if ctx.json:
+        emit_json([_snapshot_dict(s) for s in reply.snapshots])
+        return 0
+    if not reply.snapshots:
+        print("no snapshots; take one with 'grove snapshot create ID NAME'")
+        return 0
+    now = time.time()
+    rows = [[s.name, s.source, s.environment, age(s.created_at, now),
+             ", ".join(s.dependents) or "-"] for s in reply.snapshots]  # fmt: skip
+    print(table(["NAME", "SOURCE", "ENV", "AGE", "DEPENDENTS"], rows))
+    return 0
+
+
+def snapshot_rm(ctx: Context) -> int:
+    snap = ctx.client.call("DeleteSnapshot", pb.SnapshotRef(name=ctx.args.name))
+    if ctx.json:
+        emit_json(_snapshot_dict(snap))
+    else:
+        print(f"{snap.name} removed")
+    return 0
+
+
+def _node_dict(node: pb.LineageNode, now: float) -> dict[str, Any]:
+    return {
+        "id": node.id, "kind": node.kind, "name": node.name, "phase": node.phase,
+        "created_at": node.created_at or None,
+        "age_s": round(now - node.created_at, 1) if node.created_at else None,
+        "children": [_node_dict(c, now) for c in node.children],
+    }  # fmt: skip
+
+
+def tree(ctx: Context) -> int:
+    reply = ctx.client.call("Lineage", pb.SandboxRef(ref=ctx.args.id))
+    now = time.time()
+    if ctx.json:
+        emit_json([_node_dict(r, now) for r in reply.roots])
+        return 0
+
+    def render(node: pb.LineageNode, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        mark = PHASE_MARK.get(node.phase, "?")
+        label = node.name if node.name == node.id else f"{node.name} ({node.id})"
+        when = f"  {age(node.created_at, now)}" if node.created_at else ""
+        kind = "" if node.kind == "sandbox" else f" [{node.kind}]"
+        print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase}{when}")
+        child_prefix = prefix + ("" if top else ("   " if last else "│  "))
+        for i, child in enumerate(node.children):
+            render(child, child_prefix, i == len(node.children) - 1, False)
+
+    if not reply.roots:
+        print("nothing yet; pull an environment with 'grove env pull debian:12'")
+    for root in reply.roots:
+        render(root, "", True, True)
+    return 0

@@ -1,0 +1,152 @@
+"""Capture a running sandbox as a frozen template, keeping the sandbox running.
+
+The source's RAM is private (MAP_PRIVATE over its own template), so its memory must be copied
+into a new shareable file. A *loader* QEMU, started paused on that new file, receives a full
+migration from the source; the source is paused only for that copy and then continues in the
+same process. The loader never runs a vCPU: it writes its device state (RAM excluded, since it
+already sits in the file) and exits. The source's disk layer is frozen at the same instant with
+blockdev-snapshot-sync, so memory and disk of the template describe one moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import Paths
+from engine.store.records import SandboxRecord, TemplateRecord
+from engine.vmm import cmdline
+from engine.vmm.accel import Accelerator
+from engine.vmm.vm import Vm, VmFiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Captured:
+    template: TemplateRecord
+    paused_ms: float
+    total_ms: float
+
+
+def new_template_id() -> str:
+    return "snap-" + secrets.token_hex(5)
+
+
+def prepare_memory(path: Path, mem_mib: int) -> None:
+    """Create the (sparse) memory file up front so restore targets can map it before it fills."""
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(mem_mib << 20)
+
+
+async def capture(
+    *,
+    paths: Paths,
+    accel: Accelerator,
+    source: SandboxRecord,
+    source_vm: Vm,
+    template_id: str,
+    name: str | None,
+    on_disk_frozen: Callable[[Path], None],
+) -> Captured:
+    started = time.monotonic()
+    boot = dict(source.extra.get("boot", {}))
+    # The layer under the one being frozen: read before the freeze moves the source on.
+    disk_parent = str(source.extra.get("disk_base") or source.template_id or "") or None
+    tdir = paths.template_dir(template_id)
+    tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mem = paths.memory_dir / f"{template_id}.mem"
+    if not mem.exists():
+        prepare_memory(mem, source.mem_mib)
+    state = tdir / "state.bin"
+    frozen_disk = Path(source.disk_path)
+    new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
+    files = VmFiles(paths.socket_dir / f"{template_id}-ld", tdir)
+    spec = cmdline.VmSpec(
+        accel=accel,
+        vcpus=source.vcpus,
+        mem_mib=source.mem_mib,
+        mem_path=mem,
+        mem_shared=True,
+        disk=None,
+        qmp_socket=files.qmp,
+        ctl_socket=files.ctl,
+        console_log=tdir / "loader-console.log",
+        kernel=Path(boot["kernel"]),
+        initrd=Path(boot["initrd"]),
+        append=boot["append"],
+        incoming=True,
+        start_paused=True,
+        # Allocating 512 MiB of tmpfs pages is slow on nested hosts; do it before the source
+        # pauses, not while it waits. Zero pages are given back afterwards (dig_holes).
+        prealloc=True,
+    )
+    loader = await Vm.launch(spec, files)
+    paused_ms = 0.0
+    try:
+        channel = files.sock_dir / "mig.sock"
+        await loader.migrate_in(f"unix:{channel}", ignore_shared=False)
+        await _wait_for_socket(channel)
+        pause_started = time.monotonic()
+        await source_vm.quiesce_and_stop()
+        try:
+            await source_vm.freeze_disk(new_top)
+            on_disk_frozen(new_top)
+            await source_vm.migrate_out(f"unix:{channel}", ignore_shared=False)
+        finally:
+            # The source always resumes, whatever happened to the copy.
+            await source_vm.resume()
+            paused_ms = (time.monotonic() - pause_started) * 1000
+        await loader.wait_incoming()
+        tmp = state.with_suffix(".tmp")
+        await loader.migrate_out(f"exec:cat > {tmp}", ignore_shared=True)
+        tmp.rename(state)
+    finally:
+        await loader.kill()
+        with contextlib.suppress(OSError):
+            (tdir / "loader-console.log").unlink()
+    record = TemplateRecord(
+        id=template_id,
+        kind="snapshot",
+        environment=source.environment,
+        image_hash=str(source.extra.get("image_hash", "")),
+        vcpus=source.vcpus,
+        mem_mib=source.mem_mib,
+        phase="ready",
+        mem_path=str(mem),
+        state_path=str(state),
+        disk_path=str(frozen_disk),
+        created_at=time.time(),
+        parent_id=disk_parent,
+        source_sandbox=source.id,
+        name=name,
+        boot=boot,
+    )
+    total_ms = (time.monotonic() - started) * 1000
+    log.info("captured %s as %s: paused %.0f ms, total %.0f ms", source.id, template_id,
+             paused_ms, total_ms)  # fmt: skip
+    return Captured(record, paused_ms, total_ms)
+
+
+async def _wait_for_socket(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"loader did not open {path}")
+        await asyncio.sleep(0.001)
+
+
+async def dig_holes(path: Path) -> None:
+    """Give back the zero pages a full-RAM copy allocated (safe while restores map the file)."""
+    proc = await asyncio.create_subprocess_exec(
+        "fallocate", "-d", str(path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await proc.wait()

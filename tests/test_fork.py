@@ -1,0 +1,228 @@
+"""Snapshot-fork of running sandboxes, lineage, snapshots, reset, diff and GC on real VMs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ENV, Grove
+
+COUNTER = (
+    "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done' "
+    "> /dev/null 2>&1 < /dev/null &"
+)
+
+
+def sh(grove: Grove, sid: str, script: str) -> str:
+    return grove.ok("sandbox", "exec", sid, "--", "sh", "-c", script).out
+
+
+def fork(grove: Grove, sid: str, *extra: str) -> dict[str, Any]:
+    data = grove.ok("sandbox", "fork", sid, "--json", *extra).json()
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture
+def parent(grove: Grove) -> Any:
+    sid = grove.ok("sandbox", "create", ENV).out.strip()
+    sh(grove, sid, "echo from-parent > /root/inherited; echo tmpfs > /tmp/in-ram; " + COUNTER)
+    time.sleep(1)
+    yield sid
+    for s in grove.ok("ps", "--json").json():  # type: ignore[union-attr]
+        grove.run("sandbox", "terminate", s["id"])
+
+
+def test_children_inherit_files_memory_and_processes(grove: Grove, parent: str) -> None:
+    reply = fork(grove, parent, "--replicas", "3", "--name", "kid")
+    assert reply["source"] == parent and reply["snapshot"]
+    children = reply["children"]
+    assert [c["name"] for c in children] == ["kid-1", "kid-2", "kid-3"]
+    assert all(c["phase"] == "running" for c in children)
+    for child in children:
+        cid = child["id"]
+        assert sh(grove, cid, "cat /root/inherited /tmp/in-ram") == "from-parent\ntmpfs\n"
+        # The counter loop kept running across the fork: it is alive and still counting.
+        first = int(sh(grove, cid, "cat /tmp/counter"))
+        time.sleep(1.0)
+        assert int(sh(grove, cid, "cat /tmp/counter")) > first
+        assert "sleep 0.2" in sh(grove, cid, "ps -eo args") or "sh -c i=0" in sh(
+            grove, cid, "ps -eo args"
+        )
+    # The source resumed and keeps running too.
+    assert sh(grove, parent, "cat /root/inherited") == "from-parent\n"
+    listed = {s["id"]: s for s in grove.ok("ps", "--json").json()}  # type: ignore[union-attr]
+    assert listed[parent]["phase"] == "running"
+    assert all(listed[c["id"]]["parent_id"] == parent for c in children)
+
+
+def test_children_diverge_independently(grove: Grove, parent: str) -> None:
+    a, b = (c["id"] for c in fork(grove, parent, "--replicas", "2")["children"])
+    sh(grove, a, "echo only-a > /root/mine; rm /root/inherited")
+    assert grove.run("sandbox", "exec", b, "--", "cat", "/root/mine").code != 0
+    assert grove.run("sandbox", "exec", parent, "--", "cat", "/root/mine").code != 0
+    assert sh(grove, b, "cat /root/inherited") == "from-parent\n"
+    assert sh(grove, parent, "cat /root/inherited") == "from-parent\n"
+    sh(grove, parent, "echo parent-later > /root/later")
+    assert grove.run("sandbox", "exec", a, "--", "cat", "/root/later").code != 0
+
+
+def test_identity_rng_clock_and_hostname_are_per_sandbox(grove: Grove, parent: str) -> None:
+    kids = [c["id"] for c in fork(grove, parent, "--replicas", "2")["children"]]
+    streams = {
+        sid: sh(grove, sid, "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'")
+        for sid in [parent, *kids]
+    }
+    assert len(set(streams.values())) == 3, streams
+    for sid in kids:
+        assert sh(grove, sid, "hostname").strip() == sid
+        guest_time = int(sh(grove, sid, "date +%s"))
+        assert abs(guest_time - time.time()) < 5
+
+
+def test_secrets_block_fork_unless_allowed(grove: Grove) -> None:
+    env = {**grove.env, "API_TOKEN": "s3cr3t-value"}
+    created = Grove(grove.home, env).ok("sandbox", "create", ENV, "--secret", "API_TOKEN")
+    sid = created.out.strip()
+    try:
+        refused = grove.run("sandbox", "fork", sid, "--json")
+        assert refused.code != 0
+        error = refused.json()["error"]  # type: ignore[index]
+        assert error["code"] == "has_secrets" and "--allow-secrets" in error["remedy"]
+        assert "s3cr3t-value" not in refused.out + refused.err
+        kid = fork(grove, sid, "--allow-secrets")["children"][0]["id"]
+        assert sh(grove, kid, 'printf %s "$API_TOKEN"') == "s3cr3t-value"
+        assert "s3cr3t-value" not in (grove.home / "engine.log").read_text()
+    finally:
+        grove.run("sandbox", "terminate", "--all")
+
+
+def test_fork_of_a_fork(grove: Grove, parent: str) -> None:
+    child = fork(grove, parent)["children"][0]["id"]
+    sh(grove, child, "echo from-child > /root/gen2")
+    grandchild = fork(grove, child)["children"][0]["id"]
+    assert sh(grove, grandchild, "cat /root/inherited /root/gen2") == "from-parent\nfrom-child\n"
+    tree = grove.ok("tree", "--json").json()
+    assert isinstance(tree, list)
+
+    def find(nodes: list[dict[str, Any]], ident: str) -> dict[str, Any] | None:
+        for node in nodes:
+            if node["id"] == ident:
+                return node
+            hit = find(node["children"], ident)
+            if hit:
+                return hit
+        return None
+
+    env_root = next(n for n in tree if n["kind"] == "environment" and n["name"] == ENV)
+    p = find(env_root["children"], parent)
+    assert p is not None and p["kind"] == "sandbox"
+    c = find(p["children"], child)
+    assert c is not None
+    assert [g["id"] for g in c["children"]] == [grandchild]
+    text = grove.ok("tree").out
+    assert ENV in text and grandchild in text
+
+
+def test_snapshots_reset_and_create_from_snapshot(grove: Grove, parent: str) -> None:
+    sh(grove, parent, "echo v1 > /root/version")
+    snap = grove.ok("snapshot", "create", parent, "base-v1", "--json").json()
+    assert isinstance(snap, dict) and snap["name"] == "base-v1"
+    listed = grove.ok("snapshot", "ls", "--json").json()
+    assert isinstance(listed, list)
+    entry = next(s for s in listed if s["name"] == "base-v1")
+    assert {"name", "source", "created_at", "dependents"} <= entry.keys()
+    assert entry["source"] == parent
+    sh(grove, parent, "echo v2 > /root/version; touch /root/after")
+    restored = grove.ok("sandbox", "create", "--from-snapshot", "base-v1").out.strip()
+    assert sh(grove, restored, "cat /root/version") == "v1\n"
+    # Reset to the snapshot, then back to the sandbox's creation state.
+    grove.ok("sandbox", "reset", parent, "--snapshot", "base-v1")
+    assert sh(grove, parent, "cat /root/version") == "v1\n"
+    assert grove.run("sandbox", "exec", parent, "--", "test", "-e", "/root/after").code != 0
+    grove.ok("sandbox", "reset", parent)
+    assert grove.run("sandbox", "exec", parent, "--", "test", "-e", "/root/version").code != 0
+    # A snapshot something depends on cannot go; once free, it can.
+    busy = grove.run("snapshot", "rm", "base-v1", "--json")
+    assert busy.code != 0
+    error = busy.json()["error"]  # type: ignore[index]
+    assert error["code"] == "snapshot_in_use" and restored in error["message"]
+    grove.ok("sandbox", "terminate", restored)
+    grove.ok("snapshot", "rm", "base-v1")
+    assert "base-v1" not in grove.ok("snapshot", "ls").out
+
+
+def test_diff_against_parent(grove: Grove, parent: str) -> None:
+    child = fork(grove, parent)["children"][0]["id"]
+    sh(grove, child, "echo new > /root/added.txt; echo changed > /root/inherited; "
+       "rm /etc/issue.net; mkdir /root/newdir")  # fmt: skip
+    data = grove.ok("sandbox", "diff", child, "--json", "--path", "/root", "--path", "/etc",
+                    timeout=600).json()  # fmt: skip
+    assert isinstance(data, dict)
+    changes = {c["path"]: c for c in data["changes"]}
+    assert changes["/root/added.txt"]["change"] == "added"
+    assert changes["/root/added.txt"]["new_sha256"]
+    assert changes["/root/inherited"]["change"] == "modified"
+    assert "-from-parent" in changes["/root/inherited"]["patch"]
+    assert "+changed" in changes["/root/inherited"]["patch"]
+    assert changes["/etc/issue.net"]["change"] == "deleted"
+    assert changes["/root/newdir"]["kind"] == "dir"
+    human = grove.ok("sandbox", "diff", child, "--path", "/root", timeout=600).out
+    assert "A /root/added.txt" in human and "M /root/inherited" in human
+
+
+def test_gc_frees_unneeded_snapshots_and_keeps_needed(grove: Grove, parent: str) -> None:
+    reply = fork(grove, parent, "--replicas", "2")
+    template = reply["snapshot"]
+    mem_dir = grove.memory_dir()
+    assert (mem_dir / f"{template}.mem").exists()
+    first, second = (c["id"] for c in reply["children"])
+    grove.ok("sandbox", "terminate", first)
+    assert (mem_dir / f"{template}.mem").exists(), "still needed by the second child"
+    assert sh(grove, second, "cat /root/inherited") == "from-parent\n"
+    grove.ok("sandbox", "terminate", second)
+    # The source still sits on the frozen disk layer, so that layer stays; the memory goes.
+    assert not (mem_dir / f"{template}.mem").exists()
+    assert sh(grove, parent, "cat /root/inherited") == "from-parent\n"
+
+
+def test_fork_validation(grove: Grove, parent: str) -> None:
+    bad = grove.run("sandbox", "fork", parent, "--replicas", "0", "--json")
+    assert bad.code != 0 and bad.json()["error"]["code"] == "invalid_argument"  # type: ignore[index]
+    missing = grove.run("sandbox", "fork", "sb-00000000", "--json")
+    assert missing.json()["error"]["code"] == "sandbox_not_found"  # type: ignore[index]
+    grove.ok("sandbox", "stop", parent)
+    stopped = grove.run("sandbox", "fork", parent, "--json")
+    assert stopped.json()["error"]["code"] == "sandbox_not_running"  # type: ignore[index]
+
+
+def test_engine_killed_during_fork_recovers_consistently(grove: Grove, parent: str) -> None:
+    proc = grove.popen("sandbox", "fork", parent, "--replicas", "2")
+    engine = grove.engine_pid()
+    assert engine is not None
+    time.sleep(0.6)  # inside the capture: loader and children are starting
+    os.kill(engine, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    listed = grove.ok("ps", "--json").json()  # a new engine reconciles
+    assert isinstance(listed, list)
+    phases = {s["id"]: s["phase"] for s in listed}
+    assert phases[parent] == "running"
+    assert "creating" not in phases.values()
+    assert sh(grove, parent, "cat /root/inherited") == "from-parent\n"
+    # Every QEMU of this home belongs to a listed live sandbox: no loader or child leaked.
+    live_pids = {s["pid"] for s in listed if s["phase"] == "running"}
+    deadline = time.monotonic() + 10
+    while set(grove.qemu_pids()) - live_pids and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(grove.qemu_pids()) <= live_pids
+    templates = {p.stem for p in grove.memory_dir().glob("snap-*.mem")}
+    for s in listed:
+        if s["phase"] == "running" and s["id"] != parent:
+            assert sh(grove, s["id"], "cat /root/inherited") == "from-parent\n"
+    # Forking works again afterwards.
+    assert fork(grove, parent)["children"]
+    assert Path(grove.home / "grove.db").exists() and templates is not None
