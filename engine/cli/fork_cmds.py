@@ -52,6 +52,8 @@ def register(
 
 def fork(ctx: Context) -> int:
     a = ctx.args
+    if a.replicas < 1:
+        raise invalid(f"invalid replica count {a.replicas}", "pass --replicas 1 or more")
     reply = ctx.client.call(
         "ForkSandbox",
         pb.ForkRequest(

@@ -13,29 +13,35 @@ from engine.sandbox.phase import Phase
 from engine.store.records import SandboxRecord, TemplateRecord
 
 
-def references(sandbox: SandboxRecord) -> set[str]:
-    refs = {sandbox.template_id, sandbox.extra.get("disk_base"), sandbox.extra.get("origin")}
-    return {r for r in refs if r}
-
-
-def needed(templates: Iterable[TemplateRecord], sandboxes: Iterable[SandboxRecord]) -> set[str]:
+def needed(
+    templates: Iterable[TemplateRecord], sandboxes: Iterable[SandboxRecord]
+) -> tuple[set[str], set[str]]:
+    """(whole, disk_only): templates still needed entirely, and those whose memory can go
+    because only their frozen disk layer is still under someone."""
     by_id = {t.id: t for t in templates}
-    keep: set[str] = set()
+    whole: set[str] = set()
+    disk: set[str] = set()
     for sandbox in sandboxes:
-        if sandbox.phase is not Phase.TERMINATED:
-            keep |= references(sandbox)
+        if sandbox.phase is Phase.TERMINATED:
+            continue
+        for ref in (sandbox.template_id, sandbox.extra.get("origin")):
+            if ref:
+                whole.add(str(ref))
+        if sandbox.extra.get("disk_base"):
+            disk.add(str(sandbox.extra["disk_base"]))
     for template in by_id.values():
-        if template.kind == "environment" or template.phase == "building":
-            keep.add(template.id)
-        elif template.name and template.phase == "ready":
-            keep.add(template.id)
-    stack = list(keep)
+        named = template.name and template.phase == "ready"
+        if template.kind == "environment" or template.phase == "building" or named:
+            whole.add(template.id)
+    stack = list(whole | disk)
+    seen = set(stack)
     while stack:
         current = by_id.get(stack.pop())
-        if current is not None and current.parent_id and current.parent_id not in keep:
-            keep.add(current.parent_id)
+        if current is not None and current.parent_id and current.parent_id not in seen:
+            seen.add(current.parent_id)
+            disk.add(current.parent_id)
             stack.append(current.parent_id)
-    return keep
+    return whole, disk - whole
 
 
 def dependents(

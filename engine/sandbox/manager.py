@@ -679,15 +679,26 @@ class Sandboxes:
         self._store.delete_template(template_id)
 
     def collect_garbage(self) -> list[str]:
-        """Drop snapshot templates nothing depends on (memory file, state, frozen layer)."""
+        """Free what no sandbox or snapshot needs: whole snapshot templates, or just the
+        memory and state of one whose frozen disk layer is still under a sandbox."""
         templates = self._store.list_templates()
-        keep = gc.needed(templates, self._store.list_sandboxes())
-        dropped = [t.id for t in templates if t.id not in keep and t.kind == "snapshot"]
-        for template_id in dropped:
-            self._drop_template(template_id)
-        if dropped:
-            log.info("collected %s", ", ".join(dropped))
-        return dropped
+        whole, disk_only = gc.needed(templates, self._store.list_sandboxes())
+        freed = []
+        for template in templates:
+            if template.kind != "snapshot" or template.id in whole:
+                continue
+            if template.id in disk_only:
+                if template.phase == "ready":
+                    Path(template.mem_path).unlink(missing_ok=True)
+                    shutil.rmtree(self._paths.template_dir(template.id), ignore_errors=True)
+                    self._store.update_template(template.id, phase="layer")
+                    freed.append(f"{template.id} (memory)")
+                continue
+            self._drop_template(template.id)
+            freed.append(template.id)
+        if freed:
+            log.info("collected %s", ", ".join(freed))
+        return freed
 
     # supervision
 
