@@ -87,6 +87,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         target = "-" if r.get("target_ms") is None else f"{r['target_ms']:g}"
         ok = {True: "yes", False: "NO", None: "-"}[r.get("meets_target")]
         p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.2f}"
+        if "ratio" in r:
+            p50 = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
         p90 = "-" if r.get("p90_ms") is None else f"{r['p90_ms']:.2f}"
         print(f"{r['name']:44} {r.get('n', 1):>4} {p50:>10} {p90:>10} {target:>9}  {ok}",
               file=sys.stderr)  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
-from engine.cli.output import age, emit_json, table
+from engine.cli.output import age, emit_json, table, waiting
 from engine.cli.sandbox_cmds import sandbox_dict
 from engine.errors import invalid
 
@@ -54,7 +54,13 @@ def fork(ctx: Context) -> int:
     a = ctx.args
     if a.replicas < 1:
         raise invalid(f"invalid replica count {a.replicas}", "pass --replicas 1 or more")
-    reply = ctx.client.call(
+    with waiting(f"forking {a.id} into {a.replicas}", enabled=not ctx.json):
+        reply = _fork_call(ctx, a)
+    return _print_fork(ctx, reply)
+
+
+def _fork_call(ctx: Context, a: Any) -> pb.ForkReply:
+    reply: pb.ForkReply = ctx.client.call(
         "ForkSandbox",
         pb.ForkRequest(
             sandbox=a.id,
@@ -63,6 +69,10 @@ def fork(ctx: Context) -> int:
             allow_secrets=a.allow_secrets,
         ),
     )
+    return reply
+
+
+def _print_fork(ctx: Context, reply: pb.ForkReply) -> int:
     if ctx.json:
         emit_json({
             "source": reply.source, "snapshot": reply.snapshot,

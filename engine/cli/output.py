@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from engine.errors import GroveError
@@ -90,3 +92,34 @@ class Progress:
             sys.stderr.write("\r\x1b[2K")
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
+
+
+@contextmanager
+def waiting(what: str, enabled: bool = True, delay: float = 0.4) -> Iterator[None]:
+    """Show elapsed time on a terminal while a slow call runs; silent when it is quick."""
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def tick() -> None:
+        if done.wait(delay):
+            return
+        frames = "|/-\\"
+        i = 0
+        while not done.wait(0.1):
+            elapsed = time.monotonic() - started
+            sys.stderr.write(f"\r\x1b[2K{frames[i % 4]} {what} {elapsed:4.1f}s")
+            sys.stderr.flush()
+            i += 1
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
-from engine.cli.output import age, emit_json, table
+from engine.cli.output import age, emit_json, table, waiting
 from engine.errors import GroveError, invalid
 
 
@@ -70,7 +70,9 @@ def create(ctx: Context) -> int:
     if not a.environment and not a.from_snapshot:
         raise invalid("no environment given", "pass one, e.g. 'debian:12', or --from-snapshot NAME")
     secrets = parse_pairs(a.secret, "--secret", from_env=True)
-    sandbox = ctx.client.call("CreateSandbox", create_request(a, secrets))
+    what = "creating sandbox (the first one of an environment boots it once)"
+    with waiting(what, enabled=not ctx.json):
+        sandbox = ctx.client.call("CreateSandbox", create_request(a, secrets))
     if ctx.json:
         emit_json(sandbox_dict(sandbox))
     else:
@@ -110,7 +112,8 @@ def stop(ctx: Context) -> int:
 
 
 def start(ctx: Context) -> int:
-    return _lifecycle(ctx, "StartSandbox", "running")
+    with waiting("booting from its disk", enabled=not ctx.json):
+        return _lifecycle(ctx, "StartSandbox", "running")
 
 
 def terminate(ctx: Context) -> int:
@@ -165,6 +168,9 @@ def logs(ctx: Context) -> int:
             )
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.ts))
-            extra = " ".join(f"{k}={v}" for k, v in detail.items())
+            if event.kind == "console":  # a guest console line: print it as it was
+                extra = str(detail.get("line", ""))
+            else:
+                extra = " ".join(f"{k}={v}" for k, v in detail.items())
             print(f"{stamp} {event.kind:<14} {extra}".rstrip(), flush=True)
     return 0

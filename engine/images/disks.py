@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 from pathlib import Path
 
 from engine.errors import GroveError
@@ -43,6 +45,25 @@ async def create_overlay(path: Path, backing: Path, live: bool = False) -> None:
         )  # fmt: skip
         return
     await _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing), str(path))
+
+
+async def overlays(paths: list[Path], backing: Path, live: bool = False) -> None:
+    """Several empty layers over one backing file: qemu-img once, then plain file copies
+    (an empty qcow2 overlay is a few hundred KiB of headers naming its backing file)."""
+    if not paths:
+        return
+    await create_overlay(paths[0], backing, live=live)
+    for path in paths[1:]:
+        shutil.copyfile(paths[0], path)
+
+
+async def overlay_from_seed(path: Path, backing: Path, seed: Path) -> None:
+    """An empty layer over a frozen backing file, copied from a cached seed overlay."""
+    if not seed.exists():
+        tmp = seed.with_name(f".{seed.name}.{os.getpid()}.tmp")
+        await create_overlay(tmp, backing)
+        tmp.replace(seed)
+    shutil.copyfile(seed, path)
 
 
 async def virtual_size(path: Path) -> int:

@@ -191,13 +191,15 @@ class Sandboxes:
         record: SandboxRecord,
         template: TemplateRecord,
         backing: Path,
-        live_backing: bool = False,
+        disk: Path | None = None,
     ) -> Vm:
         """Start a QEMU waiting for a snapshot: memory MAP_PRIVATE over the template's file,
         a fresh disk layer over backing. Nothing runs until complete_restore()."""
         files = self._files(record.id)
-        disk = self._new_disk(record.id)
-        await disks.create_overlay(disk, backing, live=live_backing)
+        if disk is None:
+            disk = self._new_disk(record.id)
+            seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
+            await disks.overlay_from_seed(disk, backing, seed)
         record.disk_path = str(disk)
         spec = cmdline.VmSpec(
             accel=self._accel,
@@ -510,12 +512,16 @@ class Sandboxes:
                 parent_id=str(source.extra.get("disk_base") or source.template_id or "") or None,
             )  # fmt: skip
             self._store.insert_template(placeholder)
-            launches = [
-                self._launch_target(child, placeholder, Path(source.disk_path), live_backing=True)
-                for child in children
-            ]
             template: TemplateRecord | None = None
             try:
+                child_disks = [self._new_disk(c.id) for c in children]
+                await disks.overlays(child_disks, Path(source.disk_path), live=True)
+                for child, disk in zip(children, child_disks, strict=True):
+                    child.disk_path = str(disk)  # so a failure below removes it with the child
+                launches = [
+                    self._launch_target(child, placeholder, Path(source.disk_path), disk)
+                    for child, disk in zip(children, child_disks, strict=True)
+                ]
                 results = await asyncio.gather(*launches, return_exceptions=True)
                 for result in results:
                     if isinstance(result, BaseException):
