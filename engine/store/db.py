@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS templates (
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
     environment TEXT NOT NULL,
     template_id TEXT,
     parent_id TEXT,
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sandboxes_phase ON sandboxes(phase);
+-- Names are unique among sandboxes that exist; a terminated one frees its name.
+CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_live_name ON sandboxes(name)
+    WHERE phase != 'terminated';
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     sandbox_id TEXT NOT NULL,
@@ -135,7 +138,11 @@ class Store:
 
     def find_sandbox(self, ref: str) -> SandboxRecord | None:
         """By exact id, exact name, or a unique id prefix."""
-        rows = self._query("SELECT * FROM sandboxes WHERE id = ? OR name = ?", (ref, ref))
+        rows = self._query(
+            "SELECT * FROM sandboxes WHERE id = ? OR name = ? "
+            "ORDER BY id = ? DESC, phase = 'terminated', created_at DESC LIMIT 1",
+            (ref, ref, ref),
+        )
         if not rows and len(ref) >= 4:
             rows = self._query("SELECT * FROM sandboxes WHERE id LIKE ?", (ref + "%",))
             if len(rows) > 1:
@@ -149,7 +156,11 @@ class Store:
         return [SandboxRecord.from_row(r) for r in self._query(sql + " ORDER BY created_at, id")]
 
     def name_taken(self, name: str) -> bool:
-        return bool(self._query("SELECT 1 FROM sandboxes WHERE name = ?", (name,)))
+        return bool(
+            self._query(
+                "SELECT 1 FROM sandboxes WHERE name = ? AND phase != 'terminated'", (name,)
+            )
+        )
 
     # templates
 

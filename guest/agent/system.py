@@ -109,7 +109,15 @@ def _replace_file(path: str, text: str) -> None:
 
 def set_hostname(name: str) -> None:
     socket.sethostname(name)
-    _replace_file("/etc/hostname", name + "\n")
+
+
+def write_hostname_files(name: str) -> None:
+    """Persist the name; file writes are slow under emulation, so this runs after the reply."""
+    try:
+        _replace_file("/etc/hostname", name + "\n")
+    except OSError as exc:
+        log.warning(f"cannot write /etc/hostname: {exc}")
+        return
     # Keep the name resolvable the way the image's init set it up (127.0.1.1 line).
     try:
         lines = _read("/etc/hosts").splitlines()
@@ -184,6 +192,11 @@ class SystemOps:
         except OSError as exc:
             reply.update(ok=False, code="hostname_failed", error=f"set hostname failed: {exc}")
             return reply
+        if not dry_run:
+            # Two hops: the reply's flush is queued after this op returns, so the file writes
+            # land behind it and the engine is not kept waiting on them.
+            loop = self.server.loop
+            loop.call_soon(lambda: loop.call_soon(lambda: write_hostname_files(hostname)))
         reply["hostname"] = hostname
         reply["dry_run"] = dry_run
         log.info(f"identity restored: reseeded, clock stepped {step_ms} ms")

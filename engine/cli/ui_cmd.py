@@ -1,0 +1,23 @@
+"""grove ui: open the dashboard. Textual is imported only here, so other verbs stay light."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.cli.context import Context
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--theme", help="colour theme: grove-dark (default), grove-light, projector")
+    p.add_argument("--read-only", action="store_true", help="look, but change nothing")
+    p.add_argument("--demo", action="store_true", help="pull debian:12 and create two sandboxes")
+
+
+def ui(ctx: Context) -> int:
+    from tui.app import GroveApp
+    from tui.engine.grpc_gateway import GrpcGateway
+
+    a = ctx.args
+    app = GroveApp(GrpcGateway(ctx.paths), theme=a.theme, read_only=a.read_only, demo=a.demo)
+    app.run()
+    return 0

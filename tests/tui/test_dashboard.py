@@ -1,0 +1,260 @@
+"""Pilot tests of the dashboard against FakeEngine: actions, selection, filter, logs, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import SIZE, fake_app, loaded, wait_for
+from textual.widgets import Input
+
+from engine.errors import GroveError
+from tui.engine.fake import FakeEngine
+from tui.local_shell import LocalShell
+from tui.screens.dialogs import AskScreen, ConfirmScreen
+from tui.screens.main import MainScreen
+from tui.widgets.log_view import LogView
+from tui.widgets.metering_table import MeteringTable
+from tui.widgets.shells import ShellsPane
+from tui.widgets.terminal import PtyTerminal
+
+WEB = "sb-1f3a9c20"
+
+
+def cell(table: MeteringTable, row: str, column: str) -> str:
+    return str(table.get_cell(row, column))
+
+
+async def test_table_tree_and_dashes() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.metering_table
+        assert table.row_count == 6
+        # A stopped sandbox has no memory datum: '-', never 0.
+        assert cell(table, "sb-5e2c8f70", "unique_mem") == "-"
+        assert cell(table, "sb-5e2c8f70", "unique_disk") == "212 MiB"
+        assert cell(table, WEB, "cpu").endswith("%")
+        # Forks nest under their parent, the orphan sits at the root.
+        tree = screen.lineage_tree
+        web = tree._by_id[WEB]
+        assert {c.data.id for c in web.children if c.data} == {"sb-2b7e41d5", "sb-3c0d5e6f"}
+        assert tree._by_id["sb-4d91a2b3"].parent is tree._by_id["sb-2b7e41d5"]
+        assert tree._by_id["sb-6a4b1c9d"].parent is tree.root
+
+
+async def test_selection_follows_between_tree_and_table() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.focus()
+        screen.metering_table.select_sandbox("sb-4d91a2b3")
+        await pilot.pause()
+        assert screen.selected_id == "sb-4d91a2b3"
+        assert screen.lineage_tree.selected_sandbox == "sb-4d91a2b3"
+        screen.lineage_tree.focus()
+        await pilot.press("up")  # to web-fork-1
+        await pilot.pause()
+        assert screen.selected_id == "sb-2b7e41d5"
+        assert screen.metering_table.selected_sandbox == "sb-2b7e41d5"
+
+
+async def test_refresh_keeps_cursor_and_focus() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.metering_table
+        table.focus()
+        table.select_sandbox("sb-3c0d5e6f")
+        await pilot.pause()
+        # Something changes behind the user's back, and the dashboard refreshes.
+        await engine.create_sandbox("debian:12", name="zz-new")
+        screen.refresh_inventory()
+        await wait_for(pilot, lambda: table.row_count == 7, what="new row")
+        assert table.selected_sandbox == "sb-3c0d5e6f"
+        assert screen.selected_id == "sb-3c0d5e6f"
+        assert app.focused is table
+        # An unchanged refresh does not rebuild anything either.
+        screen.refresh_inventory()
+        await pilot.pause(0.1)
+        assert table.selected_sandbox == "sb-3c0d5e6f"
+
+
+async def test_sort_by_column_keeps_selection() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.metering_table
+        table.select_sandbox(WEB)
+        table.sort_by("cpu", reverse=True)
+        await pilot.pause()
+        order = [str(k.value) for k in table.rows]
+        assert order[0] == "sb-4d91a2b3"  # the busiest
+        assert order[-2:] == ["sb-5e2c8f70", "sb-6a4b1c9d"] or set(order[-2:]) == {
+            "sb-5e2c8f70", "sb-6a4b1c9d"}  # no datum sorts last
+        assert table.selected_sandbox == WEB
+
+
+async def test_create_asks_for_environment() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
+        assert app.screen.query_one(Input).value == "debian:12"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.sandboxes) == 7, what="created sandbox")
+        assert "create debian:12" in engine.calls
+
+
+async def test_terminate_needs_confirmation() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox("sb-4d91a2b3")
+        await pilot.pause()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")  # focus starts on Cancel
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert not any(c.startswith("terminate") for c in engine.calls)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "sb-4d91a2b3" not in screen.sandboxes, what="terminated")
+        assert "sb-4d91a2b3" not in [str(k.value) for k in screen.metering_table.rows]
+        assert "sb-4d91a2b3" not in screen.lineage_tree._by_id
+
+
+async def test_read_only_disables_mutations() -> None:
+    engine = FakeEngine()
+    app = fake_app(read_only=True)
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("d", "c", "x", "F")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, MainScreen)
+        assert screen.check_action("terminate", ()) is None
+        screen.run_action_by_name("stop")
+        await pilot.pause(0.1)
+        assert not [c for c in engine.calls if c.split()[0] in ("create", "stop", "terminate")]
+
+
+async def test_not_supported_is_a_notification() -> None:
+    app = fake_app(features=())  # the engine as it is today: no fork, shells or metering
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        assert "not available" in screen.metering_note
+        await pilot.press("o")
+        await wait_for(pilot, lambda: bool(app._notifications), what="notification")
+        note = list(app._notifications)[-1]
+        assert note.title == "Not available yet" and note.severity == "warning"
+        await pilot.press("F")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
+        await pilot.press("backspace", "2", "enter")
+        await wait_for(pilot, lambda: any("snapshot-fork" in n.message
+                                          for n in app._notifications))
+
+
+async def test_engine_unreachable_shows_remedy() -> None:
+    error = GroveError("engine_unreachable", "cannot reach the engine", "start it")
+    app = fake_app(fail_connect=error)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app._notifications), what="notification")
+        note = list(app._notifications)[-1]
+        assert "start it" in note.message and note.severity == "error"
+        screen = app.screen
+        assert isinstance(screen, MainScreen) and not screen.connected
+
+
+async def test_filter_narrows_tree_and_table() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        await pilot.press("slash", *"fork-1")
+        await pilot.pause(0.1)
+        keys = {str(k.value) for k in screen.metering_table.rows}
+        assert keys == {"sb-2b7e41d5", "sb-4d91a2b3"}
+        # The tree keeps ancestors for context.
+        assert set(screen.lineage_tree._by_id) == {"env:debian:12", WEB, "sb-2b7e41d5",
+                                                   "sb-4d91a2b3"}
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert screen.metering_table.row_count == 6
+
+
+async def test_log_search_follow_pause_wrap() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        view = screen.query_one(LogView)
+        view.focus()
+        await pilot.press("slash", *"forked", "enter")
+        await pilot.pause(0.1)
+        assert view.search == "forked" and view.match_count == 4
+        assert not view.follow  # jumping to a match stops following
+        await pilot.press("p")
+        assert view.paused
+        await engine.exec_capture(WEB, ["true"])
+        await wait_for(pilot, lambda: len(view.pending) == 1, what="pending line")
+        lines = len(view.entries)
+        await pilot.press("p")
+        assert len(view.entries) == lines + 1 and not view.pending
+        await pilot.press("w")
+        assert view.wrap
+        await pilot.press("escape")  # closes the search and resumes following
+        assert not view.search and view.follow
+        await pilot.press("f")
+        assert not view.follow
+        await pilot.press("f")
+        assert view.follow
+
+
+async def test_shell_tab_with_fake_shell_and_local_pty() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(WEB)
+        await pilot.pause()
+        await pilot.press("o")
+        pane = screen.query_one(ShellsPane)
+        await wait_for(pilot, lambda: len(pane.views) == 1, what="shell tab")
+        term = pane.views[0].terminal
+        assert app.focused is term
+        await wait_for(pilot, lambda: any("root@web" in line for line in term.screen_lines()))
+        await pilot.press(*"echo", "space", *"hi", "enter")
+        await wait_for(pilot, lambda: "hi" in term.screen_lines(), what="echo output")
+        # The same pane drives a real PTY: the seam a guest PTY will use.
+        shell = await LocalShell(env={"PS1": "$ "}).start()
+        view = await pane.open(shell, "local")
+        await wait_for(pilot, lambda: any(line.startswith("$") for line in
+                                          view.terminal.screen_lines()), what="prompt")
+        await pilot.press(*"echo", "space", *"from-pty", "enter")
+        await wait_for(pilot, lambda: "from-pty" in view.terminal.screen_lines(), what="pty echo")
+        cols, rows = view.terminal.vt.columns, view.terminal.vt.lines
+        await pilot.press("ctrl+right_square_bracket")
+        assert not isinstance(app.focused, PtyTerminal)
+        await asyncio.sleep(0)
+        assert (shell.cols, shell.rows) == (cols, rows)
+
+
+async def test_zoom_gives_logs_the_screen() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        bottom = screen.query_one("#bottom")
+        before = bottom.size.height
+        await pilot.press("z")
+        await pilot.pause()
+        assert bottom.size.height > before
+        await pilot.press("z")
+        await pilot.pause()
+        assert bottom.size.height == before

@@ -1,0 +1,85 @@
+"""Snapshots of the dashboard against FakeEngine: each theme, the key map, the confirm dialog.
+
+Update after an intended visual change with: pytest tests/tui --snapshot-update
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SIZE, fake_app, loaded, wait_for
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from tui.screens.dialogs import ConfirmScreen
+from tui.screens.help import KeyMapScreen
+from tui.widgets.shells import ShellsPane
+
+
+async def _select_web(pilot: Pilot[None]) -> None:
+    screen = await loaded(pilot)
+    screen.metering_table.select_sandbox("sb-1f3a9c20")
+    await pilot.pause(0.05)
+
+
+@pytest.mark.parametrize("theme", ["grove-dark", "grove-light", "projector"])
+def test_main_screen(snap_compare: object, theme: str) -> None:
+    assert snap_compare(fake_app(theme), run_before=_select_web, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_main_screen_read_only(snap_compare: object) -> None:
+    assert snap_compare(fake_app(read_only=True), run_before=_select_web, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_keymap_screen(snap_compare: object) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+        assert isinstance(pilot.app.screen, KeyMapScreen)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_confirm_terminate(snap_compare: object) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("d")
+        await pilot.pause(0.1)
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_engine_without_metering(snap_compare: object) -> None:
+    """Today's engine: no metering stream, so every metering cell is '-', never 0."""
+    assert snap_compare(  # type: ignore[operator]
+        fake_app(features=()), run_before=_select_web, terminal_size=SIZE
+    )
+
+
+def test_shell_tab(snap_compare: object) -> None:
+    """A shell tab (FakeEngine's line shell) rendered by the terminal widget, cursor and all."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("o")
+        screen = pilot.app.screen
+        pane = screen.query_one(ShellsPane)
+        await wait_for(pilot, lambda: bool(pane.views), what="shell tab")
+        term = pane.views[0].terminal
+        await wait_for(pilot, lambda: any("root@web" in ln for ln in term.screen_lines()))
+        await pilot.press(*"echo", "space", *"hello", "enter")
+        await wait_for(pilot, lambda: "hello" in term.screen_lines(), what="echo")
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_filter_bar(snap_compare: object) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await loaded(pilot)
+        await pilot.press("slash", *"fork")
+        pilot.app.screen.query_one("#filter", Input).cursor_blink = False
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]

@@ -1,0 +1,204 @@
+"""Themes, the gateways' contract, lineage derivation, formatting, the demo and the palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import SIZE, fake_app, loaded, wait_for
+from grpc.aio import Metadata
+from textual.command import CommandPalette
+
+from engine.config import Paths
+from engine.errors import GroveError
+from tui import format as fmt
+from tui.app import GroveApp
+from tui.engine.fake import FakeEngine
+from tui.engine.gateway import NOT_SUPPORTED, EngineGateway, derive_lineage
+from tui.engine.grpc_gateway import GrpcGateway
+from tui.models import EnvironmentInfo, SandboxInfo
+from tui.screens.main import MainScreen
+from tui.themes import BUNDLED_DIR, VARIABLE_DEFAULTS, load_theme_file, load_themes
+
+
+def test_bundled_themes_load_with_every_variable() -> None:
+    themes = load_themes(include_user=False)
+    assert not themes.errors
+    assert set(themes.themes) >= {"grove-dark", "grove-light", "projector"}
+    for theme in themes.themes.values():
+        assert set(VARIABLE_DEFAULTS) <= set(theme.variables), theme.name
+    assert themes.themes["grove-light"].dark is False
+    assert themes.themes["projector"].variables["grove-text-style"] == "bold"
+
+
+def test_user_theme_dirs_override_and_bad_files_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "grove"
+    (home / "themes").mkdir(parents=True)
+    monkeypatch.setenv("GROVE_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    source = (BUNDLED_DIR / "grove-dark.yaml").read_text()
+    (home / "themes" / "mine.yaml").write_text(source.replace("name: grove-dark", "name: mine"))
+    config_dir = tmp_path / "config" / "grove" / "themes"
+    config_dir.mkdir(parents=True)
+    (config_dir / "broken.yaml").write_text("name: broken\nprimary: [not, a, colour\n")
+    themes = load_themes()
+    assert "mine" in themes.themes and themes.sources["mine"].parent == home / "themes"
+    assert len(themes.errors) == 1 and "broken.yaml" in themes.errors[0]
+
+
+def test_theme_file_needs_name_and_primary(tmp_path: Path) -> None:
+    bad = tmp_path / "x.yaml"
+    bad.write_text("name: x\n")
+    with pytest.raises(ValueError, match="primary"):
+        load_theme_file(bad)
+
+
+def test_unknown_theme_falls_back_with_a_notice() -> None:
+    app = GroveApp(FakeEngine(), theme="no-such-theme", user_themes=False, refresh_interval=None)
+    assert app.theme == "grove-dark"
+
+
+def test_format_never_invents_zero() -> None:
+    assert fmt.size(None) == "-" and fmt.percent(None) == "-"
+    assert fmt.size(0) == "0 B" and fmt.size(3 * 1024 * 1024) == "3.0 MiB"
+    assert fmt.age(0, 100) == "-" and fmt.age(40, 100) == "1m00s"
+
+
+def test_both_gateways_satisfy_the_protocol() -> None:
+    assert isinstance(FakeEngine(), EngineGateway)
+    assert isinstance(GrpcGateway(Paths(Path("/nonexistent"))), EngineGateway)
+
+
+def _unimplemented() -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(),
+                                details="Method not found!")
+
+
+class _UnimplementedCall:
+    """Like a grpc.aio call: awaitable (unary) and async-iterable (stream); both fail."""
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        raise _unimplemented()
+        yield
+
+    def __aiter__(self) -> _UnimplementedCall:
+        return self
+
+    async def __anext__(self) -> object:
+        raise _unimplemented()
+
+    async def write(self, message: object) -> None:  # bidirectional streams
+        raise _unimplemented()
+
+    async def read(self) -> object:
+        raise _unimplemented()
+
+    def cancel(self) -> None:
+        pass
+
+
+class _OlderEngine:
+    """A stub whose engine predates fork, lineage and metering: UNIMPLEMENTED everywhere."""
+
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: _UnimplementedCall()
+
+
+CALLS = [("lineage", ()), ("fork", ("x", 2)), ("snapshot", ("x", "s")), ("metering_stream", ()),
+         ("open_shell", ("x", 80, 24))]
+
+
+@pytest.mark.parametrize("stub", [object(), _OlderEngine()], ids=["old-client", "old-engine"])
+@pytest.mark.parametrize("method, args", CALLS, ids=[c[0] for c in CALLS])
+async def test_grpc_gateway_missing_features_raise_not_supported(
+    method: str, args: tuple, stub: object  # type: ignore[type-arg]
+) -> None:
+    gateway = GrpcGateway(Paths(Path("/nonexistent")), autostart=False)
+    gateway._stub = stub  # as if connected
+    with pytest.raises(GroveError) as caught:
+        result = getattr(gateway, method)(*args)
+        await (anext(aiter(result)) if hasattr(result, "__aiter__") else result)
+    assert caught.value.code == NOT_SUPPORTED and caught.value.remedy
+
+
+async def test_grpc_gateway_service_logs_not_supported_yet() -> None:
+    gateway = GrpcGateway(Paths(Path("/nonexistent")), autostart=False)
+    with pytest.raises(GroveError) as caught:
+        await anext(aiter(gateway.service_logs("x", "web")))
+    assert caught.value.code == NOT_SUPPORTED
+
+
+async def test_grpc_gateway_without_engine_is_a_grove_error(tmp_path: Path) -> None:
+    gateway = GrpcGateway(Paths(tmp_path), autostart=False)
+    with pytest.raises(GroveError) as caught:
+        await gateway.connect()
+    assert caught.value.code == "engine_unreachable" and "grove engine start" in caught.value.remedy
+
+
+def test_derive_lineage_nests_forks_and_roots_orphans() -> None:
+    sandboxes = [
+        SandboxInfo("a", "a", "debian:12", "running"),
+        SandboxInfo("b", "b", "debian:12", "running", parent_id="a"),
+        SandboxInfo("c", "c", "debian:12", "running", parent_id="gone"),
+        SandboxInfo("d", "d", "alpine:3", "stopped"),
+    ]
+    nodes = {n.id: n for n in derive_lineage([EnvironmentInfo("debian:12")], sandboxes)}
+    assert nodes["a"].parent_id == "env:debian:12"
+    assert nodes["b"].parent_id == "a"
+    assert nodes["c"].parent_id == ""  # orphan: at the root
+    assert nodes["d"].parent_id == "env:alpine:3" and "env:alpine:3" in nodes
+
+
+async def test_demo_pulls_and_creates_two_sandboxes() -> None:
+    engine = FakeEngine()
+    app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        await wait_for(pilot, lambda: len(screen.sandboxes) == 8, what="two demo sandboxes")
+        assert engine.calls.count("create debian:12") == 2 and "pull debian:12" in engine.calls
+
+
+async def test_fake_mode_runs_live() -> None:
+    from tui.app import make_app
+
+    app = make_app(fake=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        await wait_for(pilot, lambda: len(screen.sandboxes) == 6 and screen.meters.ts is not None)
+        first = screen.meters.ts
+        await wait_for(pilot, lambda: screen.meters.ts != first, timeout=5, what="a live sample")
+
+
+async def test_palette_switches_theme() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: CommandPalette.is_open(app), what="palette")
+        await pilot.press(*"Theme: projector")
+        await pilot.pause(0.4)  # the palette's search is debounced
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == "projector", what="theme switch")
+
+
+async def test_palette_runs_sandbox_actions() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox("sb-2b7e41d5")
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: CommandPalette.is_open(app), what="palette")
+        await pilot.press(*"Stop web-fork-1")
+        await pilot.pause(0.4)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "stop sb-2b7e41d5" in engine.calls, what="stop call")

@@ -1,0 +1,7 @@
+"""python -m tui: the dashboard, with --fake for demo data without an engine."""
+
+import sys
+
+from tui.app import main
+
+sys.exit(main())

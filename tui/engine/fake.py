@@ -1,0 +1,405 @@
+"""FakeEngine: a deterministic, in-memory EngineGateway for snapshot tests and `--fake` demos.
+
+One small family: environment debian:12; `web` with two forks, one of which has a fork of
+its own; a stopped sandbox; and an orphan whose parent is gone. Numbers are fixed formulas of
+the sample index, timestamps are offsets from a fixed `now`: two runs render the same screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
+
+from engine.errors import GroveError, not_found
+from tui.engine.gateway import ShellSession, not_supported
+from tui.models import (
+    EngineInfo,
+    EnvironmentInfo,
+    EventInfo,
+    ExecResult,
+    HostTotals,
+    LineageNode,
+    MeterSample,
+    PullUpdate,
+    SandboxInfo,
+    SandboxMeter,
+)
+
+FAKE_NOW = 1_795_000_000.0  # a fixed instant, so ages never change between runs
+MiB = 1 << 20
+HISTORY = 60
+
+#: Feature names the fake can pretend not to have (as the real engine today).
+ALL_FEATURES = frozenset({"metering", "lineage", "fork", "snapshot", "shell", "service_logs"})
+DEFAULT_FEATURES = frozenset({"metering", "fork", "shell"})
+
+
+def _sandboxes(now: float) -> list[SandboxInfo]:
+    base = dict(environment="debian:12", vcpus=1, mem_mib=512)
+    return [
+        SandboxInfo(id="sb-1f3a9c20", name="web", phase="running", pid=41001,
+                    created_at=now - 7260, **base),  # type: ignore[arg-type]
+        SandboxInfo(id="sb-2b7e41d5", name="web-fork-1", phase="running", pid=41017,
+                    created_at=now - 1830, parent_id="sb-1f3a9c20", **base),  # type: ignore[arg-type]
+        SandboxInfo(id="sb-3c0d5e6f", name="web-fork-2", phase="paused", pid=41018,
+                    created_at=now - 1829, parent_id="sb-1f3a9c20", **base),  # type: ignore[arg-type]
+        SandboxInfo(id="sb-4d91a2b3", name="web-fork-1a", phase="running", pid=41102,
+                    created_at=now - 245, parent_id="sb-2b7e41d5", **base),  # type: ignore[arg-type]
+        SandboxInfo(id="sb-5e2c8f70", name="build", phase="stopped",
+                    created_at=now - 90061, **base),  # type: ignore[arg-type]
+        SandboxInfo(id="sb-6a4b1c9d", name="batch-7", phase="failed", created_at=now - 5400,
+                    parent_id="sb-0dead000", error="agent did not answer after restore",
+                    **base),  # type: ignore[arg-type]
+    ]
+
+
+# Per sandbox: unique MiB at sample 0, its growth per sample, CPU baseline; None = no datum.
+_PROFILE: dict[str, tuple[float, float, float] | None] = {
+    "sb-1f3a9c20": (96.0, 0.40, 6.0),
+    "sb-2b7e41d5": (2.1, 0.90, 18.0),
+    "sb-3c0d5e6f": (2.3, 0.0, 0.0),
+    "sb-4d91a2b3": (1.7, 0.35, 42.0),
+}
+_DISK: dict[str, int] = {
+    "sb-1f3a9c20": 38 * MiB,
+    "sb-2b7e41d5": 7 * MiB,
+    "sb-3c0d5e6f": 192 * 1024,
+    "sb-4d91a2b3": 3 * MiB,
+    "sb-5e2c8f70": 212 * MiB,
+    "sb-6a4b1c9d": 1 * MiB,
+}
+_TEMPLATE_MEM = 74 * MiB  # resident template pages, charged once to the family
+_TEMPLATE_DISK = 106 * MiB
+_VMM = 34 * MiB
+_WAVE = (0, 3, 7, 4, 1, 9, 5, 2, 8, 6)  # deterministic jitter
+
+
+def _meter(sandbox: SandboxInfo, i: int) -> SandboxMeter:
+    profile = _PROFILE.get(sandbox.id)
+    disk = _DISK.get(sandbox.id, 256 * 1024)
+    if sandbox.phase not in ("running", "paused"):
+        return SandboxMeter(sandbox.id, unique_disk=disk, shared_disk=_TEMPLATE_DISK)
+    if profile is None:  # created during a demo: modest, steady numbers
+        profile = (1.9, 0.2, 3.0)
+    unique_mib, growth, cpu = profile
+    jitter = _WAVE[(i + len(sandbox.id)) % len(_WAVE)]
+    running = sandbox.phase == "running"
+    return SandboxMeter(
+        sandbox_id=sandbox.id,
+        unique_mem=int((unique_mib + growth * i + 0.1 * jitter) * MiB),
+        shared_mem=_TEMPLATE_MEM,
+        vmm_overhead=_VMM + jitter * 64 * 1024,
+        unique_disk=disk,
+        shared_disk=_TEMPLATE_DISK,
+        cpu_percent=(cpu + jitter * cpu / 12) if running else 0.0,
+    )
+
+
+def _sample(sandboxes: Iterable[SandboxInfo], i: int, ts: float) -> MeterSample:
+    meters = tuple(_meter(s, i) for s in sandboxes if s.phase != "terminated")
+    live = [m for m in meters if m.unique_mem is not None]
+    unique = sum(m.unique_mem or 0 for m in live)
+    overhead = sum(m.vmm_overhead or 0 for m in live)
+    disks = [m for m in meters if m.unique_disk is not None]
+    host = HostTotals(
+        mem_naive=unique + overhead + len(live) * _TEMPLATE_MEM,
+        mem_cow=unique + overhead + (_TEMPLATE_MEM if live else 0),
+        disk_naive=sum((m.unique_disk or 0) + _TEMPLATE_DISK for m in disks),
+        disk_cow=sum(m.unique_disk or 0 for m in disks) + _TEMPLATE_DISK,
+        cpu_percent=sum(m.cpu_percent or 0.0 for m in live) / 2,  # 2 host CPUs
+        mem_total=24 * 1024 * MiB,
+    )
+    return MeterSample(ts=ts, sandboxes=meters, host=host)
+
+
+class FakeShell:
+    """A tiny line-echoing shell, enough to show a shell tab without a guest."""
+
+    def __init__(self, hostname: str) -> None:
+        self.prompt = f"root@{hostname}:~# ".encode()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._line = bytearray()
+        self._exit_code: int | None = None
+        self._queue.put_nowait(b"Debian GNU/Linux 12 (fake shell)\r\n\r\n" + self.prompt)
+
+    async def output(self) -> AsyncIterator[bytes]:
+        while (data := await self._queue.get()) is not None:
+            yield data
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    async def write(self, data: bytes) -> None:
+        for byte in data:
+            if byte == 13:
+                line = self._line.decode(errors="replace")
+                self._line.clear()
+                if line.strip() == "exit":
+                    self._queue.put_nowait(b"\r\nlogout\r\n")
+                    self._exit_code = 0
+                    self._queue.put_nowait(None)
+                    return
+                reply = line[5:] + "\r\n" if line.startswith("echo ") else ""
+                self._queue.put_nowait(b"\r\n" + reply.encode() + self.prompt)
+            elif byte == 127:
+                if self._line:
+                    self._line.pop()
+                    self._queue.put_nowait(b"\b \b")
+            elif byte >= 32:
+                self._line.append(byte)
+                self._queue.put_nowait(bytes([byte]))
+
+    async def resize(self, cols: int, rows: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+
+
+class FakeEngine:
+    """Implements EngineGateway over fixed data; actions change it in memory."""
+
+    def __init__(
+        self,
+        now: float = FAKE_NOW,
+        features: Iterable[str] = DEFAULT_FEATURES,
+        live_interval: float | None = None,
+        fail_connect: GroveError | None = None,
+    ) -> None:
+        self.now = now
+        self.features = frozenset(features)
+        #: None: metering yields its history and then stays quiet (snapshot tests);
+        #: a number: a new sample every that many seconds (demos).
+        self.live_interval = live_interval
+        self.fail_connect = fail_connect
+        self.environments = [
+            EnvironmentInfo("debian:12", "Debian 12 (bookworm), minbase + python3", cached=True,
+                            template_ready=True, size_bytes=_TEMPLATE_DISK),
+        ]
+        self.sandboxes = {s.id: s for s in _sandboxes(now)}
+        self._events: list[EventInfo] = []
+        self._subscribers: list[tuple[str, asyncio.Queue[EventInfo]]] = []
+        self._created = 0
+        self._tick = HISTORY
+        self.calls: list[str] = []
+        for sandbox in self.sandboxes.values():
+            self._seed_events(sandbox)
+
+    def _require(self, feature: str, label: str) -> None:
+        if feature not in self.features:
+            raise not_supported(label)
+
+    # -- events
+
+    def _seed_events(self, s: SandboxInfo) -> None:
+        t = s.created_at
+        if s.parent_id:
+            self._emit(s.id, "forked", t, parent=s.parent_id, restore_ms=104.0)
+        else:
+            self._emit(s.id, "created", t, environment=s.environment, create_ms=212.0)
+        if s.phase == "failed":
+            self._emit(s.id, "failed", t + 3, error=s.error)
+            return
+        self._emit(s.id, "running", t + 0.2)
+        self._emit(s.id, "exec", t + 30, argv=["python3", "-c", "print(6*7)"], exit_code=0)
+        if s.phase == "paused":
+            self._emit(s.id, "paused", t + 60)
+        if s.phase == "stopped":
+            self._emit(s.id, "stopped", t + 3600)
+
+    def _emit(self, sandbox_id: str, kind: str, ts: float | None = None, **detail: object) -> None:
+        event = EventInfo(len(self._events) + 1, sandbox_id, self.now if ts is None else ts,
+                          kind, dict(detail))
+        self._events.append(event)
+        for wanted, queue in self._subscribers:
+            if wanted == sandbox_id:
+                queue.put_nowait(event)
+
+    # -- EngineGateway
+
+    @property
+    def description(self) -> str:
+        return "demo data (no engine)"
+
+    async def connect(self) -> None:
+        self.calls.append("connect")
+        if self.fail_connect is not None:
+            raise self.fail_connect
+
+    async def close(self) -> None:
+        return None
+
+    async def status(self) -> EngineInfo:
+        running = sum(1 for s in self.sandboxes.values() if s.phase == "running")
+        return EngineInfo(
+            pid=4242,
+            accelerator="tcg",
+            accelerator_reason="no hardware virtualization (kvm_pvm only)",
+            home="/var/lib/grove",
+            version="0.1.0",
+            started_at=self.now - 86400,
+            sandboxes_running=running,
+            host_cpus=2,
+            host_mem_bytes=24 * 1024 * MiB,
+        )
+
+    async def list_environments(self) -> list[EnvironmentInfo]:
+        return list(self.environments)
+
+    async def pull_environment(self, name: str, warm: bool = True) -> AsyncIterator[PullUpdate]:
+        self.calls.append(f"pull {name}")
+        cached = any(e.name == name and e.cached for e in self.environments)
+        if cached:
+            yield PullUpdate("cached", 1.0, done=True, cache_hit=True)
+            return
+        for i, stage in enumerate(("kernel", "initramfs", "rootfs", "template")):
+            await asyncio.sleep(0)
+            yield PullUpdate(stage, i / 4)
+        self.environments.append(EnvironmentInfo(name, cached=True, template_ready=warm))
+        yield PullUpdate("done", 1.0, done=True)
+
+    async def list_sandboxes(self, include_terminated: bool = False) -> list[SandboxInfo]:
+        return [
+            s for s in self.sandboxes.values() if include_terminated or s.phase != "terminated"
+        ]
+
+    def _get(self, ref: str) -> SandboxInfo:
+        for s in self.sandboxes.values():
+            if ref in (s.id, s.name) and s.phase != "terminated":
+                return s
+        raise not_found("sandbox", ref, "list sandboxes with 'grove ps'")
+
+    def _set(self, sandbox: SandboxInfo, **changes: object) -> SandboxInfo:
+        updated = replace(sandbox, **changes)  # type: ignore[arg-type]
+        self.sandboxes[sandbox.id] = updated
+        return updated
+
+    async def create_sandbox(
+        self, environment: str, name: str = "", vcpus: int = 0, mem_mib: int = 0
+    ) -> SandboxInfo:
+        self.calls.append(f"create {environment}")
+        if not any(e.name == environment for e in self.environments):
+            raise not_found("environment", environment, "pull it with 'grove env pull NAME'")
+        self._created += 1
+        sandbox = SandboxInfo(
+            id=f"sb-{0xA0000000 + self._created:08x}",
+            name=name,
+            environment=environment,
+            phase="running",
+            vcpus=vcpus or 1,
+            mem_mib=mem_mib or 512,
+            pid=42000 + self._created,
+            created_at=self.now,
+        )
+        self.sandboxes[sandbox.id] = sandbox
+        self._emit(sandbox.id, "created", environment=environment, create_ms=212.0)
+        self._emit(sandbox.id, "running")
+        return sandbox
+
+    async def stop_sandbox(self, ref: str) -> SandboxInfo:
+        self.calls.append(f"stop {ref}")
+        sandbox = self._get(ref)
+        if sandbox.phase not in ("running", "paused"):
+            raise GroveError("invalid_phase", f"sandbox {sandbox.id} is {sandbox.phase}",
+                             "start it first")
+        self._emit(sandbox.id, "stopped")
+        return self._set(sandbox, phase="stopped", pid=None)
+
+    async def start_sandbox(self, ref: str) -> SandboxInfo:
+        self.calls.append(f"start {ref}")
+        sandbox = self._get(ref)
+        if sandbox.phase != "stopped":
+            raise GroveError("invalid_phase", f"sandbox {sandbox.id} is {sandbox.phase}; "
+                             "it cannot become running", "stop it first")
+        self._emit(sandbox.id, "running")
+        return self._set(sandbox, phase="running", pid=43000)
+
+    async def terminate_sandbox(self, ref: str) -> SandboxInfo:
+        self.calls.append(f"terminate {ref}")
+        sandbox = self._get(ref)
+        self._emit(sandbox.id, "terminated")
+        return self._set(sandbox, phase="terminated", pid=None)
+
+    async def exec_capture(
+        self, ref: str, argv: Sequence[str], timeout_s: float | None = None
+    ) -> ExecResult:
+        sandbox = self._get(ref)
+        self._emit(sandbox.id, "exec", argv=list(argv), exit_code=0)
+        return ExecResult(0, (" ".join(argv) + "\n").encode(), b"", 41.0)
+
+    async def events(
+        self, sandbox: str, follow: bool = True, after: int = 0
+    ) -> AsyncIterator[EventInfo]:
+        target = next((s.id for s in self.sandboxes.values() if sandbox in (s.id, s.name)), None)
+        if target is None:
+            raise not_found("sandbox", sandbox, "list sandboxes with 'grove ps'")
+        queue: asyncio.Queue[EventInfo] = asyncio.Queue()
+        subscription = (target, queue)
+        self._subscribers.append(subscription)
+        try:
+            for event in list(self._events):
+                if event.sandbox_id == target and event.seq > after:
+                    yield event
+            while follow:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(subscription)
+
+    async def metering_stream(self, interval_s: float = 1.0) -> AsyncIterator[MeterSample]:
+        self._require("metering", "metering")
+        for i in range(HISTORY):
+            yield _sample(self.sandboxes.values(), i, self.now - (HISTORY - i) * interval_s)
+        interval = self.live_interval
+        if interval is None:
+            await asyncio.Event().wait()  # quiet forever: the screen stays the same
+            return
+        while True:
+            await asyncio.sleep(interval)
+            self._tick += 1
+            yield _sample(self.sandboxes.values(), self._tick, self.now)
+
+    async def lineage(self) -> list[LineageNode]:
+        self._require("lineage", "the lineage tree")
+        from tui.engine.gateway import derive_lineage
+
+        return derive_lineage(self.environments, await self.list_sandboxes())
+
+    async def fork(self, ref: str, count: int = 1) -> list[SandboxInfo]:
+        self._require("fork", "snapshot-fork")
+        parent = self._get(ref)
+        children = []
+        for _ in range(count):
+            self._created += 1
+            child = replace(
+                parent,
+                id=f"sb-{0xB0000000 + self._created:08x}",
+                name=f"{parent.label}-fork-{self._created}",
+                phase="running",
+                parent_id=parent.id,
+                created_at=self.now,
+                pid=44000 + self._created,
+            )
+            self.sandboxes[child.id] = child
+            self._emit(child.id, "forked", parent=parent.id, restore_ms=104.0)
+            children.append(child)
+        return children
+
+    async def snapshot(self, ref: str, name: str = "") -> LineageNode:
+        self._require("snapshot", "snapshots")
+        sandbox = self._get(ref)
+        return LineageNode(id=f"snap-{sandbox.id[3:]}", kind="snapshot",
+                           label=name or f"{sandbox.label}@snap", parent_id=sandbox.id)
+
+    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession:
+        self._require("shell", "interactive shells")
+        sandbox = self._get(ref)
+        if sandbox.phase != "running":
+            raise GroveError("sandbox_not_running", f"sandbox {sandbox.label} is {sandbox.phase}",
+                             "start it first")
+        return FakeShell(sandbox.label)
+
+    async def service_logs(self, ref: str, service: str, follow: bool = True) -> AsyncIterator[str]:
+        self._require("service_logs", "service logs")
+        yield f"{service}: started"

@@ -1,0 +1,39 @@
+"""Human formatting for the dashboard. A missing datum is '-', never a made-up 0."""
+
+from __future__ import annotations
+
+DASH = "-"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return DASH
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.1f} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
+        value /= 1024
+    return DASH  # unreachable
+
+
+def percent(p: float | None) -> str:
+    return DASH if p is None else f"{p:.1f}%"
+
+
+def age(created_at: float, now: float) -> str:
+    if created_at <= 0:
+        return DASH
+    seconds = max(0, int(now - created_at))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def short_id(sandbox_id: str) -> str:
+    return sandbox_id[:12]

@@ -1,0 +1,118 @@
+"""Plain data the dashboard shows: what every gateway returns, free of gRPC and Textual types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    pid: int
+    accelerator: str
+    accelerator_reason: str
+    home: str
+    version: str
+    started_at: float
+    sandboxes_running: int
+    #: The host the engine runs on; None where the gateway cannot tell.
+    host_cpus: int | None = None
+    host_mem_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    name: str
+    description: str = ""
+    cached: bool = False
+    template_ready: bool = False
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    name: str
+    environment: str
+    phase: str
+    vcpus: int = 1
+    mem_mib: int = 512
+    pid: int | None = None
+    created_at: float = 0.0
+    parent_id: str = ""
+    template_id: str = ""
+    error: str = ""
+    has_secrets: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """One node of the lineage tree: an environment, a frozen snapshot, or a sandbox."""
+
+    id: str
+    kind: str  # "environment" | "snapshot" | "sandbox"
+    label: str
+    parent_id: str = ""
+    phase: str = ""
+    sandbox: SandboxInfo | None = None
+
+
+@dataclass(frozen=True)
+class SandboxMeter:
+    """One sandbox's footprint. None means the engine has no datum: shown as '-', never 0."""
+
+    sandbox_id: str
+    unique_mem: int | None = None
+    shared_mem: int | None = None
+    vmm_overhead: int | None = None
+    unique_disk: int | None = None
+    shared_disk: int | None = None
+    cpu_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class HostTotals:
+    """Host-wide totals: naive (sum of per-process RSS and disk sizes) vs CoW-aware."""
+
+    mem_naive: int | None = None
+    mem_cow: int | None = None
+    disk_naive: int | None = None
+    disk_cow: int | None = None
+    cpu_percent: float | None = None
+    mem_total: int | None = None
+
+
+@dataclass(frozen=True)
+class MeterSample:
+    ts: float
+    sandboxes: tuple[SandboxMeter, ...] = ()
+    host: HostTotals = field(default_factory=HostTotals)
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    seq: int
+    sandbox_id: str
+    ts: float
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PullUpdate:
+    stage: str
+    fraction: float | None
+    done: bool = False
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    duration_ms: float = 0.0

@@ -1,0 +1,1 @@
+"""The dashboard's widgets. Styles live in the .tcss file beside each module."""
