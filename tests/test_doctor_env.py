@@ -44,3 +44,17 @@ def test_engine_status_contract(grove: Grove) -> None:
     assert isinstance(status, dict)
     assert status["running"] is True and status["pid"] == grove.engine_pid()
     assert status["accelerator"] in ("kvm", "tcg")
+
+
+def test_env_prune_keeps_what_is_in_use(grove: Grove, sandbox: str) -> None:
+    # A stale layer nobody references is removed; what the sandbox sits on is not.
+    stale = grove.home / "images" / "rootfs" / ("0" * 64)
+    stale.mkdir(parents=True)
+    (stale / "rootfs.qcow2").write_bytes(b"\0" * 4096)
+    pruned = grove.ok("env", "prune", "--json").json()
+    assert isinstance(pruned, dict) and pruned["bytes_freed"] >= 4096
+    assert not stale.exists()
+    assert grove.ok("sandbox", "exec", sandbox, "--", "true").code == 0
+    envs = grove.ok("env", "list", "--json").json()
+    assert isinstance(envs, list)
+    assert next(e for e in envs if e["name"] == ENV)["cached"] is True

@@ -29,10 +29,19 @@ def needed(
                 whole.add(str(ref))
         if sandbox.extra.get("disk_base"):
             disk.add(str(sandbox.extra["disk_base"]))
+    newest: dict[tuple[str, int, int], TemplateRecord] = {}
+    for template in by_id.values():
+        if template.kind == "environment" and template.phase == "ready":
+            key = (template.environment, template.vcpus, template.mem_mib)
+            if key not in newest or template.created_at > newest[key].created_at:
+                newest[key] = template
     for template in by_id.values():
         named = template.name and template.phase == "ready"
-        if template.kind == "environment" or template.phase == "building" or named:
+        if template.phase == "building" or named:
             whole.add(template.id)
+    # An environment's current boot template stays warm; older ones (from a previous image
+    # or agent) go once nothing restores from them.
+    whole |= {t.id for t in newest.values()}
     stack = list(whole | disk)
     seen = set(stack)
     while stack:

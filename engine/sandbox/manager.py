@@ -573,9 +573,14 @@ class Sandboxes:
             source.id, "forked" if replicas else "snapshot", template=template_id,
             children=[c.id for c in children], paused_ms=round(captured.paused_ms, 1),
         )  # fmt: skip
-        task = asyncio.create_task(capture.dig_holes(mem))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        # The full-RAM copy read every page of the source's template and allocated its holes,
+        # and wrote zero pages into the new file: give both back. Only frozen template files
+        # are dug; a live guest's own RAM file could race with its writes.
+        frozen = {t.mem_path for t in self._store.list_templates() if t.phase == "ready"}
+        for path in {str(mem), source.mem_path} & frozen:
+            task = asyncio.create_task(capture.dig_holes(Path(path)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return source, template, children, captured.paused_ms
 
     def _child_records(
@@ -691,7 +696,12 @@ class Sandboxes:
         whole, disk_only = gc.needed(templates, self._store.list_sandboxes())
         freed = []
         for template in templates:
-            if template.kind != "snapshot" or template.id in whole:
+            if template.id in whole:
+                continue
+            if template.kind == "environment":
+                if template.id not in disk_only:
+                    self._templates.remove(template)
+                    freed.append(template.id)
                 continue
             if template.id in disk_only:
                 if template.phase == "ready":
