@@ -29,6 +29,7 @@ from engine.images.templates import Templates
 from engine.metering.sampler import engine_sampler
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
+from engine.sessions.runtime import GuestSessions
 from engine.store.db import Store
 from engine.vmm import accel as accel_probe
 from guest.image import builder
@@ -48,6 +49,7 @@ class Engine:
             paths, self.store, self.accel, self.templates, self.events, self.load_image
         )
         self.meter = engine_sampler(self.sandboxes, meter_interval)
+        self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events)
         self._shutdown = asyncio.Event()
 
     def load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
@@ -156,6 +158,7 @@ class Engine:
         removed: list[str] = []
         for template in self.store.list_templates():
             if template.id not in in_use:
+                await self.sandboxes.release_template(template.id)
                 self.templates.remove(template)
                 removed.append(template.id)
         # Layers behind a kept template's disk chain stay, even if their environment moved on.
@@ -171,6 +174,7 @@ class Engine:
         await self.sandboxes.recover()
         self.sandboxes.collect_garbage()
         self.meter.start()
+        await self.sessions.start()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", 64 << 20),
@@ -195,6 +199,7 @@ class Engine:
         await self._shutdown.wait()
         log.info("engine shutting down")
         await self.meter.stop()
+        await self.sessions.stop()
         await self.sandboxes.shutdown()
         await server.stop(grace=1.0)
         sock.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from engine.errors import GroveError, invalid
 from engine.fork import capture, gc
 from engine.images import disks, environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
+from engine.sandbox import pool
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
 from engine.sandbox.phase import LIVE, Phase, check_transition
@@ -63,6 +64,7 @@ class Sandboxes:
         # Sandboxes whose VM we are ending on purpose: their exit is not a failure.
         self._ending: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._pool = pool.WarmPool(paths, accel)
 
     # lookup
 
@@ -196,27 +198,19 @@ class Sandboxes:
         """Start a QEMU waiting for a snapshot: memory MAP_PRIVATE over the template's file,
         a fresh disk layer over backing. Nothing runs until complete_restore()."""
         files = self._files(record.id)
-        if disk is None:
-            disk = self._new_disk(record.id)
-            seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
-            await disks.overlay_from_seed(disk, backing, seed)
+        warm = self._pool.take(template.id) if disk is None else None
+        if warm is not None:
+            vm = self._claim(warm, files)
+            disk = warm.disk
+        else:
+            if disk is None:
+                disk = self._new_disk(record.id)
+                seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
+                await disks.overlay_from_seed(disk, backing, seed)
+            vm = await Vm.launch(pool.restore_spec(self._accel, template, files, disk), files)
+        if backing == Path(template.disk_path):
+            self._pool.refill(template)
         record.disk_path = str(disk)
-        spec = cmdline.VmSpec(
-            accel=self._accel,
-            vcpus=template.vcpus,
-            mem_mib=template.mem_mib,
-            mem_path=Path(template.mem_path),
-            mem_shared=False,
-            disk=disk,
-            qmp_socket=files.qmp,
-            ctl_socket=files.ctl,
-            console_log=files.console,
-            kernel=Path(template.boot["kernel"]),
-            initrd=Path(template.boot["initrd"]),
-            append=template.boot["append"],
-            incoming=True,
-        )
-        vm = await Vm.launch(spec, files)
         self._vms[record.id] = vm
         record.template_id = template.id
         record.extra.update(boot=template.boot, image_hash=template.image_hash)
@@ -230,6 +224,19 @@ class Sandboxes:
             extra=record.extra,
         )
         return vm
+
+    def _claim(self, warm: pool.Warm, files: VmFiles) -> Vm:
+        """Move a warm target into this sandbox's places; its sockets and logs stay open."""
+        old = warm.vm.files
+        files.sock_dir.parent.mkdir(parents=True, exist_ok=True)
+        old.sock_dir.rename(files.sock_dir)
+        files.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in (old.console.name, old.qemu_log.name):
+            with contextlib.suppress(FileNotFoundError):
+                (old.log_dir / name).replace(files.log_dir / name)
+        shutil.rmtree(old.log_dir, ignore_errors=True)
+        warm.vm.files = files
+        return warm.vm
 
     async def _complete_restore(self, record: SandboxRecord, vm: Vm, state: Path) -> None:
         t0 = time.monotonic()
@@ -712,9 +719,18 @@ class Sandboxes:
                 continue
             self._drop_template(template.id)
             freed.append(template.id)
+        for template in templates:
+            if template.id not in whole and template.id in {f.split()[0] for f in freed}:
+                # Warm targets map the memory just freed: end them too.
+                task = asyncio.get_running_loop().create_task(self._pool.drop(template.id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         if freed:
             log.info("collected %s", ", ".join(freed))
         return freed
+
+    async def release_template(self, template_id: str) -> None:
+        await self._pool.drop(template_id)
 
     # supervision
 
@@ -736,6 +752,11 @@ class Sandboxes:
 
     async def recover(self) -> None:
         """After an engine restart: re-adopt live VMs, fail the dead, reap half-made ones."""
+        records = self._store.list_sandboxes(include_terminated=False)
+        frozen = {t.disk_path for t in self._store.list_templates()}
+        self._pool.reap_orphans(
+            {r.pid for r in records if r.pid}, {r.disk_path for r in records} | frozen
+        )
         await self.reap_unfinished_templates()
         for record in self.records():
             if record.phase not in LIVE:
@@ -818,6 +839,7 @@ class Sandboxes:
                 await self.stop(sandbox_id)
         for task in self._watchers.values():
             task.cancel()
+        await self._pool.close()
 
     def running_count(self) -> int:
         return len(self._vms)

@@ -1,0 +1,143 @@
+"""Warm restore targets: QEMUs already started in -incoming defer for a template.
+
+Starting QEMU and connecting its monitor is a third of a create under emulation. A warm
+target has done both; claiming it only renames its socket and log directories into the new
+sandbox's place (bound unix sockets and open log files survive a rename) and loads the
+template's device state. One warm target costs ~21 MiB and no CPU: its vCPU never ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config import Paths
+from engine.images import disks
+from engine.store.records import TemplateRecord
+from engine.vmm import cmdline
+from engine.vmm.accel import Accelerator
+from engine.vmm.vm import Vm, VmFiles
+
+log = logging.getLogger(__name__)
+
+POOL_PREFIX = "pool-"
+
+
+def restore_spec(accel: Accelerator, template: TemplateRecord, files: VmFiles,
+                 disk: Path) -> cmdline.VmSpec:  # fmt: skip
+    """The command line of any VM restored from template: memory MAP_PRIVATE over its file."""
+    return cmdline.VmSpec(
+        accel=accel,
+        vcpus=template.vcpus,
+        mem_mib=template.mem_mib,
+        mem_path=Path(template.mem_path),
+        mem_shared=False,
+        disk=disk,
+        qmp_socket=files.qmp,
+        ctl_socket=files.ctl,
+        console_log=files.console,
+        kernel=Path(template.boot["kernel"]),
+        initrd=Path(template.boot["initrd"]),
+        append=template.boot["append"],
+        incoming=True,
+    )
+
+
+@dataclass
+class Warm:
+    vm: Vm
+    disk: Path
+    template_id: str
+
+
+class WarmPool:
+    def __init__(self, paths: Paths, accel: Accelerator, size: int | None = None) -> None:
+        self._paths = paths
+        self._accel = accel
+        self.size = size if size is not None else int(os.environ.get("GROVE_POOL_SIZE", "1"))
+        self._warm: dict[str, list[Warm]] = {}
+        self._filling: dict[str, asyncio.Task[None]] = {}
+
+    def take(self, template_id: str) -> Warm | None:
+        ready = self._warm.get(template_id) or []
+        while ready:
+            warm = ready.pop()
+            if warm.vm.process.alive():
+                return warm
+        return None
+
+    def refill(self, template: TemplateRecord) -> None:
+        if self.size <= 0 or template.id in self._filling:
+            return
+        if len(self._warm.get(template.id, [])) >= self.size:
+            return
+        task = asyncio.create_task(self._fill(template))
+        self._filling[template.id] = task
+        task.add_done_callback(lambda _t: self._filling.pop(template.id, None))
+
+    async def _fill(self, template: TemplateRecord) -> None:
+        while len(self._warm.setdefault(template.id, [])) < self.size:
+            try:
+                warm = await self._launch(template)
+            except Exception as exc:  # a failed warm-up only costs the next create speed
+                log.warning("could not pre-start a VM for %s: %s", template.id, exc)
+                return
+            self._warm[template.id].append(warm)
+
+    async def _launch(self, template: TemplateRecord) -> Warm:
+        token = POOL_PREFIX + secrets.token_hex(4)
+        files = VmFiles(self._paths.socket_dir / token, self._paths.home / "pool" / token)
+        files.prepare()
+        disk = self._paths.disks / f"{token}.qcow2"
+        seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
+        await disks.overlay_from_seed(disk, Path(template.disk_path), seed)
+        try:
+            vm = await Vm.launch(restore_spec(self._accel, template, files, disk), files)
+        except BaseException:
+            disk.unlink(missing_ok=True)
+            shutil.rmtree(files.log_dir, ignore_errors=True)
+            raise
+        return Warm(vm, disk, template.id)
+
+    def forget(self, template_id: str) -> list[Warm]:
+        return self._warm.pop(template_id, [])
+
+    async def drop(self, template_id: str) -> None:
+        """A template is going away: its warm targets map its memory file, end them."""
+        task = self._filling.pop(template_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for warm in self.forget(template_id):
+            await self._discard(warm)
+
+    async def _discard(self, warm: Warm) -> None:
+        await warm.vm.kill()
+        warm.disk.unlink(missing_ok=True)
+        shutil.rmtree(warm.vm.files.log_dir, ignore_errors=True)
+
+    async def close(self) -> None:
+        for template_id in list(self._warm) + list(self._filling):
+            await self.drop(template_id)
+
+    def reap_orphans(self, claimed_pids: set[int], claimed_disks: set[str]) -> None:
+        """Warm targets a killed engine left behind: nobody can claim them now. A claimed
+        target keeps its pool-named disk and command line, so sandboxes' own are spared."""
+        marker = str(self._paths.socket_dir / POOL_PREFIX)
+        for pid in cmdline.pids_using(marker):
+            if pid not in claimed_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        for leftover in self._paths.disks.glob(f"{POOL_PREFIX}*.qcow2"):
+            if str(leftover) not in claimed_disks:
+                leftover.unlink(missing_ok=True)
+        shutil.rmtree(self._paths.home / "pool", ignore_errors=True)
+        for sock_dir in self._paths.socket_dir.glob(f"{POOL_PREFIX}*"):
+            shutil.rmtree(sock_dir, ignore_errors=True)
