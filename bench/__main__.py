@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import fork, foundation
+from bench import fork, foundation, metering, shells
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -17,7 +17,9 @@ from engine.vmm.accel import probe
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--only", choices=["foundation", "fork"], default=None)
+    parser.add_argument(
+        "--only", choices=["foundation", "fork", "metering", "shells"], default=None
+    )
     parser.add_argument(
         "--image-cache",
         type=Path,
@@ -38,9 +40,15 @@ def main() -> int:
             results += foundation.run(client, args.rounds)
         if args.only in (None, "fork"):
             results += fork.run(client, args.rounds)
+        if args.only in (None, "shells"):
+            results += shells.run(client, args.rounds)
+        metered = metering.run(client, args.rounds) if args.only in (None, "metering") else []
+    results += metered
     report["results"] = results
     print(json.dumps(report, indent=2))
-    print_table(results)  # type: ignore[arg-type]
+    print_table([r for r in results if r not in metered])  # type: ignore[arg-type]
+    if metered:
+        metering.print_summary(metered)
     return 0
 
 

@@ -63,9 +63,7 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
         time.sleep(3)  # idle children settle
         listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
         pids = {s.id: s.pid for s in listed.sandboxes}
-        mem = next(
-            (str(p) for p in Path("/dev/shm").glob(f"grove-*/{reply.snapshot}.mem")), ""
-        )
+        mem = next((str(p) for p in Path("/dev/shm").glob(f"grove-*/{reply.snapshot}.mem")), "")
         for child in reply.children:
             kib = guest_private_kib(pids[child.id], mem) if mem else None
             if kib is not None:

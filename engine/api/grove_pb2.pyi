@@ -481,3 +481,300 @@ class HistoryReply(_message.Message):
     interval_s: float
     samples: _containers.RepeatedCompositeFieldContainer[SandboxMetering]
     def __init__(self, sandbox_id: _Optional[str] = ..., interval_s: _Optional[float] = ..., samples: _Optional[_Iterable[_Union[SandboxMetering, _Mapping]]] = ...) -> None: ...
+
+class ShellOpenRequest(_message.Message):
+    __slots__ = ("sandbox", "shell_id", "cols", "rows", "cwd", "shell", "term", "no_replay")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    SHELL_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    NO_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    shell_id: str
+    cols: int
+    rows: int
+    cwd: str
+    shell: str
+    term: str
+    no_replay: bool
+    def __init__(self, sandbox: _Optional[str] = ..., shell_id: _Optional[str] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., cwd: _Optional[str] = ..., shell: _Optional[str] = ..., term: _Optional[str] = ..., no_replay: _Optional[bool] = ...) -> None: ...
+
+class ShellResize(_message.Message):
+    __slots__ = ("cols", "rows")
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    cols: int
+    rows: int
+    def __init__(self, cols: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class ShellInput(_message.Message):
+    __slots__ = ("open", "stdin", "resize", "signal", "detach")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    DETACH_FIELD_NUMBER: _ClassVar[int]
+    open: ShellOpenRequest
+    stdin: bytes
+    resize: ShellResize
+    signal: str
+    detach: bool
+    def __init__(self, open: _Optional[_Union[ShellOpenRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., resize: _Optional[_Union[ShellResize, _Mapping]] = ..., signal: _Optional[str] = ..., detach: _Optional[bool] = ...) -> None: ...
+
+class ShellInfo(_message.Message):
+    __slots__ = ("sandbox_id", "shell_id", "state", "cols", "rows", "pid", "argv", "cwd", "created_at", "exit_code", "signal", "viewers", "cursor")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    VIEWERS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    shell_id: str
+    state: str
+    cols: int
+    rows: int
+    pid: int
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    cwd: str
+    created_at: float
+    exit_code: int
+    signal: str
+    viewers: int
+    cursor: int
+    def __init__(self, sandbox_id: _Optional[str] = ..., shell_id: _Optional[str] = ..., state: _Optional[str] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., pid: _Optional[int] = ..., argv: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., created_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., viewers: _Optional[int] = ..., cursor: _Optional[int] = ...) -> None: ...
+
+class ShellExit(_message.Message):
+    __slots__ = ("exit_code", "signal", "state")
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    signal: str
+    state: str
+    def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ShellOutput(_message.Message):
+    __slots__ = ("opened", "output", "state", "exit")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
+    opened: ShellInfo
+    output: bytes
+    state: ShellInfo
+    exit: ShellExit
+    def __init__(self, opened: _Optional[_Union[ShellInfo, _Mapping]] = ..., output: _Optional[bytes] = ..., state: _Optional[_Union[ShellInfo, _Mapping]] = ..., exit: _Optional[_Union[ShellExit, _Mapping]] = ...) -> None: ...
+
+class ShellReadRequest(_message.Message):
+    __slots__ = ("sandbox", "shell_id", "cursor", "max_chars", "wait_ms")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHARS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    shell_id: str
+    cursor: int
+    max_chars: int
+    wait_ms: int
+    def __init__(self, sandbox: _Optional[str] = ..., shell_id: _Optional[str] = ..., cursor: _Optional[int] = ..., max_chars: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class ShellReadReply(_message.Message):
+    __slots__ = ("output", "cursor", "next_cursor", "truncated", "state")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    output: str
+    cursor: int
+    next_cursor: int
+    truncated: bool
+    state: str
+    def __init__(self, output: _Optional[str] = ..., cursor: _Optional[int] = ..., next_cursor: _Optional[int] = ..., truncated: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ShellWriteRequest(_message.Message):
+    __slots__ = ("sandbox", "shell_id", "input")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    shell_id: str
+    input: bytes
+    def __init__(self, sandbox: _Optional[str] = ..., shell_id: _Optional[str] = ..., input: _Optional[bytes] = ...) -> None: ...
+
+class ShellSignalRequest(_message.Message):
+    __slots__ = ("sandbox", "shell_id", "signal")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    shell_id: str
+    signal: str
+    def __init__(self, sandbox: _Optional[str] = ..., shell_id: _Optional[str] = ..., signal: _Optional[str] = ...) -> None: ...
+
+class ShellRef(_message.Message):
+    __slots__ = ("sandbox", "shell_id")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SHELL_ID_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    shell_id: str
+    def __init__(self, sandbox: _Optional[str] = ..., shell_id: _Optional[str] = ...) -> None: ...
+
+class ShellListReply(_message.Message):
+    __slots__ = ("shells",)
+    SHELLS_FIELD_NUMBER: _ClassVar[int]
+    shells: _containers.RepeatedCompositeFieldContainer[ShellInfo]
+    def __init__(self, shells: _Optional[_Iterable[_Union[ShellInfo, _Mapping]]] = ...) -> None: ...
+
+class ReadyProbe(_message.Message):
+    __slots__ = ("kind", "target")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    target: str
+    def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class PortPublish(_message.Message):
+    __slots__ = ("guest_port", "host_port")
+    GUEST_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    guest_port: int
+    host_port: int
+    def __init__(self, guest_port: _Optional[int] = ..., host_port: _Optional[int] = ...) -> None: ...
+
+class ServiceStartRequest(_message.Message):
+    __slots__ = ("sandbox", "name", "argv", "cwd", "env", "ready", "ready_timeout_s", "ready_interval_ms", "restart", "publish")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    READY_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    READY_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    name: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    cwd: str
+    env: _containers.ScalarMap[str, str]
+    ready: ReadyProbe
+    ready_timeout_s: float
+    ready_interval_ms: int
+    restart: str
+    publish: _containers.RepeatedCompositeFieldContainer[PortPublish]
+    def __init__(self, sandbox: _Optional[str] = ..., name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., ready: _Optional[_Union[ReadyProbe, _Mapping]] = ..., ready_timeout_s: _Optional[float] = ..., ready_interval_ms: _Optional[int] = ..., restart: _Optional[str] = ..., publish: _Optional[_Iterable[_Union[PortPublish, _Mapping]]] = ...) -> None: ...
+
+class PublishedPort(_message.Message):
+    __slots__ = ("host", "host_port", "guest_port")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    GUEST_PORT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    host_port: int
+    guest_port: int
+    def __init__(self, host: _Optional[str] = ..., host_port: _Optional[int] = ..., guest_port: _Optional[int] = ...) -> None: ...
+
+class ServiceInfo(_message.Message):
+    __slots__ = ("sandbox_id", "name", "state", "pid", "ready", "published_ports", "restarts", "restart", "exit_code", "signal", "error", "started_at", "ready_at", "ready_ms", "argv", "cwd", "probe")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    READY_AT_FIELD_NUMBER: _ClassVar[int]
+    READY_MS_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    name: str
+    state: str
+    pid: int
+    ready: bool
+    published_ports: _containers.RepeatedCompositeFieldContainer[PublishedPort]
+    restarts: int
+    restart: str
+    exit_code: int
+    signal: str
+    error: str
+    started_at: float
+    ready_at: float
+    ready_ms: float
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    cwd: str
+    probe: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., published_ports: _Optional[_Iterable[_Union[PublishedPort, _Mapping]]] = ..., restarts: _Optional[int] = ..., restart: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., error: _Optional[str] = ..., started_at: _Optional[float] = ..., ready_at: _Optional[float] = ..., ready_ms: _Optional[float] = ..., argv: _Optional[_Iterable[str]] = ..., cwd: _Optional[str] = ..., probe: _Optional[str] = ...) -> None: ...
+
+class ServiceRef(_message.Message):
+    __slots__ = ("sandbox", "name")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    name: str
+    def __init__(self, sandbox: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ServiceListReply(_message.Message):
+    __slots__ = ("services",)
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[ServiceInfo]
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceInfo, _Mapping]]] = ...) -> None: ...
+
+class ServiceLogsRequest(_message.Message):
+    __slots__ = ("sandbox", "name", "tail", "all", "follow", "since")
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    sandbox: str
+    name: str
+    tail: int
+    all: bool
+    follow: bool
+    since: float
+    def __init__(self, sandbox: _Optional[str] = ..., name: _Optional[str] = ..., tail: _Optional[int] = ..., all: _Optional[bool] = ..., follow: _Optional[bool] = ..., since: _Optional[float] = ...) -> None: ...
+
+class ServiceLogLine(_message.Message):
+    __slots__ = ("ts", "stream", "text")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ts: float
+    stream: str
+    text: str
+    def __init__(self, ts: _Optional[float] = ..., stream: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ServiceLogBatch(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[ServiceLogLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[ServiceLogLine, _Mapping]]] = ...) -> None: ...

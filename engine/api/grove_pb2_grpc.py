@@ -159,6 +159,66 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.HistoryReply.FromString,
                 _registered_method=True)
+        self.Shell = channel.stream_stream(
+                '/grove.v1.Engine/Shell',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellInput.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellOutput.FromString,
+                _registered_method=True)
+        self.ShellOpen = channel.unary_unary(
+                '/grove.v1.Engine/ShellOpen',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellOpenRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+                _registered_method=True)
+        self.ShellRead = channel.unary_unary(
+                '/grove.v1.Engine/ShellRead',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellReadRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellReadReply.FromString,
+                _registered_method=True)
+        self.ShellWrite = channel.unary_unary(
+                '/grove.v1.Engine/ShellWrite',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellWriteRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+                _registered_method=True)
+        self.ShellSignal = channel.unary_unary(
+                '/grove.v1.Engine/ShellSignal',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellSignalRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+                _registered_method=True)
+        self.ShellClose = channel.unary_unary(
+                '/grove.v1.Engine/ShellClose',
+                request_serializer=engine_dot_api_dot_grove__pb2.ShellRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+                _registered_method=True)
+        self.ShellList = channel.unary_unary(
+                '/grove.v1.Engine/ShellList',
+                request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ShellListReply.FromString,
+                _registered_method=True)
+        self.ServiceStart = channel.unary_unary(
+                '/grove.v1.Engine/ServiceStart',
+                request_serializer=engine_dot_api_dot_grove__pb2.ServiceStartRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+                _registered_method=True)
+        self.ServiceStop = channel.unary_unary(
+                '/grove.v1.Engine/ServiceStop',
+                request_serializer=engine_dot_api_dot_grove__pb2.ServiceRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+                _registered_method=True)
+        self.ServiceStatus = channel.unary_unary(
+                '/grove.v1.Engine/ServiceStatus',
+                request_serializer=engine_dot_api_dot_grove__pb2.ServiceRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+                _registered_method=True)
+        self.ServiceList = channel.unary_unary(
+                '/grove.v1.Engine/ServiceList',
+                request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ServiceListReply.FromString,
+                _registered_method=True)
+        self.ServiceLogs = channel.unary_stream(
+                '/grove.v1.Engine/ServiceLogs',
+                request_serializer=engine_dot_api_dot_grove__pb2.ServiceLogsRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.ServiceLogBatch.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -317,6 +377,83 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Shell(self, request_iterator, context):
+        """Interactive shells: guest PTYs kept by the engine across client disconnects. The stream's
+        first message opens a shell or attaches to one (replaying its scrollback); then stdin,
+        resize, signal or detach. The server sends the shell's info, output, state changes, exit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellOpen(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellRead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellWrite(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellSignal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellClose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShellList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceStart(self, request, context):
+        """Services: supervised guest processes with readiness, restart policy, published ports and
+        host-side logs that outlive the sandbox. ServiceStart returns once the service is ready.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceStop(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -444,6 +581,66 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.MeteringHistory,
                     request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.HistoryReply.SerializeToString,
+            ),
+            'Shell': grpc.stream_stream_rpc_method_handler(
+                    servicer.Shell,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellInput.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellOutput.SerializeToString,
+            ),
+            'ShellOpen': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellOpen,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellOpenRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellInfo.SerializeToString,
+            ),
+            'ShellRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellRead,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellReadRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellReadReply.SerializeToString,
+            ),
+            'ShellWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellWrite,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellWriteRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellInfo.SerializeToString,
+            ),
+            'ShellSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellSignal,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellSignalRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellInfo.SerializeToString,
+            ),
+            'ShellClose': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellClose,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ShellRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellInfo.SerializeToString,
+            ),
+            'ShellList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShellList,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ShellListReply.SerializeToString,
+            ),
+            'ServiceStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceStart,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ServiceStartRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ServiceInfo.SerializeToString,
+            ),
+            'ServiceStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceStop,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ServiceRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ServiceInfo.SerializeToString,
+            ),
+            'ServiceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceStatus,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ServiceRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ServiceInfo.SerializeToString,
+            ),
+            'ServiceList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceList,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ServiceListReply.SerializeToString,
+            ),
+            'ServiceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ServiceLogs,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.ServiceLogsRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.ServiceLogBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1121,6 +1318,330 @@ class Engine:
             '/grove.v1.Engine/MeteringHistory',
             engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
             engine_dot_api_dot_grove__pb2.HistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shell(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/grove.v1.Engine/Shell',
+            engine_dot_api_dot_grove__pb2.ShellInput.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellOpen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellOpen',
+            engine_dot_api_dot_grove__pb2.ShellOpenRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellRead',
+            engine_dot_api_dot_grove__pb2.ShellReadRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellWrite',
+            engine_dot_api_dot_grove__pb2.ShellWriteRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellSignal',
+            engine_dot_api_dot_grove__pb2.ShellSignalRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellClose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellClose',
+            engine_dot_api_dot_grove__pb2.ShellRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShellList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ShellList',
+            engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ShellListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ServiceStart',
+            engine_dot_api_dot_grove__pb2.ServiceStartRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ServiceStop',
+            engine_dot_api_dot_grove__pb2.ServiceRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ServiceStatus',
+            engine_dot_api_dot_grove__pb2.ServiceRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ServiceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ServiceList',
+            engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ServiceListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grove.v1.Engine/ServiceLogs',
+            engine_dot_api_dot_grove__pb2.ServiceLogsRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.ServiceLogBatch.FromString,
             options,
             channel_credentials,
             insecure,

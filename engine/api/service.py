@@ -15,6 +15,8 @@ import grpc
 from engine.api import convert, metering
 from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
+from engine.api import services as services_api
+from engine.api import shells as shells_api
 from engine.errors import GroveError, invalid
 
 if TYPE_CHECKING:
@@ -304,3 +306,73 @@ class EngineService(pb_grpc.EngineServicer):
     @unary
     async def MeteringHistory(self, request: pb.SandboxRef, context: Any) -> pb.HistoryReply:
         return metering.history_reply(self.engine, request.ref)
+
+    # shells
+
+    async def Shell(
+        self,
+        request_iterator: AsyncIterator[pb.ShellInput],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ShellOutput]:
+        try:
+            async for message in shells_api.stream(self.engine.sessions.shells, request_iterator):
+                yield message
+        except Exception as exc:
+            await _abort(context, exc)
+
+    @unary
+    async def ShellOpen(self, request: pb.ShellOpenRequest, context: Any) -> pb.ShellInfo:
+        return shells_api.info(await shells_api.open_or_find(self.engine.sessions.shells, request))
+
+    @unary
+    async def ShellRead(self, request: pb.ShellReadRequest, context: Any) -> pb.ShellReadReply:
+        return await shells_api.read(self.engine.sessions.shells, request)
+
+    @unary
+    async def ShellWrite(self, request: pb.ShellWriteRequest, context: Any) -> pb.ShellInfo:
+        return await shells_api.write(self.engine.sessions.shells, request)
+
+    @unary
+    async def ShellSignal(self, request: pb.ShellSignalRequest, context: Any) -> pb.ShellInfo:
+        return await shells_api.signal(self.engine.sessions.shells, request)
+
+    @unary
+    async def ShellClose(self, request: pb.ShellRef, context: Any) -> pb.ShellInfo:
+        shells = self.engine.sessions.shells
+        return shells_api.info(await shells.close(request.sandbox, request.shell_id))
+
+    @unary
+    async def ShellList(self, request: pb.SandboxRef, context: Any) -> pb.ShellListReply:
+        shells = await self.engine.sessions.shells.in_sandbox(request.ref)
+        return pb.ShellListReply(shells=[shells_api.info(s) for s in shells])
+
+    # services
+
+    @unary
+    async def ServiceStart(self, request: pb.ServiceStartRequest, context: Any) -> pb.ServiceInfo:
+        spec = services_api.spec(request)
+        return services_api.info(await self.engine.sessions.services.start(request.sandbox, spec))
+
+    @unary
+    async def ServiceStop(self, request: pb.ServiceRef, context: Any) -> pb.ServiceInfo:
+        service = await self.engine.sessions.services.stop(request.sandbox, request.name)
+        return services_api.info(service)
+
+    @unary
+    async def ServiceStatus(self, request: pb.ServiceRef, context: Any) -> pb.ServiceInfo:
+        service = await self.engine.sessions.services.status(request.sandbox, request.name)
+        return services_api.info(service)
+
+    @unary
+    async def ServiceList(self, request: pb.SandboxRef, context: Any) -> pb.ServiceListReply:
+        services = await self.engine.sessions.services.in_sandbox(request.ref)
+        return pb.ServiceListReply(services=[services_api.info(s) for s in services])
+
+    async def ServiceLogs(
+        self, request: pb.ServiceLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ServiceLogBatch]:
+        try:
+            async for batch in services_api.logs(self.engine.sessions.services, request):
+                yield batch
+        except Exception as exc:
+            await _abort(context, exc)

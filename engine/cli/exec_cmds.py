@@ -57,6 +57,18 @@ def _pump_stdin(outbox: queue.Queue[pb.ExecInput | None]) -> None:
     outbox.put(pb.ExecInput(stdin_eof=True))
 
 
+def _receive(
+    responses: Iterator[pb.ExecOutput], inbox: queue.Queue[pb.ExecOutput | grpc.RpcError | None]
+) -> None:
+    try:
+        for message in responses:
+            inbox.put(message)
+    except grpc.RpcError as exc:
+        inbox.put(exc)
+    finally:
+        inbox.put(None)
+
+
 def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> ExecOutcome:
     a = ctx.args
     if a.timeout is not None and a.timeout <= 0:
@@ -73,43 +85,51 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
     if a.interactive:
         threading.Thread(target=_pump_stdin, args=(outbox,), daemon=True).start()
     responses = ctx.client.stub.Exec(_inputs(start, outbox))
+    # The stream is read on a thread: a Ctrl+C that lands inside a gRPC read breaks the call
+    # for good, while one that lands in the queue wait here is just a signal to forward.
+    inbox: queue.Queue[pb.ExecOutput | grpc.RpcError | None] = queue.Queue()
+    threading.Thread(target=_receive, args=(responses, inbox), daemon=True).start()
     outcome: ExecOutcome | None = None
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     stdout = bytearray()
     stderr = bytearray()
     interrupts = 0
-    while True:
-        try:
-            for message in responses:
-                kind = message.WhichOneof("kind")
-                if kind == "stdout":
-                    if capture:
-                        stdout += message.stdout
-                    else:
-                        out.write(message.stdout)
-                        out.flush()
-                elif kind == "stderr":
-                    if capture:
-                        stderr += message.stderr
-                    else:
-                        err.write(message.stderr)
-                        err.flush()
-                elif kind == "exit":
-                    ex = message.exit
-                    outcome = ExecOutcome(ex.exit_code, ex.signal, ex.timed_out, ex.duration_ms)
-            break
-        except KeyboardInterrupt:
-            # First Ctrl+C goes to the guest process group; a second one gives up on it.
-            interrupts += 1
-            outbox.put(pb.ExecInput(signal="INT" if interrupts == 1 else "KILL"))
-            if interrupts > 2:
-                responses.cancel()
-                raise
-        except grpc.RpcError as exc:
-            raise grove_error(exc) from None
-        finally:
-            outbox.put(None)
+    try:
+        while True:
+            try:
+                message = inbox.get()
+            except KeyboardInterrupt:
+                # First Ctrl+C goes to the guest process group; a second one kills it, a third
+                # gives up on it.
+                interrupts += 1
+                outbox.put(pb.ExecInput(signal="INT" if interrupts == 1 else "KILL"))
+                if interrupts > 2:
+                    responses.cancel()
+                    raise
+                continue
+            if message is None:
+                break
+            if isinstance(message, grpc.RpcError):
+                raise grove_error(message) from None
+            kind = message.WhichOneof("kind")
+            if kind == "stdout":
+                if capture:
+                    stdout += message.stdout
+                else:
+                    out.write(message.stdout)
+                    out.flush()
+            elif kind == "stderr":
+                if capture:
+                    stderr += message.stderr
+                else:
+                    err.write(message.stderr)
+                    err.flush()
+            elif kind == "exit":
+                ex = message.exit
+                outcome = ExecOutcome(ex.exit_code, ex.signal, ex.timed_out, ex.duration_ms)
+    finally:
+        outbox.put(None)
     if outcome is None:
         raise GroveError("exec_lost", "the command's exit status never arrived", "retry")
     outcome.stdout, outcome.stderr = stdout, stderr

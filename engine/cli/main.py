@@ -6,7 +6,16 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from engine.cli import doctor, engine_cmds, env_cmds, exec_cmds, fork_cmds, sandbox_cmds
+from engine.cli import (
+    doctor,
+    engine_cmds,
+    env_cmds,
+    exec_cmds,
+    fork_cmds,
+    sandbox_cmds,
+    service_cmds,
+    shell_cmds,
+)
 from engine.cli.context import Context
 from engine.cli.output import print_error
 from engine.config import Paths
@@ -110,7 +119,10 @@ def build_parser() -> Parser:
     _size_opts(p)
     _exec_opts(p)
 
-    p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's lifecycle events")
+    shell_cmds.register(verbs, verb)
+    service_cmds.register(verbs, verb)
+
+    p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's events, services' and console")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true")
 

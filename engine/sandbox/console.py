@@ -40,7 +40,7 @@ class ConsoleTail:
             return
         state = self._state.get(record.id)
         if state is None:
-            saved = self._table.get(record.id, KIND, "")
+            saved = self._table.get(record.id, KIND, "") or {}
             state = {"ino": int(saved.get("ino", 0)), "offset": int(saved.get("offset", 0))}
             self._state[record.id] = state
         if st.st_ino != state["ino"] or st.st_size < state["offset"]:

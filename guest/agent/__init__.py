@@ -5,7 +5,7 @@ ctypes is optional, used for the subreaper and reboot(2)). One concept per modul
 ``transport`` (virtio-serial port or test socket), ``loop`` (epoll reactor), ``server``
 (handshake, channels, dispatch, outbound queue), ``flow`` (credit windows), ``process`` (exec
 and PTY sessions), ``system`` (sysinfo, identity after a fork, power), ``files`` (transfer and
-manifests).
+manifests), ``services`` (readiness probes, terminal signals).
 
 Ops (CTRL JSON on a fresh channel; errors are ``{"ok": false, "code": ..., "error": ...}``)::
 
@@ -34,6 +34,10 @@ Ops (CTRL JSON on a fresh channel; errors are ``{"ok": false, "code": ..., "erro
                      engine, empty DATA 0 = EOF -> {"event":"done","bytes","sha256"}
   fs_manifest        {"path","hash"?,"exclude"?,"one_file_system"?} -> {"ok":true},
                      {"event":"entries","entries":[...]}..., {"event":"done","count","errors"}
+  probe              {"kind":"file|tcp|http","target","timeout_ms"?}
+                     -> {"ok":true,"ready":bool,"error"}   (services: readiness checks)
+  pty_signal         {"target_channel","signal"} -> {"ok":true,"pgid"}: to the terminal's
+                     foreground process group, as ^C would
 
 Unsolicited on channel 0: ``{"event":"agent_started","pid"}`` (first connection of a new agent
 process) and ``{"event":"desync"}`` (a bad frame header; input is ignored until the next hello).

@@ -17,6 +17,7 @@ from .files import FileOps
 from .loop import Loop
 from .process import ProcessOps, Reaper
 from .server import Server
+from .services import ServiceOps
 from .system import SystemOps, become_subreaper
 from .transport import Transport, UnixSocketTransport, VirtioPortTransport
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ProcessOps(server, reaper)
     SystemOps(server)
     FileOps(server)
+    ServiceOps(server)
 
     def stop() -> None:
         log.info("terminating: killing sessions")

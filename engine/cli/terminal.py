@@ -1,0 +1,186 @@
+"""Attach this terminal to a guest shell: raw mode, resize on SIGWINCH, a detach key.
+
+Every key goes to the guest as typed (Ctrl+C included: the guest's terminal turns it into
+SIGINT for its foreground job), output is written as it comes, and the terminal is restored on
+any exit. Ctrl+] then d detaches and leaves the shell running; Ctrl+] twice sends one Ctrl+].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from engine.api import grove_pb2 as pb
+from engine.client import EngineClient, grove_error
+from engine.errors import GroveError
+
+DETACH_PREFIX = 0x1D  # Ctrl+]
+DETACH_KEY = ord("d")
+DETACH_HELP = "Ctrl+] d"
+READ_SIZE = 65536
+
+
+@dataclass
+class Outcome:
+    shell_id: str = ""
+    sandbox_id: str = ""
+    detached: bool = False
+    exit: pb.ShellExit | None = None
+    error: GroveError | None = None
+
+
+def _terminal_size(fd: int) -> tuple[int, int]:
+    for candidate in (fd, sys.stdout.fileno()):
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(candidate)
+            return size.lines, size.columns
+    return 24, 80
+
+
+class DetachFilter:
+    """Finds Ctrl+] d in typed bytes; everything else passes through."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        if not self.pending and DETACH_PREFIX not in data:
+            return data, False
+        out = bytearray()
+        for byte in data:
+            if self.pending:
+                self.pending = False
+                if byte == DETACH_KEY:
+                    return bytes(out), True
+                if byte != DETACH_PREFIX:
+                    out.append(DETACH_PREFIX)
+                out.append(byte)
+            elif byte == DETACH_PREFIX:
+                self.pending = True
+            else:
+                out.append(byte)
+        return bytes(out), False
+
+
+def _inputs(first: pb.ShellInput, outbox: queue.Queue[pb.ShellInput | None]) -> Iterator[Any]:
+    yield first
+    while (message := outbox.get()) is not None:
+        yield message
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        view = view[written:]
+
+
+def attach(client: EngineClient, request: pb.ShellOpenRequest) -> Outcome:
+    """Run the interactive session until the shell exits or the user detaches."""
+    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
+    if not os.isatty(fd_in):
+        raise GroveError(
+            "not_a_terminal",
+            "grove shell needs a terminal on stdin",
+            "for scripts use 'grove shell open|write|read|close'",
+        )
+    request.rows, request.cols = _terminal_size(fd_in)
+    request.term = request.term or os.environ.get("TERM", "")
+    outbox: queue.Queue[pb.ShellInput | None] = queue.Queue()
+    responses = client.stub.Shell(_inputs(pb.ShellInput(open=request), outbox))
+    outcome = Outcome()
+    try:
+        first = next(responses)
+    except grpc.RpcError as exc:
+        outbox.put(None)
+        raise grove_error(exc) from None
+    except StopIteration:
+        raise GroveError("shell_failed", "the engine ended the shell stream", "retry") from None
+    outcome.shell_id, outcome.sandbox_id = first.opened.shell_id, first.opened.sandbox_id
+    sys.stderr.write(
+        f"grove: attached to shell {outcome.shell_id} in {outcome.sandbox_id}"
+        f" (detach: {DETACH_HELP})\r\n"
+    )
+    sys.stderr.flush()
+    wake_r, wake_w = os.pipe()
+
+    def receive() -> None:
+        try:
+            for message in responses:
+                kind = message.WhichOneof("kind")
+                if kind == "output":
+                    _write_all(fd_out, message.output)
+                elif kind == "exit":
+                    outcome.exit = message.exit
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                outcome.error = grove_error(exc)
+        finally:
+            os.write(wake_w, b"x")
+
+    def on_winch(_signum: int, _frame: FrameType | None) -> None:
+        rows, cols = _terminal_size(fd_in)
+        outbox.put(pb.ShellInput(resize=pb.ShellResize(rows=rows, cols=cols)))
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the finally that restores the terminal
+
+    saved = termios.tcgetattr(fd_in)
+    handlers = {
+        signal.SIGWINCH: signal.signal(signal.SIGWINCH, on_winch),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, on_term),
+    }
+    reader = threading.Thread(target=receive, name="shell-output", daemon=True)
+    keys = DetachFilter()
+    try:
+        tty.setraw(fd_in, termios.TCSANOW)
+        reader.start()
+        while reader.is_alive():
+            try:
+                ready, _, _ = select.select([fd_in, wake_r], [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                break
+            data = os.read(fd_in, READ_SIZE)
+            if not data:
+                break  # the terminal went away: leave the shell running
+            data, detach = keys.feed(data)
+            if data:
+                outbox.put(pb.ShellInput(stdin=data))
+            if detach:
+                outcome.detached = True
+                outbox.put(pb.ShellInput(detach=True))
+                break
+    finally:
+        termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        outbox.put(None)
+        reader.join(timeout=2.0)
+        if reader.is_alive():
+            responses.cancel()
+            reader.join(timeout=2.0)
+        os.close(wake_r)
+        os.close(wake_w)
+    if outcome.exit is not None:
+        outcome.detached = False
+    return outcome

@@ -1,0 +1,222 @@
+"""grove top: what each sandbox really costs (CoW-aware), once or redrawn in place."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.api import grove_pb2 as pb
+from engine.cli.context import Context
+from engine.cli.output import emit_json, iec, table
+from engine.errors import invalid
+
+_SANDBOX_FIELDS = (
+    "unique_mem_bytes",
+    "shared_mem_bytes",
+    "vmm_overhead_bytes",
+    "unique_disk_bytes",
+    "shared_disk_bytes",
+    "cpu_percent",
+    "rss_bytes",
+    "guest_mem_used_bytes",
+)
+_HOST_FIELDS = (
+    "naive_mem_bytes",
+    "cow_aware_mem_bytes",
+    "saved_mem_bytes",
+    "naive_guest_mem_bytes",
+    "cow_aware_guest_mem_bytes",
+    "template_mem_bytes",
+    "naive_disk_bytes",
+    "cow_aware_disk_bytes",
+    "saved_disk_bytes",
+    "cpu_percent",
+    "cpu_count",
+    "mem_total_bytes",
+    "mem_available_bytes",
+)
+
+
+def _opt(message: Any, name: str) -> Any:
+    """An optional proto field as a value or None (no datum)."""
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def sandbox_dict(s: pb.SandboxMetering) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": s.id, "name": s.name, "phase": s.phase}
+    out.update({name: _opt(s, name) for name in _SANDBOX_FIELDS})
+    out["template_id"] = s.template_id or None
+    return out
+
+
+def reply_dict(reply: pb.TopReply, rows: Sequence[pb.SandboxMetering]) -> dict[str, Any]:
+    host: dict[str, Any] = {name: _opt(reply.host, name) for name in _HOST_FIELDS}
+    host["sandboxes_running"] = reply.host.sandboxes_running
+    return {
+        "sampled_at": reply.sampled_at or None,
+        "interval_s": reply.interval_s or None,
+        "sandboxes": [sandbox_dict(s) for s in rows],
+        "host": host,
+    }
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    field: str  # "" for identity columns read from the message directly
+    render: Callable[[Any], str]
+    numeric: bool = True
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+COLUMNS = (
+    Column("ID", "id", str, numeric=False),
+    Column("NAME", "name", str, numeric=False),
+    Column("PHASE", "phase", str, numeric=False),
+    Column("UNIQUE-MEM", "unique_mem_bytes", iec),
+    Column("SHARED-MEM", "shared_mem_bytes", iec),
+    Column("VMM", "vmm_overhead_bytes", iec),
+    Column("UNIQUE-DISK", "unique_disk_bytes", iec),
+    Column("SHARED-DISK", "shared_disk_bytes", iec),
+    Column("CPU%", "cpu_percent", _cpu),
+)
+
+
+def _normalize(name: str) -> str:
+    return name.strip().upper().replace("_", "-").removesuffix("-BYTES")
+
+
+def sort_column(name: str) -> Column:
+    """A column by its header, case-insensitively; CPU and CPU% are the same column."""
+    wanted = _normalize(name)
+    for column in COLUMNS:
+        if wanted in (column.header, column.header.rstrip("%"), _normalize(column.field)):
+            return column
+    raise invalid(
+        f"unknown sort column '{name}'",
+        "sort by one of: " + ", ".join(c.header for c in COLUMNS),
+    )
+
+
+def sorted_rows(rows: Sequence[pb.SandboxMetering], column: Column | None) -> list[Any]:
+    if column is None:
+        return list(rows)
+    if not column.numeric:
+        return sorted(rows, key=lambda s: str(getattr(s, column.field)))
+    # Largest first, like top; rows with no datum go last whatever the order.
+    have = [s for s in rows if _opt(s, column.field) is not None]
+    missing = [s for s in rows if _opt(s, column.field) is None]
+    return sorted(have, key=lambda s: _opt(s, column.field), reverse=True) + missing
+
+
+def render(reply: pb.TopReply, rows: Sequence[pb.SandboxMetering]) -> str:
+    cells = [
+        [c.render(getattr(s, c.field) if not c.numeric else _opt(s, c.field)) for c in COLUMNS]
+        for s in rows
+    ]
+    body = (
+        table([c.header for c in COLUMNS], cells)
+        if cells
+        else "no sandboxes; create one with 'grove sandbox create debian:12'"
+    )
+    return body + "\n\n" + host_summary(reply.host)
+
+
+def _ratio(part: int | None, whole: int | None) -> str:
+    if part is None or not whole:
+        return "-"
+    return f"{part / whole:.2f}"
+
+
+def _saving(saved: int | None, naive: int | None) -> str:
+    if saved is None or not naive:
+        return iec(saved)
+    return f"{iec(saved)} ({saved / naive * 100:.0f}%)"
+
+
+def host_summary(host: pb.HostMetering) -> str:
+    naive, cow = _opt(host, "naive_mem_bytes"), _opt(host, "cow_aware_mem_bytes")
+    dnaive, dcow = _opt(host, "naive_disk_bytes"), _opt(host, "cow_aware_disk_bytes")
+    cpu = _opt(host, "cpu_percent")
+    cores = _opt(host, "cpu_count")
+    rows = [
+        [
+            "memory",
+            iec(naive),
+            iec(cow),
+            _saving(_opt(host, "saved_mem_bytes"), naive),
+            _ratio(cow, naive),
+        ],
+        [
+            "disk",
+            iec(dnaive),
+            iec(dcow),
+            _saving(_opt(host, "saved_disk_bytes"), dnaive),
+            _ratio(dcow, dnaive),
+        ],
+    ]
+    lines = [
+        f"HOST  {host.sandboxes_running} running  CPU {_cpu(cpu)}%"
+        + (f" of {cores} cores" if cores else "")
+        + f"  templates in RAM {iec(_opt(host, 'template_mem_bytes'))}",
+        table(["", "NAIVE", "COW-AWARE", "SAVED", "RATIO"], rows),
+        "naive: every QEMU's RSS and every full disk chain added up (what ps/du would say);",
+        "CoW-aware: unique pages + VMM overhead + each shared template or layer once.",
+    ]
+    return "\n".join(lines)
+
+
+def top(ctx: Context) -> int:
+    a = ctx.args
+    column = sort_column(a.sort) if a.sort else None
+    if a.interval is not None and not a.interval > 0:
+        raise invalid(f"invalid interval {a.interval}", "pass --interval S with S > 0")
+    request = pb.TopRequest(all=a.all, interval_s=a.interval or 1.0)
+    if not a.watch:
+        reply = ctx.client.call("Top", request, timeout=60)
+        rows = sorted_rows(reply.sandboxes, column)
+        if ctx.json:
+            emit_json(reply_dict(reply, rows))
+        else:
+            print(render(reply, rows))
+        return 0
+    return _watch(ctx, request, column)
+
+
+def _watch(ctx: Context, request: pb.TopRequest, column: Column | None) -> int:
+    tty = sys.stdout.isatty() and not ctx.json
+    try:
+        if tty:
+            sys.stdout.write("\x1b[?25l")  # no cursor flicker while redrawing
+        for reply in ctx.client.stream("WatchMetering", request):
+            rows = sorted_rows(reply.sandboxes, column)
+            if ctx.json:
+                # One object per line: a stream other programs can read line by line.
+                sys.stdout.write(json.dumps(reply_dict(reply, rows)) + "\n")
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(reply.sampled_at))
+                frame = (
+                    f"grove top  every {request.interval_s:g}s  sampled {stamp}"
+                    "  (Ctrl+C to quit)\n\n" + render(reply, rows)
+                )
+                if tty:
+                    # Home, then overwrite each line and clear what the last frame left below.
+                    lines = frame.split("\n")
+                    sys.stdout.write("\x1b[H" + "\x1b[K\n".join(lines) + "\x1b[K\n\x1b[J")
+                else:
+                    sys.stdout.write(frame + "\n\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tty:
+            sys.stdout.write("\x1b[?25h")
+            sys.stdout.flush()
+    return 0
