@@ -26,7 +26,7 @@ from engine.store.db import Store
 MIB = 1 << 20
 SANDBOXES = 8
 EMULATED = 100
-SETTLE_S = 5.0
+SETTLE_S = 25.0  # > the engine's 20 s delay before it gives back a fork's zero pages
 CORE_BUDGET = 0.05  # sampling may cost at most 5% of one core at 100 sandboxes
 
 

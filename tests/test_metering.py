@@ -330,6 +330,8 @@ def family(grove: Grove) -> Iterator[list[str]]:
             reply = grove.ok("sandbox", "fork", parent, "--replicas", "4", "--json").json()
             assert isinstance(reply, dict)
             siblings = [c["id"] for c in reply["children"]]
+            # The engine gives the copy's zero pages back once forking is idle (1 s here).
+            time.sleep(4)
         else:
             siblings = [grove.ok("sandbox", "create", ENV).out.strip() for _ in range(4)]
         made += siblings

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,28 +47,34 @@ def prepare_memory(path: Path, mem_mib: int) -> None:
         f.truncate(mem_mib << 20)
 
 
-async def capture(
-    *,
-    paths: Paths,
-    accel: Accelerator,
-    source: SandboxRecord,
-    source_vm: Vm,
-    template_id: str,
-    name: str | None,
-    on_disk_frozen: Callable[[Path], None],
-) -> Captured:
-    started = time.monotonic()
+@dataclass
+class Loader:
+    """A paused QEMU holding a new memory file, listening for a source's full-RAM copy."""
+
+    template_id: str
+    mem: Path
+    vm: Vm
+    channel: Path
+    key: tuple[int, int, str, str, str]
+
+
+def loader_key(source: SandboxRecord) -> tuple[int, int, str, str, str]:
+    """Loaders are interchangeable between sources of the same size and boot command line."""
+    boot = source.extra.get("boot", {})
+    return (source.vcpus, source.mem_mib, boot.get("kernel", ""), boot.get("initrd", ""),
+            boot.get("append", ""))  # fmt: skip
+
+
+async def start_loader(
+    paths: Paths, accel: Accelerator, source: SandboxRecord, template_id: str = ""
+) -> Loader:
+    template_id = template_id or new_template_id()
     boot = dict(source.extra.get("boot", {}))
-    # The layer under the one being frozen: read before the freeze moves the source on.
-    disk_parent = str(source.extra.get("disk_base") or source.template_id or "") or None
     tdir = paths.template_dir(template_id)
     tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     mem = paths.memory_dir / f"{template_id}.mem"
-    if not mem.exists():
+    if not mem.exists():  # restore targets may already map it: never recreate it under them
         prepare_memory(mem, source.mem_mib)
-    state = tdir / "state.bin"
-    frozen_disk = Path(source.disk_path)
-    new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
     files = VmFiles(paths.socket_dir / f"{template_id}-ld", tdir)
     spec = cmdline.VmSpec(
         accel=accel,
@@ -88,28 +95,64 @@ async def capture(
         # pauses, not while it waits. Zero pages are given back afterwards (dig_holes).
         prealloc=True,
     )
-    loader = await Vm.launch(spec, files)
-    paused_ms = 0.0
+    vm = await Vm.launch(spec, files)
     try:
         channel = files.sock_dir / "mig.sock"
-        await loader.migrate_in(f"unix:{channel}", ignore_shared=False)
+        await vm.migrate_in(f"unix:{channel}", ignore_shared=False)
         await _wait_for_socket(channel)
+    except BaseException:
+        await discard_loader(paths, Loader(template_id, mem, vm, channel, loader_key(source)))
+        raise
+    return Loader(template_id, mem, vm, channel, loader_key(source))
+
+
+async def discard_loader(paths: Paths, loader: Loader) -> None:
+    await loader.vm.kill()
+    loader.mem.unlink(missing_ok=True)
+    shutil.rmtree(paths.template_dir(loader.template_id), ignore_errors=True)
+
+
+async def capture(
+    *,
+    paths: Paths,
+    loader: Loader,
+    source: SandboxRecord,
+    source_vm: Vm,
+    name: str | None,
+    on_disk_frozen: Callable[[Path], None],
+) -> Captured:
+    started = time.monotonic()
+    template_id, mem = loader.template_id, loader.mem
+    boot = dict(source.extra.get("boot", {}))
+    # The layer under the one being frozen: read before the freeze moves the source on.
+    disk_parent = str(source.extra.get("disk_base") or source.template_id or "") or None
+    tdir = paths.template_dir(template_id)
+    state = tdir / "state.bin"
+    frozen_disk = Path(source.disk_path)
+    new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
+    paused_ms = 0.0
+    try:
         pause_started = time.monotonic()
         await source_vm.quiesce_and_stop()
         try:
             await source_vm.freeze_disk(new_top)
             on_disk_frozen(new_top)
-            await source_vm.migrate_out(f"unix:{channel}", ignore_shared=False)
+            await source_vm.migrate_out(f"unix:{loader.channel}", ignore_shared=False)
+        except BaseException as exc:
+            log.warning("capture of %s failed: %s", source.id, exc)
+            with contextlib.suppress(Exception):
+                await source_vm.qmp.execute("migrate_cancel")
+            raise
         finally:
             # The source always resumes, whatever happened to the copy.
-            await source_vm.resume()
+            await source_vm.resume_after_migration()
             paused_ms = (time.monotonic() - pause_started) * 1000
-        await loader.wait_incoming()
+        await loader.vm.wait_incoming()
         tmp = state.with_suffix(".tmp")
-        await loader.migrate_out(f"exec:cat > {tmp}", ignore_shared=True)
+        await loader.vm.migrate_out(f"exec:cat > {tmp}", ignore_shared=True)
         tmp.rename(state)
     finally:
-        await loader.kill()
+        await loader.vm.kill()
         with contextlib.suppress(OSError):
             (tdir / "loader-console.log").unlink()
     record = TemplateRecord(
@@ -141,6 +184,17 @@ async def _wait_for_socket(path: Path, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"loader did not open {path}")
         await asyncio.sleep(0.001)
+
+
+async def fill_holes(path: Path) -> None:
+    """Allocate a template file's holes ahead of a capture: the full-RAM copy reads every page
+    through the source's mapping, and faulting holes in one by one inside the source's pause
+    is what makes a pause slow."""
+    proc = await asyncio.create_subprocess_exec(
+        "fallocate", "-l", str(path.stat().st_size), str(path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await proc.wait()
 
 
 async def dig_holes(path: Path) -> None:

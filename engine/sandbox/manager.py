@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from secrets import token_hex
 
@@ -21,6 +21,7 @@ from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, Paths
 from engine.errors import GroveError, invalid
 from engine.fork import capture, gc
+from engine.fork.loaders import LoaderPool
 from engine.images import disks, environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
 from engine.sandbox import pool
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # A restored guest has its agent already running: it answers within milliseconds.
 AGENT_RESTORE_TIMEOUT = 30.0
 MAX_REPLICAS = 64
+DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "20"))
 
 ImageLoader = Callable[[str], "asyncio.Future[environments.EnvironmentImage]"]
 
@@ -65,6 +67,8 @@ class Sandboxes:
         self._ending: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._pool = pool.WarmPool(paths, accel)
+        self._loaders = LoaderPool(paths, accel)
+        self._dig_timers: dict[str, asyncio.TimerHandle] = {}
 
     # lookup
 
@@ -320,17 +324,22 @@ class Sandboxes:
         async with self._lock(record.id):
             record = self.get(record.id)
             check_transition(record.id, record.phase, Phase.STOPPED)
-            vm = self._vms.pop(record.id, None)
-            if vm is not None:
-                self._ending.add(record.id)
-                try:
-                    await vm.quit()
-                finally:
-                    self._ending.discard(record.id)
+            await self._end_vm(record.id, graceful=True)
             self._drop_private_memory(record)
             self._set_phase(record, Phase.STOPPED, pid=None, pid_start=None)
             await self._events.emit(record.id, "stopped")
             return record
+
+    async def _end_vm(self, sandbox_id: str, graceful: bool) -> None:
+        """End a sandbox's VM on purpose (its exit is then not reported as a failure)."""
+        vm = self._vms.pop(sandbox_id, None)
+        if vm is None:
+            return
+        self._ending.add(sandbox_id)
+        try:
+            await (vm.quit() if graceful else vm.kill())
+        finally:
+            self._ending.discard(sandbox_id)
 
     async def start(self, ref: str) -> SandboxRecord:
         """Cold-boot a stopped sandbox from its own disk (its memory was not kept)."""
@@ -394,13 +403,7 @@ class Sandboxes:
                     f"sandbox {record.id} is already terminated",
                     "list live sandboxes with 'grove sandbox ls'",
                 )
-            vm = self._vms.pop(record.id, None)
-            if vm is not None:
-                self._ending.add(record.id)
-                try:
-                    await vm.kill()
-                finally:
-                    self._ending.discard(record.id)
+            await self._end_vm(record.id, graceful=False)
             self._remove_files(record)
             self._set_phase(record, Phase.TERMINATED, pid=None, pid_start=None)
             await self._events.emit(record.id, "terminated")
@@ -503,9 +506,11 @@ class Sandboxes:
             )
         async with self._lock(source.id):
             source, vm = self.live_vm(source.id)
-            template_id = capture.new_template_id()
+            warm_loader = self._loaders.take(capture.loader_key(source))
+            template_id = warm_loader.template_id if warm_loader else capture.new_template_id()
             mem = self._paths.memory_dir / f"{template_id}.mem"
-            capture.prepare_memory(mem, source.mem_mib)
+            if warm_loader is None:
+                capture.prepare_memory(mem, source.mem_mib)
             children = self._child_records(source, template_id, replicas, name_prefix)
             # Child QEMUs start while the source still runs: their disks sit on the source's
             # current layer, which the capture freezes; their memory maps the file the loader
@@ -520,19 +525,36 @@ class Sandboxes:
             )  # fmt: skip
             self._store.insert_template(placeholder)
             template: TemplateRecord | None = None
+            loader: capture.Loader | None = warm_loader
             try:
+                starting = (
+                    None
+                    if loader is not None
+                    else asyncio.create_task(
+                        capture.start_loader(self._paths, self._accel, source, template_id)
+                    )
+                )
                 child_disks = [self._new_disk(c.id) for c in children]
                 await disks.overlays(child_disks, Path(source.disk_path), live=True)
                 for child, disk in zip(children, child_disks, strict=True):
                     child.disk_path = str(disk)  # so a failure below removes it with the child
-                launches = [
+                launches: list[Awaitable[object]] = [
                     self._launch_target(child, placeholder, Path(source.disk_path), disk)
                     for child, disk in zip(children, child_disks, strict=True)
                 ]
+                frozen = {t.mem_path for t in self._store.list_templates() if t.phase == "ready"}
+                if source.mem_path in frozen:
+                    dig = self._dig_timers.pop(source.mem_path, None)
+                    if dig is not None:
+                        dig.cancel()
+                    launches.append(capture.fill_holes(Path(source.mem_path)))
                 results = await asyncio.gather(*launches, return_exceptions=True)
+                if starting is not None:
+                    loader = await starting
                 for result in results:
                     if isinstance(result, BaseException):
                         raise result
+                assert loader is not None
 
                 def disk_frozen(new_top: Path) -> None:
                     # Recorded at once: from here on the source writes only to new_top.
@@ -543,9 +565,10 @@ class Sandboxes:
                     )
 
                 captured = await capture.capture(
-                    paths=self._paths, accel=self._accel, source=source, source_vm=vm,
-                    template_id=template_id, name=snapshot_name, on_disk_frozen=disk_frozen,
+                    paths=self._paths, loader=loader, source=source, source_vm=vm,
+                    name=snapshot_name, on_disk_frozen=disk_frozen,
                 )  # fmt: skip
+                loader = None  # consumed: capture() ended its process
                 template = captured.template
                 self._store.delete_template(template_id)
                 self._store.insert_template(template)
@@ -562,6 +585,12 @@ class Sandboxes:
                     if isinstance(outcome, BaseException):
                         raise outcome
             except BaseException:
+                if starting is not None and loader is None:
+                    starting.cancel()
+                    with contextlib.suppress(BaseException):
+                        loader = await starting
+                if loader is not None:
+                    await loader.vm.kill()
                 for child in children:
                     await self._discard(child)
                 # Not dropped directly: if the source's disk was already frozen, its new layer
@@ -570,6 +599,7 @@ class Sandboxes:
                     self._store.update_template(template_id, phase="failed", name=None)
                 self.collect_garbage()
                 raise
+        self._loaders.refill(source)  # the next fork of this size finds a loader waiting
         for child in children:
             child.extra["create_ms"] = round(captured.total_ms, 1)
             self._store.update_sandbox(child.id, extra=child.extra)
@@ -580,15 +610,28 @@ class Sandboxes:
             source.id, "forked" if replicas else "snapshot", template=template_id,
             children=[c.id for c in children], paused_ms=round(captured.paused_ms, 1),
         )  # fmt: skip
-        # The full-RAM copy read every page of the source's template and allocated its holes,
-        # and wrote zero pages into the new file: give both back. Only frozen template files
-        # are dug; a live guest's own RAM file could race with its writes.
+        # The full-RAM copy read every page of the source's template, allocating its holes,
+        # and wrote zero pages into the new file. Both are given back once forking from them
+        # has been quiet for a while: digging at once would make the very next fork read
+        # (and allocate) those holes again inside its pause. Only frozen template files are
+        # dug; a live guest's own RAM file could race with its writes.
         frozen = {t.mem_path for t in self._store.list_templates() if t.phase == "ready"}
         for path in {str(mem), source.mem_path} & frozen:
+            self._schedule_dig(path)
+        return source, template, children, captured.paused_ms
+
+    def _schedule_dig(self, path: str) -> None:
+        timer = self._dig_timers.pop(path, None)
+        if timer is not None:
+            timer.cancel()
+
+        def dig() -> None:
+            self._dig_timers.pop(path, None)
             task = asyncio.create_task(capture.dig_holes(Path(path)))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        return source, template, children, captured.paused_ms
+
+        self._dig_timers[path] = asyncio.get_running_loop().call_later(DIG_DELAY_S, dig)
 
     def _child_records(
         self, source: SandboxRecord, template_id: str, replicas: int, name_prefix: str
@@ -645,13 +688,7 @@ class Sandboxes:
                     "invalid_phase", f"sandbox {record.id} is {record.phase.value}",
                     _not_running_remedy(record),
                 )  # fmt: skip
-            vm = self._vms.pop(record.id, None)
-            if vm is not None:
-                self._ending.add(record.id)
-                try:
-                    await vm.kill()
-                finally:
-                    self._ending.discard(record.id)
+            await self._end_vm(record.id, graceful=False)
             self._drop_private_memory(record)
             self._drop_top_disk(record)
             record.phase = Phase.CREATING
@@ -758,6 +795,7 @@ class Sandboxes:
             {r.pid for r in records if r.pid}, {r.disk_path for r in records} | frozen
         )
         await self.reap_unfinished_templates()
+        self._loaders.reap_orphans({t.id for t in self._store.list_templates()})
         for record in self.records():
             if record.phase not in LIVE:
                 continue
@@ -840,6 +878,7 @@ class Sandboxes:
         for task in self._watchers.values():
             task.cancel()
         await self._pool.close()
+        await self._loaders.close()
 
     def running_count(self) -> int:
         return len(self._vms)

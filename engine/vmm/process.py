@@ -40,6 +40,7 @@ class QemuProcess:
     exe: str
     _popen: subprocess.Popen[bytes] | None = None
     _pidfd: int | None = None
+    _exited: asyncio.Future[None] | None = None
 
     @classmethod
     def spawn(cls, argv: list[str], log: Path) -> QemuProcess:
@@ -78,29 +79,31 @@ class QemuProcess:
         return is_same_process(self.pid, self.start, self.exe)
 
     async def wait(self) -> None:
-        """Return when the process has exited (works for adopted, non-child processes too)."""
-        if not self.alive():
-            return
-        loop = asyncio.get_running_loop()
-        if self._pidfd is None:
-            try:
-                self._pidfd = os.pidfd_open(self.pid)
-            except ProcessLookupError:
-                return
-        done: asyncio.Future[None] = loop.create_future()
+        """Return when the process has exited (works for adopted, non-child processes too).
 
-        def exited() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(self._pidfd, exited)
-        try:
-            if self.alive():
-                await done
-        finally:
-            loop.remove_reader(self._pidfd)
+        Any number of waiters share one pidfd reader: asyncio keeps one callback per fd.
+        """
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            self._exited = loop.create_future()
+            if self._pidfd is None and self.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    self._pidfd = os.pidfd_open(self.pid)
+            fd = self._pidfd
+            if fd is None or not self.alive():
+                self._exited.set_result(None)
+            else:
+                loop.add_reader(fd, self._on_exit, fd)
+                if not self.alive():  # exited between the check and the registration
+                    self._on_exit(fd)
+        await asyncio.shield(self._exited)
         if self._popen is not None:
             self._popen.wait()
+
+    def _on_exit(self, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
 
     async def kill(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -115,5 +118,7 @@ class QemuProcess:
 
     def close(self) -> None:
         if self._pidfd is not None:
+            if self._exited is not None and not self._exited.done():
+                self._on_exit(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None

@@ -14,7 +14,7 @@ from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
 from engine.vmm import cmdline
 from engine.vmm.process import QemuProcess
-from engine.vmm.qmp import Qmp
+from engine.vmm.qmp import Qmp, QmpError
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,19 @@ class Vm:
 
     async def resume(self) -> None:
         await self.qmp.execute("cont")
+
+    async def resume_after_migration(self, timeout: float = 30.0) -> None:
+        """cont, once QEMU has finished (or cancelled) an outgoing migration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.qmp.execute("cont")
+                return
+            except QmpError as exc:
+                if "not finalized" not in exc.message or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.005)
 
     async def quit(self, timeout: float = 5.0) -> None:
         """Graceful end: flush the guest's filesystems, then ask QEMU to exit."""

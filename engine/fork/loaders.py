@@ -1,0 +1,77 @@
+"""Warm fork loaders: a paused QEMU with its new memory file already allocated.
+
+Allocating a 512 MiB tmpfs file is most of a fork's cost on a nested host. After a sandbox of
+some size has been forked once, one loader for that size waits ready for the next fork, so a
+fork only pays for the pause and the restores. Each waiting loader holds its memory size in
+host RAM; GROVE_WARM_LOADERS=0 turns this off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+
+from engine.config import Paths
+from engine.fork import capture
+from engine.store.records import SandboxRecord
+from engine.vmm import cmdline
+from engine.vmm.accel import Accelerator
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int, str, str, str]
+
+
+class LoaderPool:
+    def __init__(self, paths: Paths, accel: Accelerator) -> None:
+        self._paths = paths
+        self._accel = accel
+        self.enabled = os.environ.get("GROVE_WARM_LOADERS", "1") != "0"
+        self._ready: dict[Key, capture.Loader] = {}
+        self._filling: dict[Key, asyncio.Task[None]] = {}
+
+    def take(self, key: Key) -> capture.Loader | None:
+        loader = self._ready.pop(key, None)
+        if loader is not None and not loader.vm.process.alive():
+            return None
+        return loader
+
+    def refill(self, source: SandboxRecord) -> None:
+        key = capture.loader_key(source)
+        if not self.enabled or key in self._ready or key in self._filling:
+            return
+        task = asyncio.create_task(self._fill(key, source))
+        self._filling[key] = task
+        task.add_done_callback(lambda _t: self._filling.pop(key, None))
+
+    async def _fill(self, key: Key, source: SandboxRecord) -> None:
+        try:
+            self._ready[key] = await capture.start_loader(self._paths, self._accel, source)
+        except Exception as exc:  # only the next fork's speed depends on it
+            log.warning("could not pre-start a fork loader: %s", exc)
+
+    async def close(self) -> None:
+        for task in list(self._filling.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for loader in list(self._ready.values()):
+            await capture.discard_loader(self._paths, loader)
+        self._ready.clear()
+
+    def reap_orphans(self, known_templates: set[str]) -> None:
+        """Loaders of a killed engine: their QEMUs and files belong to no template row."""
+        for pid in cmdline.pids_using(str(self._paths.socket_dir / "snap-")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        for mem in self._paths.memory_dir.glob("snap-*.mem"):
+            if mem.stem not in known_templates:
+                mem.unlink(missing_ok=True)
+        for tdir in self._paths.templates.glob("snap-*"):
+            if tdir.name not in known_templates:
+                shutil.rmtree(tdir, ignore_errors=True)
+        for sock_dir in self._paths.socket_dir.glob("snap-*-ld"):
+            shutil.rmtree(sock_dir, ignore_errors=True)
