@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import fork, foundation, metering, shells
+from bench import fork, foundation, metering, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -18,7 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
-        "--only", choices=["foundation", "fork", "metering", "shells"], default=None
+        "--only", choices=["foundation", "fork", "metering", "shells", "tui"], default=None
     )
     parser.add_argument(
         "--image-cache",
@@ -43,12 +43,15 @@ def main() -> int:
         if args.only in (None, "shells"):
             results += shells.run(client, args.rounds)
         metered = metering.run(client, args.rounds) if args.only in (None, "metering") else []
-    results += metered
+        dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
+    results += metered + dashboard
     report["results"] = results
     print(json.dumps(report, indent=2))
-    print_table([r for r in results if r not in metered])  # type: ignore[arg-type]
+    print_table([r for r in results if r not in metered and r not in dashboard])  # type: ignore[arg-type]
     if metered:
         metering.print_summary(metered)
+    if dashboard:
+        tui.print_summary(dashboard)
     return 0
 
 

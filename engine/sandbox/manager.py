@@ -18,6 +18,7 @@ from pathlib import Path
 from secrets import token_hex
 
 from engine.agent.client import AgentClient, AgentError, ExecHandle
+from engine.agent.errors import spawn_error
 from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, Paths
 from engine.errors import GroveError, invalid
 from engine.fork import capture, gc
@@ -918,19 +919,8 @@ def _read_secrets(sdir: Path) -> dict[str, str]:
 
 
 def _exec_error(exc: AgentError, argv: list[str], cwd: str | None) -> GroveError:
-    if exc.code == "not_found":
-        return GroveError(
-            "command_not_found",
-            f"command '{argv[0]}' not found in the sandbox",
-            "check the name or install it in the environment",
-        )
-    if exc.code == "bad_cwd":
-        return GroveError(
-            "bad_cwd",
-            f"working directory '{cwd}' does not exist in the sandbox",
-            "pass an existing --cwd",
-        )
-    return GroveError("exec_failed", f"exec failed: {exc}", "check 'grove logs ID'")
+    fallback = GroveError("exec_failed", f"exec failed: {exc}", "check 'grove logs ID'")
+    return spawn_error(exc, f"command '{argv[0]}'", cwd, fallback)
 
 
 def _not_running_remedy(record: SandboxRecord) -> str:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.agent.client import AgentClient, AgentError
+from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.sandbox.events import EventLog
@@ -322,16 +323,5 @@ class Services:
 
 
 def _spawn_error(exc: AgentError, spec: ServiceSpec) -> GroveError:
-    if exc.code == "not_found":
-        return GroveError(
-            "command_not_found",
-            f"command '{spec.argv[0]}' not found in the sandbox",
-            "check the name or install it in the environment",
-        )
-    if exc.code == "bad_cwd":
-        return GroveError(
-            "bad_cwd",
-            f"working directory '{spec.cwd}' does not exist in the sandbox",
-            "pass an existing --cwd",
-        )
-    return GroveError("service_failed", f"cannot start service '{spec.name}': {exc}", "retry")
+    fallback = GroveError("service_failed", f"cannot start service '{spec.name}': {exc}", "retry")
+    return spawn_error(exc, f"command '{spec.argv[0]}'", spec.cwd, fallback)

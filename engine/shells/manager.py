@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from engine.agent.client import AgentClient, AgentError, ExecHandle
+from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError, invalid
 from engine.sandbox.events import EventLog
@@ -322,16 +323,10 @@ def describe(shell: Shell) -> dict[str, Any]:
 
 
 def _open_error(exc: AgentError, argv: list[str], cwd: str) -> GroveError:
-    if exc.code == "not_found":
-        return GroveError(
-            "command_not_found",
-            f"shell '{argv[0]}' not found in the sandbox",
-            "pass an installed one with --shell, e.g. --shell /bin/sh",
-        )
-    if exc.code == "bad_cwd":
-        return GroveError(
-            "bad_cwd",
-            f"working directory '{cwd}' does not exist in the sandbox",
-            "pass an existing --cwd",
-        )
-    return GroveError("shell_failed", f"cannot start a shell: {exc}", "check 'grove logs SANDBOX'")
+    fallback = GroveError(
+        "shell_failed", f"cannot start a shell: {exc}", "check 'grove logs SANDBOX'"
+    )
+    return spawn_error(
+        exc, f"shell '{argv[0]}'", cwd, fallback,
+        not_found_remedy="pass an installed one with --shell, e.g. --shell /bin/sh",
+    )  # fmt: skip
