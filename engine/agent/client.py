@@ -597,6 +597,10 @@ class AgentClient:
         """Send any op and return its ``ok`` reply (AgentError otherwise)."""
         return await self._call(message, timeout)
 
+    @property
+    def connected(self) -> bool:
+        return self._closed is None
+
     async def ping(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> float:
         """Round trip in seconds."""
         started = time.perf_counter()

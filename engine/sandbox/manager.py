@@ -245,9 +245,11 @@ class Sandboxes:
 
     async def _complete_restore(self, record: SandboxRecord, vm: Vm, state: Path) -> None:
         t0 = time.monotonic()
-        await vm.restore(state)
+        if vm.agent is None:
+            await vm.restore(state)
         restored = time.monotonic()
-        agent = await vm.connect_agent(AGENT_RESTORE_TIMEOUT)
+        # A warm pool VM was restored and connected ahead of time.
+        agent = vm.agent or await vm.connect_agent(AGENT_RESTORE_TIMEOUT)
         connected = time.monotonic()
         await self._new_identity(record, agent)
         self._set_phase(record, Phase.RUNNING, pid=vm.pid)

@@ -1,9 +1,12 @@
-"""Warm restore targets: QEMUs already started in -incoming defer for a template.
+"""Warm sandboxes: one restore of each template, already running and warmed up.
 
-Starting QEMU and connecting its monitor is a third of a create under emulation. A warm
-target has done both; claiming it only renames its socket and log directories into the new
-sandbox's place (bound unix sockets and open log files survive a rename) and loads the
-template's device state. One warm target costs ~21 MiB and no CPU: its vCPU never ran.
+Under emulation most of a create is one-time work in a fresh QEMU: starting it, loading the
+state, and translating the guest code of the agent's first replies and first command (the
+first exec in a new restore costs ~3x a later one). A warm VM has done all of that before
+anyone asks. Claiming it renames its socket and log directories into the new sandbox's place
+(bound unix sockets and open log files survive a rename); the sandbox then gets its own
+identity (RNG reseed, clock, hostname) as every restore does. One warm VM costs what an idle
+sandbox costs (~40 MiB, a few % of a core under TCG); GROVE_POOL_SIZE=0 turns it off.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from engine.vmm.vm import Vm, VmFiles
 log = logging.getLogger(__name__)
 
 POOL_PREFIX = "pool-"
+WARM_AGENT_TIMEOUT = 60.0
+REFILL_DELAY_S = 3.0
 
 
 def restore_spec(accel: Accelerator, template: TemplateRecord, files: VmFiles,
@@ -63,13 +68,17 @@ class WarmPool:
         self.size = size if size is not None else int(os.environ.get("GROVE_POOL_SIZE", "1"))
         self._warm: dict[str, list[Warm]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def take(self, template_id: str) -> Warm | None:
         ready = self._warm.get(template_id) or []
         while ready:
             warm = ready.pop()
-            if warm.vm.process.alive():
+            if warm.vm.process.alive() and warm.vm.agent is not None and warm.vm.agent.connected:
                 return warm
+            task = asyncio.create_task(self._discard(warm))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return None
 
     def refill(self, template: TemplateRecord) -> None:
@@ -82,6 +91,9 @@ class WarmPool:
         task.add_done_callback(lambda _t: self._filling.pop(template.id, None))
 
     async def _fill(self, template: TemplateRecord) -> None:
+        # Warming a VM takes a core for a few hundred ms: let the sandbox just handed out run
+        # its first commands first.
+        await asyncio.sleep(REFILL_DELAY_S)
         while len(self._warm.setdefault(template.id, [])) < self.size:
             try:
                 warm = await self._launch(template)
@@ -97,9 +109,16 @@ class WarmPool:
         disk = self._paths.disks / f"{token}.qcow2"
         seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
         await disks.overlay_from_seed(disk, Path(template.disk_path), seed)
+        vm: Vm | None = None
         try:
             vm = await Vm.launch(restore_spec(self._accel, template, files, disk), files)
+            await vm.restore(Path(template.state_path))
+            agent = await vm.connect_agent(WARM_AGENT_TIMEOUT)
+            for _ in range(2):
+                await agent.run(["true"])
         except BaseException:
+            if vm is not None:
+                await vm.kill()
             disk.unlink(missing_ok=True)
             shutil.rmtree(files.log_dir, ignore_errors=True)
             raise
