@@ -47,7 +47,9 @@ def main() -> int:
     results += metered + dashboard
     report["results"] = results
     print(json.dumps(report, indent=2))
-    print_table([r for r in results if r not in metered and r not in dashboard])  # type: ignore[arg-type]
+    timed = [r for r in results if r not in metered and r not in dashboard]
+    if timed:
+        print_table(timed)  # type: ignore[arg-type]
     if metered:
         metering.print_summary(metered)
     if dashboard:

@@ -1,12 +1,18 @@
 """Screenshots of the dashboard in every theme, taken from the real thing.
 
     GROVE_HOME=... .venv/bin/python screenshots/make.py            # real engine (default)
-    .venv/bin/python screenshots/make.py --fake                    # FakeEngine's demo data
+    .venv/bin/python screenshots/make.py --fake                    # FakeEngine's data
 
-Against the real engine it makes sure a few sandboxes exist (creating them from debian:12 if
-needed, and terminating those it created when done, unless --keep), waits for the dashboard to
-show them, then saves one SVG per theme into this directory. PNGs are written too when a
-converter is available (cairosvg, or rsvg-convert); otherwise they are skipped.
+Against the real engine it runs the dashboard's own `--demo` tour (debian:12, a sandbox
+serving HTTP, a family of forks, one of them writing memory, a shell tab), lets the metering
+run for a while, then saves, into this directory:
+
+    main-THEME.svg   the dashboard with its shell tab, one per bundled theme
+    logs-THEME.svg   the service's log tab, one per bundled theme
+
+and a PNG of each when a converter is available (rsvg-convert from librsvg2-bin, or
+cairosvg); otherwise PNGs are skipped. The sandboxes the tour made are terminated afterwards
+unless --keep.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,54 +34,66 @@ from engine.errors import GroveError  # noqa: E402
 from tui.app import GroveApp  # noqa: E402
 from tui.engine.gateway import EngineGateway  # noqa: E402
 from tui.screens.main import MainScreen  # noqa: E402
+from tui.widgets.service_logs import ServiceLogPane  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 SIZE = (140, 40)
 
 
-async def _wait(predicate: object, timeout: float, what: str) -> None:
+async def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise SystemExit(f"screenshots: timed out waiting for {what}")
         await asyncio.sleep(0.1)
 
 
-async def ensure_sandboxes(gateway: EngineGateway, want: int, environment: str) -> list[str]:
-    """Create sandboxes until `want` are running; return the ids this run created."""
-    await gateway.connect()
-    running = [s for s in await gateway.list_sandboxes() if s.phase == "running"]
-    created = []
-    if len(running) < want:
-        async for update in gateway.pull_environment(environment, warm=True):
-            print(f"  pull {environment}: {update.stage}", flush=True)
-    for i in range(want - len(running)):
-        sandbox = await gateway.create_sandbox(environment, name=f"shot-{i + 1}")
-        print(f"  created {sandbox.id} ({sandbox.label})", flush=True)
-        created.append(sandbox.id)
-    return created
+def _save(app: GroveApp, name: str) -> Path:
+    path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(OUT)))
+    print(f"  saved {path.relative_to(REPO)}", flush=True)
+    return path
 
 
-async def shoot(
-    app: GroveApp, themes: list[str], names: dict[str, str], settle: float
-) -> list[Path]:
-    saved = []
+async def shoot(app: GroveApp, themes: list[str], settle: float, fake: bool) -> list[Path]:
+    saved: list[Path] = []
+    suffix = "-fake" if fake else ""
     async with app.run_test(size=SIZE) as pilot:
         await _wait(lambda: isinstance(app.screen, MainScreen), 10, "the dashboard")
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        await _wait(lambda: bool(screen.sandboxes), 60, "sandboxes to show")
-        await _wait(lambda: bool(screen._event_log), 30, "lifecycle events")
-        await pilot.pause(settle)  # refreshes, and metering samples for the sparklines
-        first = next(iter(screen.sandboxes))
-        screen.metering_table.select_sandbox(first)
+        if fake:
+            await _wait(lambda: bool(screen.sandboxes), 10, "sandboxes")
+            screen.select(next(iter(screen.sandboxes)))
+            screen.open_service_log(next(iter(screen.sandboxes)), "web", "http")
+            await screen.open_shell_tab(next(iter(screen.sandboxes)), "web")
+        else:
+            def outcome() -> str | None:
+                for note in app._notifications:
+                    if note.title == "Demo ready":
+                        return ""
+                    if note.severity == "error":
+                        return note.message
+                return None
+
+            await _wait(lambda: outcome() is not None, 900, "the demo tour")
+            if failure := outcome():
+                raise SystemExit(f"screenshots: the demo failed: {failure}")
+            print(f"  demo ready; {settle:g} s of live metering", flush=True)
+        await pilot.pause(settle)
+        app.clear_notifications()
+        screen.metering_table.focus()  # the footer then shows the dashboard's keys
+        bottom = screen.query_one("#bottom")
+        logs = screen.query_one(ServiceLogPane)
+        tab_of_log = logs.parent.id if logs.parent is not None else None
         for theme in themes:
             app.theme = theme
-            await pilot.pause(0.3)
-            path = app.save_screenshot(filename=names.get(theme, f"main-{theme}.svg"),
-                                       path=str(OUT))
-            saved.append(Path(path))
-            print(f"  saved {path}", flush=True)
+            bottom.active = "shells"  # type: ignore[attr-defined]
+            await pilot.pause(0.5)
+            saved.append(_save(app, f"main-{theme}{suffix}"))
+            if tab_of_log:
+                bottom.active = tab_of_log  # type: ignore[attr-defined]
+                await pilot.pause(0.5)
+                saved.append(_save(app, f"logs-{theme}{suffix}"))
     return saved
 
 
@@ -104,16 +123,14 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fake", action="store_true", help="FakeEngine instead of the engine")
-    parser.add_argument("--sandboxes", type=int, default=3, help="running sandboxes wanted")
-    parser.add_argument("--environment", default="debian:12")
-    parser.add_argument("--keep", action="store_true", help="keep the sandboxes created here")
+    parser.add_argument("--keep", action="store_true", help="keep the sandboxes the tour made")
     parser.add_argument("--no-png", action="store_true")
-    parser.add_argument("--settle", type=float, default=6.0,
-                        help="seconds of live data before the first shot")
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds of live metering after the tour, before the first shot")
     args = parser.parse_args(argv)
 
     gateway: EngineGateway
-    created: list[str] = []
+    before: set[str] = set()
     if args.fake:
         from tui.engine.fake import FAKE_NOW, FakeEngine
 
@@ -126,34 +143,40 @@ async def main(argv: list[str] | None = None) -> int:
         from tui.engine.grpc_gateway import GrpcGateway
 
         gateway = GrpcGateway()
-        now = time.time  # type: ignore[assignment]
+        now = time.time
         try:
-            created = await ensure_sandboxes(gateway, args.sandboxes, args.environment)
+            await gateway.connect()
+            before = {s.id for s in await gateway.list_sandboxes()}
         except GroveError as exc:
             print(f"screenshots: {exc.message}\n  remedy: {exc.remedy}", file=sys.stderr)
             return 1
-    app = GroveApp(gateway, now=now, user_themes=False, refresh_interval=0.5)
+    app = GroveApp(gateway, now=now, user_themes=False, refresh_interval=1.0,
+                   demo=not args.fake)
     app.animation_level = "none"
-    themes = app.grove_theme_names
-    suffix = "-fake" if args.fake else ""
-    names = {theme: f"main-{theme}{suffix}.svg" for theme in themes}
     try:
-        saved = await shoot(app, themes, names, 0.5 if args.fake else args.settle)
+        saved = await shoot(app, app.grove_theme_names, 0.5 if args.fake else args.settle,
+                            args.fake)
     finally:
-        if created and not args.keep:
+        if not args.fake and not args.keep:
             from tui.engine.grpc_gateway import GrpcGateway
 
             cleanup = GrpcGateway(autostart=False)
-            for sandbox_id in created:
-                try:
-                    await cleanup.terminate_sandbox(sandbox_id)
-                except GroveError as exc:
-                    print(f"  could not terminate {sandbox_id}: {exc.message}", file=sys.stderr)
+            for sandbox in await cleanup.list_sandboxes():
+                if sandbox.id not in before:
+                    try:
+                        await cleanup.terminate_sandbox(sandbox.id)
+                        print(f"  terminated {sandbox.label}", flush=True)
+                    except GroveError as exc:
+                        print(f"  could not terminate {sandbox.label}: {exc.message}",
+                              file=sys.stderr)
             await cleanup.close()
     if not args.no_png:
         for svg in saved:
             png = to_png(svg)
-            print(f"  {'saved ' + str(png) if png else 'no SVG converter: PNG skipped'}")
+            if png is None:
+                print("  no SVG converter: PNGs skipped")
+                break
+            print(f"  saved {png.relative_to(REPO)}")
     return 0
 
 

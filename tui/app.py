@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grove ui", description="The Grove dashboard.")
     add_arguments(parser)
     parser.add_argument("--fake", action="store_true", help="demo data instead of an engine")
+    parser.add_argument("--fake-sandboxes", type=int, metavar="N",
+                        help="with --fake: N generated sandboxes (for benchmarks)")
     return parser
 
 
@@ -109,17 +111,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", help=f"colour theme (default {DEFAULT_THEME})")
     parser.add_argument("--read-only", action="store_true", help="disable every change")
     parser.add_argument("--demo", action="store_true",
-                        help="pull debian:12 and create two sandboxes")
+                        help="a scripted tour on real sandboxes: a service, forks, a shell")
 
 
 def make_app(
-    theme: str | None = None, read_only: bool = False, demo: bool = False, fake: bool = False
+    theme: str | None = None,
+    read_only: bool = False,
+    demo: bool = False,
+    fake: bool = False,
+    fake_sandboxes: int | None = None,
 ) -> GroveApp:
     gateway: EngineGateway
     if fake:
         from tui.engine.fake import FakeEngine
 
-        gateway = FakeEngine(now=time.time(), live_interval=1.0)
+        gateway = FakeEngine(now=time.time(), live_interval=1.0, population=fake_sandboxes)
     else:
         from tui.engine.grpc_gateway import GrpcGateway
 
@@ -129,5 +135,5 @@ def make_app(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    make_app(args.theme, args.read_only, args.demo, args.fake).run()
+    make_app(args.theme, args.read_only, args.demo, args.fake, args.fake_sandboxes).run()
     return 0

@@ -29,11 +29,18 @@ class GroveCommands(Provider):
                 ("terminate", f"Terminate {label}", "Destroy it (asks first)"),
                 ("stop", f"Stop {label}", "Stop it; its disk is kept"),
                 ("start", f"Start {label}", "Boot it again from its disk"),
-                ("open_shell", f"Open a shell in {label}", "Interactive shell in a tab"),
+                ("open_shell", f"Open a shell in {label}",
+                 "A new shell in a tab, or attach to a running one"),
                 ("fork", f"Fork {label}", "Snapshot-fork it into N children"),
-                ("snapshot", f"Snapshot {label}", "Freeze it as a lineage node"),
+                ("snapshot", f"Snapshot {label}", "Freeze it as a named lineage node"),
+                ("reset", f"Reset {label}", "Back to a named snapshot or to how it was created"),
+                ("start_service", f"Start a service in {label}",
+                 "A supervised process with an optional readiness probe"),
+                ("stop_service", f"Stop a service in {label}", "TERM, then KILL after 5 s"),
+                ("service_logs", f"Follow a service log of {label}", "Opens a log tab"),
+                ("close_tab", "Close the shell or log tab", "A shell keeps running; attach again"),
                 ("filter", "Filter sandboxes", "Show only matching sandboxes"),
-                ("show_logs", "Show lifecycle events", "Focus the Logs tab"),
+                ("show_logs", "Show lifecycle events", "Focus the Events tab"),
             ]
             for action, title, help_ in actions:
                 if action in MUTATING and app.read_only:

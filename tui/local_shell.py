@@ -48,6 +48,10 @@ class LocalShell:
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._exit_code: int | None = None
 
+    @property
+    def shell_id(self) -> str:
+        return ""  # a local PTY: nothing to re-attach to
+
     async def start(self) -> LocalShell:
         pid, fd = pty.fork()
         if pid == 0:  # child: never returns

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
 from engine.errors import GroveError
-from tui.models import EngineInfo, EnvironmentInfo, EventInfo, LineageNode, SandboxInfo
+from tui.models import (
+    EngineInfo,
+    EnvironmentInfo,
+    EventInfo,
+    LineageNode,
+    SandboxInfo,
+    SandboxMeter,
+    ServiceInfo,
+)
 
 
 @dataclass
@@ -71,6 +80,24 @@ class ActionFailed(Message):
 @dataclass
 class ActionDone(Message):
     text: str
+    #: What to do next on the UI side (open the new service's log, say).
+    then: Callable[[], object] | None = field(default=None, compare=False)
+
+
+@dataclass
+class ServicesLoaded(Message):
+    """The services of one sandbox (shown under the sparklines of the selected sandbox)."""
+
+    sandbox_id: str
+    services: list[ServiceInfo]
+
+
+@dataclass
+class HistoryLoaded(Message):
+    """The engine's recent metering of one sandbox, to give its sparklines a past."""
+
+    sandbox_id: str
+    samples: list[SandboxMeter]
 
 
 @dataclass

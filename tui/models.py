@@ -72,6 +72,8 @@ class SandboxMeter:
     unique_disk: int | None = None
     shared_disk: int | None = None
     cpu_percent: float | None = None
+    #: When the engine took it (history samples); None on live samples, which share one time.
+    sampled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,14 @@ class HostTotals:
 
     mem_naive: int | None = None
     mem_cow: int | None = None
+    #: What sharing saves (naive - CoW-aware), as the engine computed it.
+    mem_saved: int | None = None
+    #: Templates resident in RAM: counted once in CoW-aware, invisible to a sum of RSS.
+    template_mem: int | None = None
     disk_naive: int | None = None
     disk_cow: int | None = None
     cpu_percent: float | None = None
+    cpu_count: int | None = None
     mem_total: int | None = None
 
 
@@ -116,3 +123,45 @@ class ExecResult:
     stdout: bytes = b""
     stderr: bytes = b""
     duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShellInfo:
+    """A guest shell the engine keeps; it outlives the dashboard that opened it."""
+
+    sandbox_id: str
+    shell_id: str
+    state: str  # running | exited | lost
+    argv: tuple[str, ...] = ()
+    created_at: float = 0.0
+    viewers: int = 0
+    exit_code: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    sandbox_id: str
+    name: str
+    state: str  # starting | running | backoff | exited | failed | stopped
+    ready: bool = False
+    pid: int | None = None
+    argv: tuple[str, ...] = ()
+    probe: str = ""
+    restarts: int = 0
+    error: str = ""
+    ports: tuple[str, ...] = ()  # "127.0.0.1:8080->80"
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running", "backoff")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    ts: float
+    stream: str  # stdout | stderr | grove
+    text: str

@@ -31,14 +31,19 @@ class Palette:
     def __init__(self, variables: Mapping[str, str]) -> None:
         self._variables = dict(variables)
         self.bold = self._variables.get("grove-text-style", "none") == "bold"
+        self._styles: dict[tuple[str, bool], Style] = {}  # asked for per cell, every second
 
     def style(self, variable: str, bold: bool = False) -> Style:
-        value = self._variables.get(variable)
-        try:
-            color = Color.parse(value).rich_color if value else None
-        except Exception:
-            color = None
-        return Style(color=color, bold=bold or self.bold or None)
+        key = (variable, bold)
+        style = self._styles.get(key)
+        if style is None:
+            value = self._variables.get(variable)
+            try:
+                color = Color.parse(value).rich_color if value else None
+            except Exception:
+                color = None
+            style = self._styles[key] = Style(color=color, bold=bold or self.bold or None)
+        return style
 
     def phase(self, phase: str) -> Style:
         return self.style(_PHASE_VARIABLE.get(phase, "grove-stopped"))

@@ -1,7 +1,8 @@
 """Themes from YAML files: the bundled ones in themes/, then the user's, by name.
 
 Search order (a later file with the same `name` wins):
-  1. themes/ in this source tree (grove-dark, grove-light, projector)
+  1. the bundled ones: themes/ in the source tree, shipped in the package as
+     tui/bundled_themes (a link to it), so an installed wheel has them too
   2. $GROVE_HOME/themes/
   3. $XDG_CONFIG_HOME/grove/themes/ (default ~/.config/grove/themes/)
 """
@@ -19,7 +20,7 @@ from textual.theme import Theme
 from engine.config import Paths
 
 DEFAULT_THEME = "grove-dark"
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "themes"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled_themes"
 
 _COLORS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel",
            "boost", "success", "warning", "error")

@@ -63,6 +63,13 @@ async def loaded(pilot: Pilot[None], sandboxes: int = FAKE_SANDBOXES,
     await wait_for(pilot, lambda: screen.meters.ts is not None or bool(screen.metering_note),
                    what="metering")
     await wait_for(pilot, lambda: len(screen._event_log) >= events, what="events")
+    await services_shown(pilot, screen)
     await pilot.pause(0.1)
     await pilot.wait_for_scheduled_animations()
     return screen
+
+
+async def services_shown(pilot: Pilot[None], screen: MainScreen) -> None:
+    """The selected sandbox's services are listed (or the engine has none to list)."""
+    await wait_for(pilot, lambda: screen.selected_id in screen.services
+                   or not screen._services_supported, what="services")

@@ -10,12 +10,14 @@ from textual.widgets import Input
 from engine.errors import GroveError
 from tui.engine.fake import FakeEngine
 from tui.local_shell import LocalShell
-from tui.screens.dialogs import AskScreen, ConfirmScreen
+from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.main import MainScreen
 from tui.widgets.log_view import LogView
 from tui.widgets.metering_table import MeteringTable
+from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 from tui.widgets.terminal import PtyTerminal
+from tui.widgets.usage import UsagePanel
 
 WEB = "sb-1f3a9c20"
 
@@ -258,3 +260,145 @@ async def test_zoom_gives_logs_the_screen() -> None:
         await pilot.press("z")
         await pilot.pause()
         assert bottom.size.height == before
+
+
+async def test_service_start_opens_its_log_and_stop_asks_which() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(WEB)
+        await pilot.pause()
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServiceScreen), what="the form")
+        await pilot.press(*"api", "enter", *"python3", "space", *"app.py", "enter", *"8080",
+                          "enter")
+        await wait_for(pilot, lambda: f"service start {WEB} api" in engine.calls, what="start")
+        await wait_for(pilot, lambda: any(p.service == "api" for p in screen.query(ServiceLogPane)),
+                       what="the new service's log tab")
+        assert engine.services[(WEB, "api")].probe == "tcp:127.0.0.1:8080"
+        log = next(p for p in screen.query(ServiceLogPane) if p.service == "api")
+        await wait_for(pilot, lambda: any("started pid" in ln for ln in log.view.entries))
+        engine.log(WEB, "api", "listening on 8080")
+        await wait_for(pilot, lambda: any("listening on 8080" in ln for ln in log.view.entries),
+                       what="a new line followed")
+        # Two services now: stopping one asks which.
+        await pilot.press("V")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), what="the choice")
+        choice = app.screen
+        assert isinstance(choice, ChooseScreen)
+        names = [value for value, _ in choice.options]
+        assert sorted(names) == ["api", "http"]
+        await pilot.press(*["down"] * names.index("api"), "enter")
+        await wait_for(pilot, lambda: f"service stop {WEB} api" in engine.calls, what="stop")
+        panel = screen.query_one(UsagePanel)
+        await wait_for(pilot, lambda: "○[/$grove-stopped] stopped ·" in str(panel.border_subtitle),
+                       what=f"the panel to show it stopped: {panel.border_subtitle!r}")
+
+
+async def test_service_form_reports_a_bad_probe_with_the_remedy() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(WEB)
+        await pilot.pause()
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServiceScreen))
+        await pilot.press(*"x", "enter", *"true", "enter", *"nonsense", "enter")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications))
+        note = next(n for n in app._notifications if n.severity == "error")
+        assert "probe" in note.message and "→" in note.message
+        assert not [c for c in engine.calls if c.startswith("service start")]
+
+
+async def test_service_log_search_copy_and_wrap() -> None:
+    app = fake_app()
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(WEB)
+        await pilot.pause()
+        await pilot.press("L")  # web has one service: its log opens at once
+        await wait_for(pilot, lambda: bool(screen.query(ServiceLogPane)), what="log tab")
+        log = screen.query_one(ServiceLogPane)
+        await wait_for(pilot, lambda: len(log.view.entries) == 14, what="the tail")
+        log.view.focus()
+        await pilot.press("slash", *"404", "enter")
+        await pilot.pause(0.1)
+        assert log.view.match_count == 1
+        await pilot.press("y")
+        assert len(copied) == 1 and copied[0].count("\n") == 1 and '" 404 -' in copied[0]
+        await pilot.press("escape", "y")
+        assert copied[-1].count("\n") == 14
+        await pilot.press("w")
+        assert log.view.wrap
+        await pilot.press("C")  # closes the log tab (the focused log hands C to the screen)
+        await wait_for(pilot, lambda: not screen.query(ServiceLogPane), what="tab closed")
+
+
+async def test_shell_tab_closes_and_attaches_again_with_scrollback() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(WEB)
+        await pilot.pause()
+        await pilot.press("o")  # no shells yet: a new one, no question asked
+        pane = screen.query_one(ShellsPane)
+        await wait_for(pilot, lambda: len(pane.views) == 1, what="shell tab")
+        await pilot.press(*"echo", "space", *"kept", "enter")
+        await wait_for(pilot, lambda: "kept" in pane.views[0].terminal.screen_lines())
+        await pilot.press("ctrl+right_square_bracket", "C")
+        await wait_for(pilot, lambda: not pane.views, what="tab closed")
+        assert engine.shells[WEB][0].state == "running"  # detached, not closed
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen))
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: len(pane.views) == 1, what="attached tab")
+        assert pane.views[0].shell_id == "sh-1"
+        await wait_for(pilot, lambda: "kept" in pane.views[0].terminal.all_lines(),
+                       what="the scrollback replayed")
+        # Attaching to a shell already in a tab switches to that tab.
+        await pilot.press("ctrl+right_square_bracket", "o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen))
+        await pilot.press("down", "enter")
+        await pilot.pause(0.2)
+        assert len(pane.views) == 1
+
+
+async def test_reset_asks_for_a_snapshot_and_empty_means_creation() -> None:
+    engine = FakeEngine()
+    app = fake_app()
+    app.gateway = engine
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox("sb-2b7e41d5")
+        await pilot.pause()
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "reset sb-2b7e41d5" in engine.calls, what="reset")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
+        await pilot.press(*"clean", "enter")
+        await wait_for(pilot, lambda: "reset sb-2b7e41d5 clean" in engine.calls)
+
+
+async def test_history_seeds_the_sparklines() -> None:
+    app = fake_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        meters = screen.meters
+        # Forget what the stream brought, as if the dashboard had just opened.
+        meters._mem.clear()
+        meters._cpu.clear()
+        meters.seeded.clear()
+        screen.select("sb-4d91a2b3")
+        screen.selected_id = None
+        screen.select("sb-4d91a2b3")
+        await wait_for(pilot, lambda: len(meters.memory("sb-4d91a2b3")) == 60, what="seeded")

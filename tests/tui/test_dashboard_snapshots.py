@@ -6,12 +6,13 @@ Update after an intended visual change with: pytest tests/tui --snapshot-update
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE, fake_app, loaded, wait_for
+from conftest import SIZE, fake_app, loaded, services_shown, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tui.screens.dialogs import ConfirmScreen
+from tui.screens.dialogs import ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.help import KeyMapScreen
+from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
 
@@ -19,6 +20,13 @@ async def _select_web(pilot: Pilot[None]) -> None:
     screen = await loaded(pilot)
     screen.metering_table.select_sandbox("sb-1f3a9c20")
     await pilot.pause(0.05)
+    await services_shown(pilot, screen)
+    await pilot.pause(0.05)
+
+
+def _no_blink(pilot: Pilot[None]) -> None:
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
 
 
 @pytest.mark.parametrize("theme", ["grove-dark", "grove-light", "projector"])
@@ -80,6 +88,53 @@ def test_filter_bar(snap_compare: object) -> None:
         await loaded(pilot)
         await pilot.press("slash", *"fork")
         pilot.app.screen.query_one("#filter", Input).cursor_blink = False
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_service_log_tab(snap_compare: object) -> None:
+    """A service's log in its own tab, followed, with a search highlighting its matches."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("L")
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: bool(screen.query(ServiceLogPane)), what="log tab")
+        log = screen.query_one(ServiceLogPane)
+        await wait_for(pilot, lambda: len(log.view.entries) == 14, what="the tail")
+        log.view.focus()
+        await pilot.press("slash", *"api", "enter")
+        _no_blink(pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_start_service_form(snap_compare: object) -> None:
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ServiceScreen))
+        await pilot.press(*"api", "tab")
+        _no_blink(pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_shell_attach_choice(snap_compare: object) -> None:
+    """With a shell still running in the sandbox, `o` offers to attach to it."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("o")
+        pane = pilot.app.screen.query_one(ShellsPane)
+        await wait_for(pilot, lambda: bool(pane.views), what="shell tab")
+        await pilot.press("ctrl+right_square_bracket", "C")
+        await wait_for(pilot, lambda: not pane.views, what="tab closed")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChooseScreen))
         await pilot.pause(0.1)
 
     assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]

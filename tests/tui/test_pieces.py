@@ -15,11 +15,20 @@ from engine.errors import GroveError
 from tui import format as fmt
 from tui.app import GroveApp
 from tui.engine.fake import FakeEngine
-from tui.engine.gateway import NOT_SUPPORTED, EngineGateway, derive_lineage
+from tui.engine.gateway import (
+    NOT_SUPPORTED,
+    EngineGateway,
+    derive_lineage,
+    parse_command,
+    parse_probe,
+)
 from tui.engine.grpc_gateway import GrpcGateway
-from tui.models import EnvironmentInfo, SandboxInfo
+from tui.metering import MeterHistory
+from tui.models import EnvironmentInfo, MeterSample, SandboxInfo, SandboxMeter
 from tui.screens.main import MainScreen
 from tui.themes import BUNDLED_DIR, VARIABLE_DEFAULTS, load_theme_file, load_themes
+from tui.widgets.service_logs import ServiceLogPane
+from tui.widgets.shells import ShellsPane
 
 
 def test_bundled_themes_load_with_every_variable() -> None:
@@ -108,7 +117,9 @@ class _OlderEngine:
 
 
 CALLS = [("lineage", ()), ("fork", ("x", 2)), ("snapshot", ("x", "s")), ("metering_stream", ()),
-         ("open_shell", ("x", 80, 24))]
+         ("metering_history", ("x",)), ("reset_sandbox", ("x",)), ("open_shell", ("x", 80, 24)),
+         ("list_shells", ("x",)), ("list_services", ("x",)), ("start_service", ("x", "w", ["t"])),
+         ("stop_service", ("x", "w")), ("service_logs", ("x", "w"))]
 
 
 @pytest.mark.parametrize("stub", [object(), _OlderEngine()], ids=["old-client", "old-engine"])
@@ -122,13 +133,6 @@ async def test_grpc_gateway_missing_features_raise_not_supported(
         result = getattr(gateway, method)(*args)
         await (anext(aiter(result)) if hasattr(result, "__aiter__") else result)
     assert caught.value.code == NOT_SUPPORTED and caught.value.remedy
-
-
-async def test_grpc_gateway_service_logs_not_supported_yet() -> None:
-    gateway = GrpcGateway(Paths(Path("/nonexistent")), autostart=False)
-    with pytest.raises(GroveError) as caught:
-        await anext(aiter(gateway.service_logs("x", "web")))
-    assert caught.value.code == NOT_SUPPORTED
 
 
 async def test_grpc_gateway_without_engine_is_a_grove_error(tmp_path: Path) -> None:
@@ -152,15 +156,42 @@ def test_derive_lineage_nests_forks_and_roots_orphans() -> None:
     assert nodes["d"].parent_id == "env:alpine:3" and "env:alpine:3" in nodes
 
 
-async def test_demo_pulls_and_creates_two_sandboxes() -> None:
+async def test_demo_builds_a_family_with_a_service_and_a_shell() -> None:
     engine = FakeEngine()
     app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        await wait_for(pilot, lambda: len(screen.sandboxes) == 8, what="two demo sandboxes")
-        assert engine.calls.count("create debian:12") == 2 and "pull debian:12" in engine.calls
+        await wait_for(pilot, lambda: any(n.title == "Demo ready" for n in app._notifications),
+                       what="the demo to finish")
+        await wait_for(pilot, lambda: len(screen.sandboxes) == 10, what="the demo family")
+        # `web` exists in the fake already, so the tour picks a free name.
+        by_name = {s.name: s for s in screen.sandboxes.values()}
+        web = by_name["web2"]
+        assert by_name["web2-fork-1"].parent_id == web.id
+        assert by_name["web2-fork-1-1"].parent_id == by_name["web2-fork-1"].id
+        assert "pull debian:12" in engine.calls
+        assert f"service start {web.id} http" in engine.calls
+        assert f"service start {by_name['web2-fork-2'].id} memhog" in engine.calls
+        assert screen.selected_id == by_name["web2-fork-2"].id
+        views = screen.query_one(ShellsPane).views
+        assert [v.sandbox_id for v in views] == [web.id]
+        assert [p.service for p in screen.query(ServiceLogPane)] == ["http"]
+        assert not [n for n in app._notifications if n.severity == "error"]
+
+
+async def test_demo_stops_with_the_remedy() -> None:
+    engine = FakeEngine(features={"metering"})  # an engine without fork
+    app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: any(n.title == "Demo" and n.severity == "warning"
+                                          for n in app._notifications), what="the demo to stop")
+        messages = " ".join(n.message for n in app._notifications)
+        assert "services" in messages  # the first step this engine cannot do
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        assert not screen.query_one("#activity").display
 
 
 async def test_fake_mode_runs_live() -> None:
@@ -202,3 +233,43 @@ async def test_palette_runs_sandbox_actions() -> None:
         await pilot.pause(0.4)
         await pilot.press("enter")
         await wait_for(pilot, lambda: "stop sb-2b7e41d5" in engine.calls, what="stop call")
+
+
+@pytest.mark.parametrize("text, probe", [
+    ("", None),
+    ("8000", ("tcp", "127.0.0.1:8000")),
+    (":8000", ("tcp", "127.0.0.1:8000")),
+    ("0.0.0.0:80", ("tcp", "0.0.0.0:80")),
+    ("tcp:8000", ("tcp", "127.0.0.1:8000")),
+    ("http://127.0.0.1:8000/health", ("http", "http://127.0.0.1:8000/health")),
+    ("file:/run/ready", ("file", "/run/ready")),
+    ("command:test -e /tmp/x", ("command", "test -e /tmp/x")),
+])
+def test_parse_probe(text: str, probe: tuple[str, str] | None) -> None:
+    assert parse_probe(text) == probe
+
+
+@pytest.mark.parametrize("text", ["nonsense", "file:", "tcp:"])
+def test_parse_probe_refuses_with_a_remedy(text: str) -> None:
+    with pytest.raises(GroveError) as caught:
+        parse_probe(text)
+    assert caught.value.remedy
+
+
+def test_parse_command() -> None:
+    assert parse_command("python3 -c 'print(1)'") == ["python3", "-c", "print(1)"]
+    for bad in ("", "echo 'unclosed"):
+        with pytest.raises(GroveError):
+            parse_command(bad)
+
+
+def test_meter_history_seed_puts_older_samples_first() -> None:
+    history = MeterHistory(size=5)
+    history.add(MeterSample(ts=100.0, sandboxes=(SandboxMeter("a", unique_mem=10,
+                                                              cpu_percent=1.0),)))
+    older = [SandboxMeter("a", unique_mem=n, cpu_percent=None, sampled_at=90.0 + n)
+             for n in range(1, 12)]  # 91..101: the last two overlap the live sample
+    assert history.seed("a", older)
+    assert history.memory("a") == [6.0, 7.0, 8.0, 9.0, 10.0]  # kept: the newest 5, in order
+    assert history.cpu("a") == [1.0]  # no datum is skipped, never drawn as zero
+    assert not history.seed("a", older)  # nothing older than what is there now

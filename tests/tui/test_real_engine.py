@@ -1,29 +1,62 @@
-"""The dashboard against the real engine: a sandbox made with the CLI shows up in the tree and
-the table, and terminating it from the dashboard (after confirming) removes it."""
+"""The dashboard against the real engine, on one small family made with the CLI: a parent
+running a `ticker` service, forked once. Two VMs for the whole module; the tests run in file
+order: the first also takes a named snapshot from the dashboard, the last terminates the fork
+from it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 from conftest import SIZE, wait_for
+from textual.pilot import Pilot
+from textual.widgets import Input
 
 from engine.config import Paths
 from tui.app import GroveApp
 from tui.engine.grpc_gateway import GrpcGateway
-from tui.screens.dialogs import ConfirmScreen
+from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.main import MainScreen
+from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
 pytestmark = pytest.mark.vm
 
+TICKER = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.5; done"
+SNAPSHOT = "tui-snap"
 
-async def test_dashboard_sees_and_terminates_a_real_sandbox(
-    grove: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = grove.home  # type: ignore[attr-defined]
+
+@dataclass
+class Family:
+    grove: object
+    parent: str
+    child: str
+
+
+@pytest.fixture(scope="module")
+def family(grove: object) -> Iterator[Family]:
+    run = grove.ok  # type: ignore[attr-defined]
+    parent = run("sandbox", "create", "debian:12", "--name", "tui-parent").out.strip()
+    try:
+        run("service", "start", parent, "ticker", "--", "sh", "-c", TICKER)
+        forked = json.loads(run("sandbox", "fork", parent, "--name", "tui-kid", "--json").out)
+        child = forked["children"][0]["id"]
+        yield Family(grove, parent, child)
+    finally:
+        for name in ("tui-kid-1", "tui-parent"):
+            grove.run("sandbox", "terminate", name)  # type: ignore[attr-defined]
+        grove.run("snapshot", "rm", SNAPSHOT)  # type: ignore[attr-defined]  # if still there
+
+
+@asynccontextmanager
+async def dashboard(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[GroveApp, Pilot[None], MainScreen]]:
+    home = family.grove.home  # type: ignore[attr-defined]
     monkeypatch.setenv("GROVE_HOME", str(home))
-    sandbox_id = grove.ok("sandbox", "create", "debian:12", "--name", "dash-e2e").out.strip()  # type: ignore[attr-defined]
     app = GroveApp(GrpcGateway(Paths(home), autostart=False), refresh_interval=0.5,
                    user_themes=False)
     app.animation_level = "none"
@@ -31,71 +64,146 @@ async def test_dashboard_sees_and_terminates_a_real_sandbox(
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        table, tree = screen.metering_table, screen.lineage_tree
-        await wait_for(pilot, lambda: sandbox_id in screen.sandboxes, timeout=30,
-                       what="the sandbox in the inventory")
-        await wait_for(pilot, lambda: sandbox_id in [str(k.value) for k in table.rows],
-                       what="the sandbox in the table")
-        assert sandbox_id in tree._by_id
-        parent = tree._by_id[sandbox_id].parent
-        assert parent is not None and parent.data is not None
-        assert parent.data.kind == "environment" and parent.data.label == "debian:12"
-        assert str(table.get_cell(sandbox_id, "name")) == "dash-e2e"
-        assert "running" in str(table.get_cell(sandbox_id, "phase"))
-        assert screen.info is not None and screen.info.pid > 0
-        await wait_for(pilot, lambda: any("dash-e2e" in line and "created" in line
-                                          for line in screen.query_one("#log-view").entries),
-                       what="its lifecycle event in the log")
+        await wait_for(pilot, lambda: {family.parent, family.child} <= set(screen.sandboxes),
+                       timeout=30, what="the family in the inventory")
+        yield app, pilot, screen
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert not errors, errors
 
-        table.focus()
-        table.select_sandbox(sandbox_id)
-        await pilot.pause()
-        assert screen.selected_id == sandbox_id
+
+async def select(pilot: Pilot[None], screen: MainScreen, sandbox_id: str) -> None:
+    screen.metering_table.focus()
+    screen.select(sandbox_id)
+    await wait_for(pilot, lambda: screen.selected_id == sandbox_id, what="selection")
+
+
+async def test_tree_shows_the_family_and_metering_moves(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dashboard(family, monkeypatch) as (app, pilot, screen):
+        tree, table = screen.lineage_tree, screen.metering_table
+        await wait_for(pilot, lambda: family.child in tree._by_id, what="the fork in the tree")
+        kid = tree._by_id[family.child]
+        parent = kid.parent
+        assert parent is not None and parent.data is not None and parent.data.id == family.parent
+        environment = parent.parent
+        assert environment is not None and environment.data is not None
+        assert environment.data.kind == "environment" and environment.data.label == "debian:12"
+        assert str(table.get_cell(family.child, "name")) == "tui-kid-1"
+        assert "running" in str(table.get_cell(family.parent, "phase"))
+
+        # Metering is pushed by the engine: a row changes between two samples.
+        await wait_for(pilot, lambda: screen.meters.samples >= 1, timeout=20, what="a sample")
+        columns = ("unique_mem", "vmm", "cpu", "unique_disk")
+
+        def row() -> tuple[str, ...]:
+            return tuple(str(table.get_cell(family.parent, c)) for c in columns)
+
+        first, samples = row(), screen.meters.samples
+        assert first[0] != "-"  # a running sandbox has a memory datum
+        await wait_for(pilot, lambda: screen.meters.samples > samples and row() != first,
+                       timeout=30, what="a metering value to change")
+        host = screen.meters.host
+        assert host is not None and host.mem_cow and host.mem_naive
+
+        # The sparklines have a past from the engine's history, not just from this session.
+        await select(pilot, screen, family.parent)
+        await wait_for(pilot, lambda: len(screen.meters.memory(family.parent))
+                       > screen.meters.samples, timeout=10, what="history seeded")
+
+        # A named snapshot taken here appears in the tree under its sandbox.
+        await pilot.press("P")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen), what="the name")
+        app.screen.query_one(Input).value = SNAPSHOT
+        await pilot.press("enter")
+        snapshot = lambda: next((n for n in tree._by_id.values()  # noqa: E731
+                                 if n.data is not None and n.data.kind == "snapshot"
+                                 and n.data.label == SNAPSHOT), None)
+        await wait_for(pilot, lambda: snapshot() is not None, timeout=60, what="the snapshot")
+        node = snapshot()
+        assert node is not None and node.parent is tree._by_id[family.parent]
+
+
+async def test_shell_typed_into_and_attached_again(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dashboard(family, monkeypatch) as (app, pilot, screen):
+        await select(pilot, screen, family.parent)
+        await pilot.press("o")
+        pane = screen.query_one(ShellsPane)
+        await wait_for(pilot, lambda: bool(pane.views), timeout=30, what="a shell tab")
+        view = pane.views[0]
+        term = view.terminal
+        assert view.shell_id
+        await wait_for(pilot, lambda: any(ln.rstrip().endswith(("#", "$"))
+                                          for ln in term.screen_lines()), timeout=30)
+        await pilot.press(*"echo", "space", *"guest-ok", "enter")
+        await wait_for(pilot, lambda: "guest-ok" in term.screen_lines(), timeout=20)
+        await pilot.press(*"stty", "space", *"size", "enter")
+        size = f"{term.vt.lines} {term.vt.columns}"
+        await wait_for(pilot, lambda: size in term.screen_lines(), timeout=20,
+                       what=f"stty size {size}")
+
+        # Leave the terminal, close the tab (the shell keeps running), then attach again:
+        # the scrollback comes back.
+        await pilot.press("ctrl+right_square_bracket", "C")
+        await wait_for(pilot, lambda: not pane.views, what="the tab to close")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), timeout=20,
+                       what="the new-or-attach choice")
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: bool(pane.views), timeout=30, what="the attached tab")
+        again = pane.views[0]
+        assert again.shell_id == view.shell_id
+        await wait_for(pilot, lambda: "guest-ok" in again.terminal.all_lines(), timeout=20,
+                       what="the scrollback replayed")
+
+
+async def test_service_log_follows_and_errors_carry_the_remedy(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dashboard(family, monkeypatch) as (app, pilot, screen):
+        await select(pilot, screen, family.parent)
+        await wait_for(pilot, lambda: [s.name for s in screen.services.get(family.parent, [])]
+                       == ["ticker"], timeout=10, what="the service listed")
+        await pilot.press("L")
+        await wait_for(pilot, lambda: bool(screen.query(ServiceLogPane)), what="the log tab")
+        log = screen.query_one(ServiceLogPane)
+        ticks = lambda: [ln for ln in log.view.entries if " tick " in ln]  # noqa: E731
+        await wait_for(pilot, lambda: len(ticks()) >= 2, timeout=20, what="ticks")
+        seen = len(ticks())
+        await wait_for(pilot, lambda: len(ticks()) >= seen + 2, timeout=20,
+                       what="new lines while following")
+        assert log.view.follow
+
+        # The engine refuses a second service of the same name: a notification with the remedy.
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServiceScreen), what="the form")
+        form = app.screen
+        form.query_one("#service-name", Input).value = "ticker"
+        form.query_one("#service-command", Input).value = "sleep 60"
+        await pilot.click("#ok")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications),
+                       timeout=20, what="the refusal")
+        note = next(n for n in app._notifications if n.severity == "error")
+        assert "→" in note.message  # the remedy
+        app._notifications.clear()
+
+
+async def test_terminate_with_confirmation_removes_the_node(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with dashboard(family, monkeypatch) as (app, pilot, screen):
+        tree, table = screen.lineage_tree, screen.metering_table
+        await select(pilot, screen, family.child)
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
         await pilot.press("y")
-        await wait_for(pilot, lambda: sandbox_id not in screen.sandboxes, timeout=60,
-                       what="the sandbox to go")
-        await wait_for(pilot, lambda: sandbox_id not in [str(k.value) for k in table.rows],
+        await wait_for(pilot, lambda: family.child not in screen.sandboxes, timeout=60,
+                       what="the fork to go")
+        await wait_for(pilot, lambda: family.child not in [str(k.value) for k in table.rows],
                        what="its row to go")
-        assert sandbox_id not in tree._by_id
-        errors = [n for n in app._notifications if n.severity == "error"]
-        assert not errors, [n.message for n in errors]
-
-    listed = json.loads(grove.ok("ps", "--json").out)  # type: ignore[attr-defined]
-    assert sandbox_id not in [s["id"] for s in listed]
-
-
-async def test_dashboard_shell_in_a_real_guest(
-    grove: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = grove.home  # type: ignore[attr-defined]
-    monkeypatch.setenv("GROVE_HOME", str(home))
-    sandbox_id = grove.ok("sandbox", "create", "debian:12", "--name", "dash-shell").out.strip()  # type: ignore[attr-defined]
-    app = GroveApp(GrpcGateway(Paths(home), autostart=False), refresh_interval=0.5,
-                   user_themes=False)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
-            screen = app.screen
-            assert isinstance(screen, MainScreen)
-            await wait_for(pilot, lambda: sandbox_id in screen.sandboxes, timeout=30)
-            screen.metering_table.select_sandbox(sandbox_id)
-            await pilot.pause()
-            await pilot.press("o")
-            pane = screen.query_one(ShellsPane)
-            await wait_for(pilot, lambda: bool(pane.views) or any(
-                n.title == "Not available yet" for n in app._notifications), timeout=30)
-            if not pane.views:
-                pytest.skip("this engine has no interactive shells")
-            term = pane.views[0].terminal
-            await wait_for(pilot, lambda: any(ln.rstrip().endswith(("#", "$"))
-                                              for ln in term.screen_lines()), timeout=30)
-            await pilot.press(*"echo", "space", *"guest-ok", "enter")
-            await wait_for(pilot, lambda: "guest-ok" in term.screen_lines(), timeout=20)
-            await pilot.press(*"stty", "space", *"size", "enter")
-            size = f"{term.vt.lines} {term.vt.columns}"
-            await wait_for(pilot, lambda: size in term.screen_lines(), timeout=20,
-                           what=f"stty size {size}")
-    finally:
-        grove.run("sandbox", "terminate", sandbox_id)  # type: ignore[attr-defined]
+        assert family.child not in tree._by_id
+        assert family.parent in tree._by_id
+    listed = json.loads(family.grove.ok("ps", "--json").out)  # type: ignore[attr-defined]
+    assert family.child not in [s["id"] for s in listed]

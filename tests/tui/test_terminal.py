@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 from collections.abc import Callable
 
@@ -230,3 +231,42 @@ def test_private_sgr_does_not_crash_or_style() -> None:
         stream.feed(term_filter.filter(chunk))
     assert vt.display[0].rstrip() == "ok"
     assert not vt.buffer[0][0].underscore
+
+
+def test_plain_fast_path_matches_pyte() -> None:
+    """Lines of plain text skip pyte; whatever the chunking, the screen, the cursor and the
+    scrollback must come out exactly as pyte alone makes them."""
+    rng = random.Random(7)
+    pieces = [
+        lambda: "".join(f"{rng.randint(0, 10**9)}\r\n" for _ in range(rng.randint(0, 90))),
+        lambda: "\x1b[31mred\x1b[0m and plain\r\n",
+        lambda: "x" * rng.randint(75, 100) + "\r\n",  # wraps
+        lambda: "progress 10%\rprogress 99%\r\n",  # overstrikes
+        lambda: "bare\nline feeds\n",
+        lambda: "é € wide 中文\r\n",
+        lambda: "\x1b[2J\x1b[H",  # clear and home: the cursor leaves the bottom row
+    ]
+    for _ in range(150):
+        data = "".join(rng.choice(pieces)() for _ in range(rng.randint(1, 25))).encode()
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 12))))
+        fast, slow = PtyTerminal(cols=80, rows=24, history=300), PtyTerminal(cols=80, rows=24,
+                                                                             history=300)
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            fast.feed(data[start:end], paint=False)
+            fast.drain()
+            slow._stream.feed(data[start:end])
+        assert fast.all_lines() == slow.all_lines()
+        assert (fast.vt.cursor.x, fast.vt.cursor.y) == (slow.vt.cursor.x, slow.vt.cursor.y)
+        assert fast.vt.scrollback_serial == slow.vt.scrollback_serial
+
+
+def test_plain_burst_lands_in_scrollback_in_order() -> None:
+    term = PtyTerminal(cols=80, rows=24, history=1000)
+    data = "".join(f"{i}\r\n" for i in range(1, 20001)).encode()
+    for start in range(0, len(data), 4096):
+        term.feed(data[start : start + 4096], paint=False)
+        term.drain()
+    lines = term.all_lines()
+    assert lines[-3:] == ["19999", "20000", ""]
+    assert lines[0] == str(20000 - 1000 - 22)  # the scrollback keeps its last 1000 rows
+    assert term.vt.scrollback_serial == 20000 - 23

@@ -1,18 +1,20 @@
 """FakeEngine: a deterministic, in-memory EngineGateway for snapshot tests and `--fake` demos.
 
-One small family: environment debian:12; `web` with two forks, one of which has a fork of
-its own; a stopped sandbox; and an orphan whose parent is gone. Numbers are fixed formulas of
-the sample index, timestamps are offsets from a fixed `now`: two runs render the same screen.
+One small family: environment debian:12; `web` (serving `http`) with two forks, one of which
+has a fork of its own; a stopped sandbox; and an orphan whose parent is gone. Numbers are fixed
+formulas of the sample index, timestamps are offsets from a fixed `now`: two runs render the
+same screen. `population=N` makes N sandboxes instead (a forest of forks), for benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 
 from engine.errors import GroveError, not_found
-from tui.engine.gateway import ShellSession, not_supported
+from tui.engine.gateway import ShellSession, derive_lineage, not_supported
 from tui.models import (
     EngineInfo,
     EnvironmentInfo,
@@ -20,10 +22,13 @@ from tui.models import (
     ExecResult,
     HostTotals,
     LineageNode,
+    LogLine,
     MeterSample,
     PullUpdate,
     SandboxInfo,
     SandboxMeter,
+    ServiceInfo,
+    ShellInfo,
 )
 
 FAKE_NOW = 1_795_000_000.0  # a fixed instant, so ages never change between runs
@@ -31,8 +36,10 @@ MiB = 1 << 20
 HISTORY = 60
 
 #: Feature names the fake can pretend not to have (as the real engine today).
-ALL_FEATURES = frozenset({"metering", "lineage", "fork", "snapshot", "shell", "service_logs"})
-DEFAULT_FEATURES = frozenset({"metering", "fork", "shell"})
+ALL_FEATURES = frozenset(
+    {"metering", "history", "lineage", "fork", "snapshot", "reset", "shell", "services"}
+)
+DEFAULT_FEATURES = frozenset({"metering", "history", "fork", "reset", "shell", "services"})
 
 
 def _sandboxes(now: float) -> list[SandboxInfo]:
@@ -52,6 +59,17 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
                     parent_id="sb-0dead000", error="agent did not answer after restore",
                     **base),  # type: ignore[arg-type]
     ]
+
+
+def _population(now: float, n: int) -> list[SandboxInfo]:
+    """n sandboxes: every eighth a root, the rest forks of an earlier one (a deep forest)."""
+    out: list[SandboxInfo] = []
+    for i in range(n):
+        parent = "" if i % 8 == 0 else out[(i * 7919) % i].id
+        out.append(SandboxInfo(id=f"sb-{0xC0000000 + i:08x}", name=f"box-{i:03d}",
+                               environment="debian:12", phase="running", pid=50000 + i,
+                               created_at=now - 3600 + i * 5, parent_id=parent))
+    return out
 
 
 # Per sandbox: unique MiB at sample 0, its growth per sample, CPU baseline; None = no datum.
@@ -96,36 +114,70 @@ def _meter(sandbox: SandboxInfo, i: int) -> SandboxMeter:
     )
 
 
+def _with_time(meter: SandboxMeter, ts: float) -> SandboxMeter:
+    return replace(meter, sampled_at=ts)
+
+
 def _sample(sandboxes: Iterable[SandboxInfo], i: int, ts: float) -> MeterSample:
     meters = tuple(_meter(s, i) for s in sandboxes if s.phase != "terminated")
     live = [m for m in meters if m.unique_mem is not None]
     unique = sum(m.unique_mem or 0 for m in live)
     overhead = sum(m.vmm_overhead or 0 for m in live)
     disks = [m for m in meters if m.unique_disk is not None]
+    naive = unique + overhead + len(live) * _TEMPLATE_MEM
+    cow = unique + overhead + (_TEMPLATE_MEM if live else 0)
     host = HostTotals(
-        mem_naive=unique + overhead + len(live) * _TEMPLATE_MEM,
-        mem_cow=unique + overhead + (_TEMPLATE_MEM if live else 0),
+        mem_naive=naive,
+        mem_cow=cow,
+        mem_saved=naive - cow,
         disk_naive=sum((m.unique_disk or 0) + _TEMPLATE_DISK for m in disks),
         disk_cow=sum(m.unique_disk or 0 for m in disks) + _TEMPLATE_DISK,
         cpu_percent=sum(m.cpu_percent or 0.0 for m in live) / 2,  # 2 host CPUs
+        cpu_count=2,
         mem_total=24 * 1024 * MiB,
     )
     return MeterSample(ts=ts, sandboxes=meters, host=host)
 
 
 class FakeShell:
-    """A tiny line-echoing shell, enough to show a shell tab without a guest."""
+    """A tiny line-echoing shell, enough to show a shell tab without a guest.
 
-    def __init__(self, hostname: str) -> None:
+    It keeps a transcript, as the engine keeps a shell's scrollback: a new viewer (a re-attach)
+    gets the transcript first, then live output.
+    """
+
+    def __init__(self, hostname: str, sandbox_id: str = "", shell_id: str = "sh-1") -> None:
         self.prompt = f"root@{hostname}:~# ".encode()
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.sandbox_id = sandbox_id
+        self._shell_id = shell_id
+        self.transcript = bytearray()
+        self._viewers: list[asyncio.Queue[bytes | None]] = []
         self._line = bytearray()
         self._exit_code: int | None = None
-        self._queue.put_nowait(b"Debian GNU/Linux 12 (fake shell)\r\n\r\n" + self.prompt)
+        self.state = "running"
+        self._put(b"Debian GNU/Linux 12 (fake shell)\r\n\r\n" + self.prompt)
 
-    async def output(self) -> AsyncIterator[bytes]:
-        while (data := await self._queue.get()) is not None:
-            yield data
+    @property
+    def shell_id(self) -> str:
+        return self._shell_id
+
+    def _put(self, data: bytes | None) -> None:
+        if data is not None:
+            self.transcript += data
+        for queue in self._viewers:
+            queue.put_nowait(data)
+
+    def viewer(self) -> FakeShellView:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue.put_nowait(bytes(self.transcript))
+        if self.state != "running":
+            queue.put_nowait(None)
+        self._viewers.append(queue)
+        return FakeShellView(self, queue)
+
+    def info(self) -> ShellInfo:
+        return ShellInfo(self.sandbox_id, self._shell_id, self.state, ("bash", "-l"),
+                         FAKE_NOW - 600, len(self._viewers), self._exit_code)
 
     @property
     def exit_code(self) -> int | None:
@@ -137,24 +189,50 @@ class FakeShell:
                 line = self._line.decode(errors="replace")
                 self._line.clear()
                 if line.strip() == "exit":
-                    self._queue.put_nowait(b"\r\nlogout\r\n")
+                    self._put(b"\r\nlogout\r\n")
                     self._exit_code = 0
-                    self._queue.put_nowait(None)
+                    self.state = "exited"
+                    self._put(None)
                     return
                 reply = line[5:] + "\r\n" if line.startswith("echo ") else ""
-                self._queue.put_nowait(b"\r\n" + reply.encode() + self.prompt)
+                self._put(b"\r\n" + reply.encode() + self.prompt)
             elif byte == 127:
                 if self._line:
                     self._line.pop()
-                    self._queue.put_nowait(b"\b \b")
+                    self._put(b"\b \b")
             elif byte >= 32:
                 self._line.append(byte)
-                self._queue.put_nowait(bytes([byte]))
+                self._put(bytes([byte]))
+
+
+class FakeShellView:
+    """One attachment to a FakeShell: closing it detaches, the shell lives on."""
+
+    def __init__(self, shell: FakeShell, queue: asyncio.Queue[bytes | None]) -> None:
+        self.shell = shell
+        self._queue = queue
+
+    @property
+    def shell_id(self) -> str:
+        return self.shell.shell_id
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.shell._exit_code
+
+    async def output(self) -> AsyncIterator[bytes]:
+        while (data := await self._queue.get()) is not None:
+            yield data
+
+    async def write(self, data: bytes) -> None:
+        await self.shell.write(data)
 
     async def resize(self, cols: int, rows: int) -> None:
         return None
 
     async def close(self) -> None:
+        if self._queue in self.shell._viewers:
+            self.shell._viewers.remove(self._queue)
         self._queue.put_nowait(None)
 
 
@@ -167,6 +245,7 @@ class FakeEngine:
         features: Iterable[str] = DEFAULT_FEATURES,
         live_interval: float | None = None,
         fail_connect: GroveError | None = None,
+        population: int | None = None,
     ) -> None:
         self.now = now
         self.features = frozenset(features)
@@ -178,14 +257,21 @@ class FakeEngine:
             EnvironmentInfo("debian:12", "Debian 12 (bookworm), minbase + python3", cached=True,
                             template_ready=True, size_bytes=_TEMPLATE_DISK),
         ]
-        self.sandboxes = {s.id: s for s in _sandboxes(now)}
+        people = _sandboxes(now) if population is None else _population(now, population)
+        self.sandboxes = {s.id: s for s in people}
         self._events: list[EventInfo] = []
         self._subscribers: list[tuple[str, asyncio.Queue[EventInfo]]] = []
         self._created = 0
         self._tick = HISTORY
         self.calls: list[str] = []
+        self.shells: dict[str, list[FakeShell]] = {}
+        self.services: dict[tuple[str, str], ServiceInfo] = {}
+        self.service_lines: dict[tuple[str, str], list[LogLine]] = {}
+        self._log_subscribers: list[tuple[tuple[str, str], asyncio.Queue[list[LogLine]]]] = []
         for sandbox in self.sandboxes.values():
             self._seed_events(sandbox)
+        if "sb-1f3a9c20" in self.sandboxes:
+            self._seed_service("sb-1f3a9c20")
 
     def _require(self, feature: str, label: str) -> None:
         if feature not in self.features:
@@ -216,6 +302,32 @@ class FakeEngine:
         for wanted, queue in self._subscribers:
             if wanted == sandbox_id:
                 queue.put_nowait(event)
+
+    def _seed_service(self, sandbox_id: str) -> None:
+        key = (sandbox_id, "http")
+        self.services[key] = ServiceInfo(
+            sandbox_id, "http", "running", ready=True, pid=211,
+            argv=("python3", "-m", "http.server", "8000"), probe="tcp:127.0.0.1:8000",
+        )
+        start = self.now - 7200
+        lines = [LogLine(start, "grove", "started pid 211"),
+                 LogLine(start + 6.8, "grove", "ready (tcp 127.0.0.1:8000) in 6812.0 ms")]
+        for i in range(12):
+            path = ("/", "/health", "/api/items", "/static/app.js")[i % 4]
+            code = 404 if path == "/api/items" and i % 3 == 0 else 200
+            stamp = time.strftime("%d/%b/%Y %H:%M:%S", time.gmtime(start + 60 + i * 37))
+            lines.append(LogLine(start + 60 + i * 37, "stderr",
+                                 f'10.0.2.2 - - [{stamp}] "GET {path} HTTP/1.1" {code} -'))
+        self.service_lines[key] = lines
+
+    def log(self, sandbox_id: str, name: str, text: str, stream: str = "stdout") -> None:
+        """Append to a service's log (tests and demos), as the guest process would."""
+        line = LogLine(self.now, stream, text)
+        key = (sandbox_id, name)
+        self.service_lines.setdefault(key, []).append(line)
+        for wanted, queue in self._log_subscribers:
+            if wanted == key:
+                queue.put_nowait([line])
 
     # -- EngineGateway
 
@@ -360,22 +472,25 @@ class FakeEngine:
             self._tick += 1
             yield _sample(self.sandboxes.values(), self._tick, self.now)
 
+    async def metering_history(self, ref: str) -> list[SandboxMeter]:
+        self._require("history", "metering history")
+        sandbox = self._get(ref)
+        return [_with_time(_meter(sandbox, i), self.now - (HISTORY - i)) for i in range(HISTORY)]
+
     async def lineage(self) -> list[LineageNode]:
         self._require("lineage", "the lineage tree")
-        from tui.engine.gateway import derive_lineage
-
         return derive_lineage(self.environments, await self.list_sandboxes())
 
-    async def fork(self, ref: str, count: int = 1) -> list[SandboxInfo]:
+    async def fork(self, ref: str, count: int = 1, name_prefix: str = "") -> list[SandboxInfo]:
         self._require("fork", "snapshot-fork")
         parent = self._get(ref)
         children = []
-        for _ in range(count):
+        for i in range(count):
             self._created += 1
             child = replace(
                 parent,
                 id=f"sb-{0xB0000000 + self._created:08x}",
-                name=f"{parent.label}-fork-{self._created}",
+                name=f"{name_prefix or parent.label + '-fork'}-{i + 1}",
                 phase="running",
                 parent_id=parent.id,
                 created_at=self.now,
@@ -386,20 +501,93 @@ class FakeEngine:
             children.append(child)
         return children
 
-    async def snapshot(self, ref: str, name: str = "") -> LineageNode:
+    async def snapshot(self, ref: str, name: str) -> LineageNode:
         self._require("snapshot", "snapshots")
         sandbox = self._get(ref)
         return LineageNode(id=f"snap-{sandbox.id[3:]}", kind="snapshot",
                            label=name or f"{sandbox.label}@snap", parent_id=sandbox.id)
 
-    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession:
-        self._require("shell", "interactive shells")
+    async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
+        self.calls.append(f"reset {ref} {snapshot}".rstrip())
+        self._require("reset", "reset")
+        sandbox = self._get(ref)
+        self._emit(sandbox.id, "reset", snapshot=snapshot or "(creation)")
+        return sandbox
+
+    def _running(self, ref: str) -> SandboxInfo:
         sandbox = self._get(ref)
         if sandbox.phase != "running":
             raise GroveError("sandbox_not_running", f"sandbox {sandbox.label} is {sandbox.phase}",
                              "start it first")
-        return FakeShell(sandbox.label)
+        return sandbox
 
-    async def service_logs(self, ref: str, service: str, follow: bool = True) -> AsyncIterator[str]:
-        self._require("service_logs", "service logs")
-        yield f"{service}: started"
+    async def list_shells(self, ref: str) -> list[ShellInfo]:
+        self._require("shell", "interactive shells")
+        sandbox = self._get(ref)
+        return [shell.info() for shell in self.shells.get(sandbox.id, [])]
+
+    async def open_shell(self, ref: str, cols: int, rows: int, shell_id: str = "") -> ShellSession:
+        self._require("shell", "interactive shells")
+        sandbox = self._running(ref)
+        shells = self.shells.setdefault(sandbox.id, [])
+        if shell_id:
+            for shell in shells:
+                if shell.shell_id == shell_id:
+                    return shell.viewer()
+            raise not_found("shell", shell_id, "list shells with 'grove shell ls'")
+        shell = FakeShell(sandbox.label, sandbox.id, f"sh-{len(shells) + 1}")
+        shells.append(shell)
+        return shell.viewer()
+
+    async def list_services(self, ref: str) -> list[ServiceInfo]:
+        self._require("services", "services")
+        sandbox = self._get(ref)
+        return [info for (sid, _), info in sorted(self.services.items()) if sid == sandbox.id]
+
+    async def start_service(
+        self, ref: str, name: str, argv: Sequence[str], probe: tuple[str, str] | None = None
+    ) -> ServiceInfo:
+        self.calls.append(f"service start {ref} {name}")
+        self._require("services", "services")
+        sandbox = self._running(ref)
+        key = (sandbox.id, name)
+        if key in self.services and self.services[key].active:
+            raise GroveError("service_exists", f"service {name} is already running",
+                             f"stop it first, or choose another name than {name}")
+        await asyncio.sleep(0)
+        info = ServiceInfo(sandbox.id, name, "running", ready=True, pid=300 + len(self.services),
+                           argv=tuple(argv), probe=":".join(probe) if probe else "")
+        self.services[key] = info
+        self.log(sandbox.id, name, f"started pid {info.pid}", "grove")
+        self._emit(sandbox.id, "service_started", service=name, pid=info.pid)
+        return info
+
+    async def stop_service(self, ref: str, name: str) -> ServiceInfo:
+        self.calls.append(f"service stop {ref} {name}")
+        self._require("services", "services")
+        sandbox = self._get(ref)
+        key = (sandbox.id, name)
+        if key not in self.services:
+            raise not_found("service", name, "list services with 'grove service ls'")
+        info = self.services[key] = replace(self.services[key], state="stopped", pid=None,
+                                            ready=False)
+        self.log(sandbox.id, name, "stopped (TERM)", "grove")
+        return info
+
+    async def service_logs(
+        self, ref: str, name: str, follow: bool = True, tail: int = 500
+    ) -> AsyncIterator[list[LogLine]]:
+        self._require("services", "service logs")
+        sandbox = next((s for s in self.sandboxes.values() if ref in (s.id, s.name)), None)
+        key = (sandbox.id if sandbox else ref, name)
+        if key not in self.service_lines:
+            raise not_found("service", name, "list services with 'grove service ls'")
+        queue: asyncio.Queue[list[LogLine]] = asyncio.Queue()
+        subscription = (key, queue)
+        self._log_subscribers.append(subscription)
+        try:
+            yield self.service_lines[key][-tail:]
+            while follow:
+                yield await queue.get()
+        finally:
+            self._log_subscribers.remove(subscription)

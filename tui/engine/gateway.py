@@ -7,6 +7,7 @@ grown yet raise `not_supported(...)`; the dashboard shows those as 'not availabl
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -17,9 +18,13 @@ from tui.models import (
     EventInfo,
     ExecResult,
     LineageNode,
+    LogLine,
     MeterSample,
     PullUpdate,
     SandboxInfo,
+    SandboxMeter,
+    ServiceInfo,
+    ShellInfo,
 )
 
 NOT_SUPPORTED = "not_supported"
@@ -36,6 +41,11 @@ def not_supported(feature: str) -> GroveError:
 @runtime_checkable
 class ShellSession(Protocol):
     """An interactive PTY: a guest shell through the engine, or a local one in tests."""
+
+    @property
+    def shell_id(self) -> str:
+        """The engine's id for the shell (to re-attach to it later); '' for local PTYs."""
+        ...
 
     def output(self) -> AsyncIterator[bytes]:
         """Bytes from the PTY until it closes."""
@@ -92,19 +102,89 @@ class EngineGateway(Protocol):
         """A sandbox's lifecycle events, oldest first; with follow, never ends on its own."""
         ...
 
-    # Not in the engine yet: these raise not_supported() until it grows them.
+    # Features an older engine may lack: these raise not_supported() there.
 
     def metering_stream(self, interval_s: float = 1.0) -> AsyncIterator[MeterSample]: ...
 
+    async def metering_history(self, ref: str) -> list[SandboxMeter]:
+        """The engine's recent samples of one sandbox, oldest first, each with sampled_at."""
+        ...
+
     async def lineage(self) -> list[LineageNode]: ...
 
-    async def fork(self, ref: str, count: int = 1) -> list[SandboxInfo]: ...
+    async def fork(self, ref: str, count: int = 1, name_prefix: str = "") -> list[SandboxInfo]: ...
 
-    async def snapshot(self, ref: str, name: str = "") -> LineageNode: ...
+    async def snapshot(self, ref: str, name: str) -> LineageNode: ...
 
-    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession: ...
+    async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
+        """Back to a named snapshot, or (snapshot '') to how the sandbox was created."""
+        ...
 
-    def service_logs(self, ref: str, service: str, follow: bool = True) -> AsyncIterator[str]: ...
+    async def list_shells(self, ref: str) -> list[ShellInfo]: ...
+
+    async def open_shell(self, ref: str, cols: int, rows: int, shell_id: str = "") -> ShellSession:
+        """A new shell, or (shell_id) the existing one, whose scrollback is replayed first."""
+        ...
+
+    async def list_services(self, ref: str) -> list[ServiceInfo]: ...
+
+    async def start_service(
+        self, ref: str, name: str, argv: Sequence[str], probe: tuple[str, str] | None = None
+    ) -> ServiceInfo:
+        """Returns once the service is ready (its probe passed), or started if it has none."""
+        ...
+
+    async def stop_service(self, ref: str, name: str) -> ServiceInfo: ...
+
+    def service_logs(
+        self, ref: str, name: str, follow: bool = True, tail: int = 500
+    ) -> AsyncIterator[list[LogLine]]:
+        """Batches of log lines: the last `tail`, then (follow) new ones as they come."""
+        ...
+
+
+PROBE_KINDS = ("tcp", "http", "file", "command")
+
+
+def parse_probe(text: str) -> tuple[str, str] | None:
+    """A readiness probe as a person types it, into the engine's (kind, target).
+
+    '' -> none; '8000' or ':8000' or 'HOST:PORT' -> tcp; 'http://...' -> http;
+    'KIND:TARGET' for any of tcp, http, file, command.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith(("http://", "https://")):
+        return ("http", text)
+    kind, sep, target = text.partition(":")
+    if sep and kind in PROBE_KINDS:
+        if not target.strip():
+            raise GroveError("invalid_argument", f"the {kind} probe needs a target",
+                             f"write {kind}:TARGET, e.g. tcp:127.0.0.1:8000")
+        return parse_probe(target) if kind == "tcp" and target.isdigit() else (kind, target)
+    if text.isdigit():
+        return ("tcp", f"127.0.0.1:{text}")
+    if text.startswith(":") and text[1:].isdigit():
+        return ("tcp", f"127.0.0.1{text}")
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit():
+        return ("tcp", text)
+    raise GroveError("invalid_argument", f"cannot read the probe '{text}'",
+                     "write a port (8000), HOST:PORT, an http:// URL, file:PATH or command:CMD")
+
+
+def parse_command(text: str) -> list[str]:
+    """A command line into argv, shell-style quoting; pipes need an explicit `sh -c '...'`."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise GroveError("invalid_argument", f"cannot read the command: {exc}",
+                         "check the quotes") from None
+    if not argv:
+        raise GroveError("invalid_argument", "no command given",
+                         "type the command to run, e.g. python3 -m http.server 8000")
+    return argv
 
 
 def derive_lineage(

@@ -23,10 +23,13 @@ from tui.models import (
     ExecResult,
     HostTotals,
     LineageNode,
+    LogLine,
     MeterSample,
     PullUpdate,
     SandboxInfo,
     SandboxMeter,
+    ServiceInfo,
+    ShellInfo,
 )
 
 _OPTIONS = [
@@ -68,29 +71,61 @@ def _opt(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
-def meter_sample(reply: Any) -> MeterSample:
-    sandboxes = tuple(
-        SandboxMeter(
-            sandbox_id=m.id,
-            unique_mem=_opt(m, "unique_mem_bytes"),
-            shared_mem=_opt(m, "shared_mem_bytes"),
-            vmm_overhead=_opt(m, "vmm_overhead_bytes"),
-            unique_disk=_opt(m, "unique_disk_bytes"),
-            shared_disk=_opt(m, "shared_disk_bytes"),
-            cpu_percent=_opt(m, "cpu_percent"),
-        )
-        for m in reply.sandboxes
+def sandbox_meter(m: Any, with_time: bool = False) -> SandboxMeter:
+    return SandboxMeter(
+        sandbox_id=m.id,
+        unique_mem=_opt(m, "unique_mem_bytes"),
+        shared_mem=_opt(m, "shared_mem_bytes"),
+        vmm_overhead=_opt(m, "vmm_overhead_bytes"),
+        unique_disk=_opt(m, "unique_disk_bytes"),
+        shared_disk=_opt(m, "shared_disk_bytes"),
+        cpu_percent=_opt(m, "cpu_percent"),
+        sampled_at=(m.sampled_at or None) if with_time else None,
     )
+
+
+def meter_sample(reply: Any) -> MeterSample:
+    sandboxes = tuple(sandbox_meter(m) for m in reply.sandboxes)
     h = reply.host
     host = HostTotals(
         mem_naive=_opt(h, "naive_mem_bytes"),
         mem_cow=_opt(h, "cow_aware_mem_bytes"),
+        mem_saved=_opt(h, "saved_mem_bytes"),
+        template_mem=_opt(h, "template_mem_bytes"),
         disk_naive=_opt(h, "naive_disk_bytes"),
         disk_cow=_opt(h, "cow_aware_disk_bytes"),
         cpu_percent=_opt(h, "cpu_percent"),
+        cpu_count=_opt(h, "cpu_count"),
         mem_total=_opt(h, "mem_total_bytes"),
     )
     return MeterSample(ts=reply.sampled_at, sandboxes=sandboxes, host=host)
+
+
+def shell_info(i: Any) -> ShellInfo:
+    return ShellInfo(
+        sandbox_id=i.sandbox_id,
+        shell_id=i.shell_id,
+        state=i.state,
+        argv=tuple(i.argv),
+        created_at=i.created_at,
+        viewers=i.viewers,
+        exit_code=_opt(i, "exit_code"),
+    )
+
+
+def service_info(i: Any) -> ServiceInfo:
+    return ServiceInfo(
+        sandbox_id=i.sandbox_id,
+        name=i.name,
+        state=i.state,
+        ready=i.ready,
+        pid=i.pid or None,
+        argv=tuple(i.argv),
+        probe=i.probe,
+        restarts=i.restarts,
+        error=i.error,
+        ports=tuple(f"{p.host}:{p.host_port}->{p.guest_port}" for p in i.published_ports),
+    )
 
 
 class GrpcShell:
@@ -100,17 +135,24 @@ class GrpcShell:
     multiplexer would, so it survives the dashboard.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, info: ShellInfo) -> None:
         self._call = call
+        self.info = info
         self._exit_code: int | None = None
         self._closed = False
 
+    @property
+    def shell_id(self) -> str:
+        return self.info.shell_id
+
     @classmethod
-    async def open(cls, stub: Any, ref: str, cols: int, rows: int) -> GrpcShell:
+    async def open(
+        cls, stub: Any, ref: str, cols: int, rows: int, shell_id: str = ""
+    ) -> GrpcShell:
         call = stub.Shell()
         try:
-            await call.write(pb.ShellInput(open=pb.ShellOpenRequest(sandbox=ref, cols=cols,
-                                                                     rows=rows)))
+            request = pb.ShellOpenRequest(sandbox=ref, cols=cols, rows=rows, shell_id=shell_id)
+            await call.write(pb.ShellInput(open=request))
             first = await call.read()
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -119,7 +161,7 @@ class GrpcShell:
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "opened":
             call.cancel()
             raise GroveError("rpc_failed", "the engine did not open a shell", "see the engine log")
-        return cls(call)
+        return cls(call, shell_info(first.opened))
 
     async def output(self) -> AsyncIterator[bytes]:
         try:
@@ -334,12 +376,21 @@ class GrpcGateway:
             walk(root, "")
         return nodes
 
-    async def fork(self, ref: str, count: int = 1) -> list[SandboxInfo]:
+    async def fork(self, ref: str, count: int = 1, name_prefix: str = "") -> list[SandboxInfo]:
         reply = await self._optional("ForkSandbox", "ForkRequest", "snapshot-fork",
-                                     sandbox=ref, replicas=count)
+                                     sandbox=ref, replicas=count, name_prefix=name_prefix)
         return [sandbox_info(child) for child in reply.children]
 
-    async def snapshot(self, ref: str, name: str = "") -> LineageNode:
+    async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
+        reply = await self._optional("ResetSandbox", "ResetRequest", "reset",
+                                     sandbox=ref, snapshot=snapshot)
+        return sandbox_info(reply)
+
+    async def metering_history(self, ref: str) -> list[SandboxMeter]:
+        reply = await self._optional("MeteringHistory", "SandboxRef", "metering history", ref=ref)
+        return [sandbox_meter(m, with_time=True) for m in reply.samples]
+
+    async def snapshot(self, ref: str, name: str) -> LineageNode:
         snap = await self._optional("CreateSnapshot", "SnapshotRequest", "snapshots",
                                     sandbox=ref, name=name)
         return LineageNode(id=snap.id, kind="snapshot", label=snap.name or snap.id,
@@ -362,15 +413,53 @@ class GrpcGateway:
         finally:
             call.cancel()
 
-    # The engine does not offer these yet.
+    # Shells and services.
 
-    async def open_shell(self, ref: str, cols: int, rows: int) -> ShellSession:
+    async def open_shell(self, ref: str, cols: int, rows: int, shell_id: str = "") -> ShellSession:
         if self._stub is None:
             await self.connect()
         if not hasattr(pb, "ShellInput") or not hasattr(self._stub, "Shell"):
             raise not_supported("interactive shells")
-        return await GrpcShell.open(self._stub, ref, cols, rows)
+        return await GrpcShell.open(self._stub, ref, cols, rows, shell_id)
 
-    async def service_logs(self, ref: str, service: str, follow: bool = True) -> AsyncIterator[str]:
-        raise not_supported("service logs")
-        yield  # pragma: no cover - makes this an async generator
+    async def list_shells(self, ref: str) -> list[ShellInfo]:
+        reply = await self._optional("ShellList", "SandboxRef", "interactive shells", ref=ref)
+        return [shell_info(i) for i in reply.shells]
+
+    async def list_services(self, ref: str) -> list[ServiceInfo]:
+        reply = await self._optional("ServiceList", "SandboxRef", "services", ref=ref)
+        return [service_info(i) for i in reply.services]
+
+    async def start_service(
+        self, ref: str, name: str, argv: Sequence[str], probe: tuple[str, str] | None = None
+    ) -> ServiceInfo:
+        ready = pb.ReadyProbe(kind=probe[0], target=probe[1]) if probe else None
+        reply = await self._optional("ServiceStart", "ServiceStartRequest", "services",
+                                     sandbox=ref, name=name, argv=list(argv), ready=ready)
+        return service_info(reply)
+
+    async def stop_service(self, ref: str, name: str) -> ServiceInfo:
+        reply = await self._optional("ServiceStop", "ServiceRef", "services",
+                                     sandbox=ref, name=name)
+        return service_info(reply)
+
+    async def service_logs(
+        self, ref: str, name: str, follow: bool = True, tail: int = 500
+    ) -> AsyncIterator[list[LogLine]]:
+        if self._stub is None:
+            await self.connect()
+        if not hasattr(self._stub, "ServiceLogs"):
+            raise not_supported("service logs")
+        request = pb.ServiceLogsRequest(sandbox=ref, name=name, tail=tail, follow=follow)
+        call = self._stub.ServiceLogs(request)
+        try:
+            async for batch in call:
+                yield [LogLine(line.ts, line.stream, line.text) for line in batch.lines]
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise not_supported("service logs") from None
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise grove_error(exc) from None
+        finally:
+            call.cancel()

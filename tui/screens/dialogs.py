@@ -1,4 +1,4 @@
-"""Modal dialogs: confirm before destroying, and a one-line question."""
+"""Modal dialogs: confirm before destroying, a one-line question, a choice, a service form."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.validation import Validator
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -63,6 +64,7 @@ class AskScreen(ModalScreen[str | None]):
         value: str = "",
         suggestions: Sequence[str] = (),
         validators: Sequence[Validator] = (),
+        allow_empty: bool = False,
     ) -> None:
         super().__init__()
         self.title_text = title
@@ -70,6 +72,8 @@ class AskScreen(ModalScreen[str | None]):
         self.value = value
         self.suggestions = list(suggestions)
         self.validators = list(validators)
+        #: An empty answer is an answer ("" : e.g. reset to how it was created), not a cancel.
+        self.allow_empty = allow_empty
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -109,7 +113,99 @@ class AskScreen(ModalScreen[str | None]):
                 "; ".join(result.failure_descriptions)
             )
             return
-        self.dismiss(box.value.strip() or None)
+        answer = box.value.strip()
+        self.dismiss(answer if answer or self.allow_empty else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChooseScreen(ModalScreen[str | None]):
+    """Pick one of a few options (a new shell, or one of the running ones). Escape cancels."""
+
+    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(self, title: str, prompt: str, options: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.prompt = prompt
+        self.options = list(options)  # (value, label)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.prompt, classes="dialog-message")
+            yield OptionList(*(Option(label, id=value) for value, label in self.options),
+                             id="choices")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = 0
+        options.focus()
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
+    """Name, command and an optional readiness probe for a new service."""
+
+    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(self, title: str, name: str = "", command: str = "", probe: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.defaults = (name, command, probe)
+
+    def compose(self) -> ComposeResult:
+        name, command, probe = self.defaults
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static("Name", classes="field-label")
+            yield Input(name, placeholder="web", id="service-name")
+            yield Static("Command", classes="field-label")
+            yield Input(command, placeholder="python3 -m http.server 8000", id="service-command")
+            yield Static("Ready when (optional): a port, HOST:PORT, an http:// URL, file:PATH "
+                         "or command:CMD", classes="field-label")
+            yield Input(probe, placeholder="8000", id="service-probe")
+            yield Static("", id="answer-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Start", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#service-name", Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "service-probe":
+            self._finish()
+        else:
+            self.focus_next()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._finish()
+        else:
+            self.dismiss(None)
+
+    def _finish(self) -> None:
+        name = self.query_one("#service-name", Input).value.strip()
+        command = self.query_one("#service-command", Input).value.strip()
+        probe = self.query_one("#service-probe", Input).value.strip()
+        missing = [label for label, value in (("a name", name), ("a command", command))
+                   if not value]
+        if missing:
+            self.query_one("#answer-error", Static).update(f"Give it {' and '.join(missing)}.")
+            return
+        self.dismiss((name, command, probe))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -53,24 +53,29 @@ class KeyMapScreen(ModalScreen[None]):
         self.read_only = read_only
 
     def compose(self) -> ComposeResult:
+        # The dashboard's own keys on the left, the focused widgets' and global ones right.
+        first, rest = list(self.groups[:1]), [*self.groups[1:], ("Navigation", NAVIGATION)]
         with VerticalScroll(id="keymap"):
             yield Label("Keys", id="keymap-title")
-            yield Static(self._table())
+            with Horizontal(id="keymap-columns"):
+                yield Static(self._table(first), classes="keymap-column")
+                yield Static(self._table(rest), classes="keymap-column")
             note = "esc, q or ? closes this screen."
             if self.read_only:
                 note = "Read-only mode: actions that change sandboxes are disabled. " + note
             yield Static(note, id="keymap-note")
 
-    def _table(self) -> Table:
+    def _table(self, groups: Sequence[Group]) -> Table:
         table = Table.grid(padding=(0, 2))
         table.add_column(justify="right", style="bold", no_wrap=True)
         table.add_column()
-        for title, bindings in [*self.groups, ("Navigation", NAVIGATION)]:
+        for title, bindings in groups:
             rows = _bindings(bindings)
             if not rows:
                 continue
             table.add_row("", Text(title, style="bold underline"))
             for binding in rows:
-                table.add_row(_key_label(binding), binding.description)
+                # The tooltip says it in full; the description is the footer's short label.
+                table.add_row(_key_label(binding), binding.tooltip or binding.description)
             table.add_row("", "")
         return table

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from itertools import count
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -23,7 +24,8 @@ from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane, Tr
 from textual.worker import Worker, WorkerState
 
 from engine.errors import GroveError
-from tui.engine.gateway import NOT_SUPPORTED, derive_lineage
+from tui import format as fmt
+from tui.engine.gateway import NOT_SUPPORTED, derive_lineage, parse_command, parse_probe
 from tui.messages import (
     ActionDone,
     ActionFailed,
@@ -32,27 +34,41 @@ from tui.messages import (
     EngineLost,
     EngineStatus,
     EventsReceived,
+    HistoryLoaded,
     InventoryLoaded,
     MeteringUnavailable,
     MeteringUpdated,
+    ServicesLoaded,
 )
 from tui.metering import MeterHistory
-from tui.models import EngineInfo, EnvironmentInfo, EventInfo, LineageNode, SandboxInfo
+from tui.models import (
+    EngineInfo,
+    EnvironmentInfo,
+    EventInfo,
+    LineageNode,
+    SandboxInfo,
+    ServiceInfo,
+)
 from tui.palette import Palette
-from tui.screens.dialogs import AskScreen, ConfirmScreen
+from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.widgets.bars import ActivityLine, EngineHeader, HostBar
 from tui.widgets.lineage_tree import LineageTree, visible_nodes
 from tui.widgets.log_view import LogPane
 from tui.widgets.metering_table import MeteringTable, MeterRow
-from tui.widgets.shells import ShellsPane
+from tui.widgets.service_logs import ServiceLogPane
+from tui.widgets.shells import ShellsPane, ShellView
 from tui.widgets.usage import UsagePanel
 
 if TYPE_CHECKING:
     from tui.app import GroveApp
 
 #: Actions that change sandboxes: disabled in read-only mode.
-MUTATING = frozenset({"create", "terminate", "stop", "start", "fork", "snapshot", "open_shell"})
+MUTATING = frozenset({
+    "create", "terminate", "stop", "start", "fork", "snapshot", "reset", "open_shell",
+    "start_service", "stop_service",
+})
 EVENT_FLUSH = 0.05
+NEW_SHELL = "+new"
 
 
 def format_event(event: EventInfo, label: str) -> str:
@@ -88,18 +104,32 @@ class MainScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "create", "Create", tooltip="Create a sandbox from an environment"),
         Binding("d", "terminate", "Terminate", tooltip="Destroy the selected sandbox"),
-        Binding("x", "stop", "Stop"),
-        Binding("u", "start", "Start"),
-        Binding("o", "open_shell", "Shell"),
-        Binding("F", "fork", "Fork"),
-        Binding("P", "snapshot", "Snapshot", show=False),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("s", "sort", "Sort", show=False),
+        Binding("x", "stop", "Stop", tooltip="Stop the sandbox (its disk is kept)"),
+        Binding("u", "start", "Start", tooltip="Start a stopped sandbox from its disk"),
+        Binding("o", "open_shell", "Shell",
+                tooltip="Open a shell, or attach to a running one"),
+        Binding("F", "fork", "Fork", tooltip="Snapshot-fork the sandbox into N children"),
+        Binding("P", "snapshot", "Snapshot", show=False,
+                tooltip="Take a named snapshot (a lineage node)"),
+        Binding("R", "reset", "Reset", show=False,
+                tooltip="Reset to a named snapshot, or to how it was created"),
+        Binding("v", "start_service", "Service", tooltip="Start a service in the sandbox"),
+        Binding("V", "stop_service", "Stop service", show=False,
+                tooltip="Stop one of the sandbox's services"),
+        Binding("L", "service_logs", "Service log", show=False,
+                tooltip="Follow a service's log in a tab"),
+        Binding("C", "close_tab", "Close tab", show=False,
+                tooltip="Close the shell or log tab (a shell keeps running)"),
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="Filter the tree and table (name, id, phase, env)"),
+        Binding("s", "sort", "Sort", show=False, tooltip="Sort the table by the next column"),
         Binding("S", "reverse_sort", "Reverse sort", show=False),
-        Binding("r", "reconnect", "Refresh", show=False),
-        Binding("l", "show_logs", "Logs", show=False),
-        Binding("h", "show_shells", "Shells", show=False),
-        Binding("z", "zoom", "Zoom logs/shells", show=False),
+        Binding("r", "reconnect", "Refresh", show=False,
+                tooltip="Refresh now (reconnect if the engine was lost)"),
+        Binding("l", "show_logs", "Events", show=False, tooltip="Show the lifecycle events"),
+        Binding("h", "show_shells", "Shells", show=False, tooltip="Show the shell tabs"),
+        Binding("z", "zoom", "Zoom", show=False,
+                tooltip="Zoom: logs and shells take the whole screen"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -116,6 +146,8 @@ class MainScreen(Screen[None]):
         self.metering_note = ""
         self._lineage_supported = True
         self._refreshing = False
+        self._refresh_again = False
+        self._want_selected: str | None = None
         self._refresh_timer: Timer | None = None
         self._metering: Worker[None] | None = None
         self._followers: dict[str, Worker[None]] = {}
@@ -125,6 +157,10 @@ class MainScreen(Screen[None]):
         self._flush_timer: Timer | None = None
         self._last_error: tuple[str, str] | None = None
         self._demo_done = False
+        self.services: dict[str, list[ServiceInfo]] = {}
+        self._services_supported = True
+        self._history_supported = True
+        self._log_tabs = count(1)
 
     @property
     def grove(self) -> GroveApp:
@@ -147,7 +183,7 @@ class MainScreen(Screen[None]):
                 yield HostBar(id="host")
                 yield UsagePanel(id="usage")
         with TabbedContent(id="bottom", initial="logs"):
-            with TabPane("Logs", id="logs"):
+            with TabPane("Events", id="logs"):
                 yield LogPane("events", id="events")
             with TabPane("Shells", id="shells"):
                 yield ShellsPane(id="shell-pane")
@@ -230,6 +266,7 @@ class MainScreen(Screen[None]):
 
     def refresh_inventory(self) -> None:
         if self._refreshing:
+            self._refresh_again = True  # something changed mid-refresh: look once more after
             return
         if self.connected:
             self._refreshing = True
@@ -263,6 +300,9 @@ class MainScreen(Screen[None]):
             return
         finally:
             self._refreshing = False
+            if self._refresh_again:
+                self._refresh_again = False
+                self.call_later(self.refresh_inventory)
         self.post_message(EngineStatus(info))
         self.post_message(InventoryLoaded(environments, sandboxes, lineage))
 
@@ -286,8 +326,12 @@ class MainScreen(Screen[None]):
         self.sandboxes = {s.id: s for s in message.sandboxes}
         self.lineage = message.lineage
         self.meters.forget(set(self.sandboxes))
+        for gone in [k for k in self.services if k not in self.sandboxes]:
+            del self.services[gone]
         self._follow_events()
         self._show()
+        if self.selected_id in self.sandboxes:
+            self._load_services(self.selected_id)
 
     def _show(self) -> None:
         nodes = visible_nodes(self.lineage, self.filter_text)
@@ -304,9 +348,12 @@ class MainScreen(Screen[None]):
         running = sum(1 for s in self.sandboxes.values() if s.phase == "running")
         self.query_one(HostBar).show(self.meters.host, len(self.sandboxes), running,
                                      self.metering_note)
+        if self._want_selected in self.sandboxes:
+            self.select(self._want_selected)
         if self.selected_id is None or self.selected_id not in self.sandboxes:
             self.selected_id = self.metering_table.selected_sandbox
             self.lineage_tree.select_sandbox(self.selected_id)
+            self._selection_changed()
         self._show_usage()
 
     def _show_usage(self) -> None:
@@ -315,7 +362,51 @@ class MainScreen(Screen[None]):
         if sandbox is None:
             panel.show(None, [], [])
             return
-        panel.show(sandbox.label, self.meters.memory(sandbox.id), self.meters.cpu(sandbox.id))
+        panel.show(sandbox.label, self.meters.memory(sandbox.id), self.meters.cpu(sandbox.id),
+                   self.services.get(sandbox.id))
+
+    def _selection_changed(self) -> None:
+        """A new sandbox is selected: give its sparklines a past, and list its services."""
+        sandbox_id = self.selected_id
+        if sandbox_id is None or not self.connected:
+            return
+        if self._history_supported and sandbox_id not in self.meters.seeded:
+            self.meters.seeded.add(sandbox_id)  # ask once per sandbox
+            self._load_history(sandbox_id)
+        self._load_services(sandbox_id)
+
+    @work(group="history", exit_on_error=False)
+    async def _load_history(self, sandbox_id: str) -> None:
+        try:
+            samples = await self.grove.gateway.metering_history(sandbox_id)
+        except GroveError as exc:
+            if exc.code == NOT_SUPPORTED:
+                self._history_supported = False
+            return  # a sparkline without a past is no reason to bother anyone
+        self.post_message(HistoryLoaded(sandbox_id, samples))
+
+    @on(HistoryLoaded)
+    def _history_loaded(self, message: HistoryLoaded) -> None:
+        if self.meters.seed(message.sandbox_id, message.samples):
+            self._show_usage()
+
+    @work(group="services", exclusive=True, exit_on_error=False)
+    async def _load_services(self, sandbox_id: str) -> None:
+        if not self._services_supported or self.sandboxes.get(sandbox_id) is None:
+            return
+        try:
+            services = await self.grove.gateway.list_services(sandbox_id)
+        except GroveError as exc:
+            if exc.code == NOT_SUPPORTED:
+                self._services_supported = False
+            return
+        self.post_message(ServicesLoaded(sandbox_id, services))
+
+    @on(ServicesLoaded)
+    def _services_loaded(self, message: ServicesLoaded) -> None:
+        self.services[message.sandbox_id] = message.services
+        if message.sandbox_id == self.selected_id:
+            self._show_usage()
 
     # -- metering
 
@@ -408,16 +499,23 @@ class MainScreen(Screen[None]):
 
     # -- selection: tree and table follow each other
 
+    # Highlight events arrive after the fact: one that no longer matches its widget's cursor
+    # is an echo of an earlier move (a rebuild, or following the other widget). Acting on it
+    # would make the tree and the table chase each other.
+
     @on(Tree.NodeHighlighted, "#lineage")
     def _tree_highlighted(self, event: Tree.NodeHighlighted[LineageNode]) -> None:
         node = event.node.data
+        if event.node is not self.lineage_tree.cursor_node:
+            return
         if node is not None and node.kind == "sandbox":
             self._select(node.id, source="tree")
 
     @on(DataTable.RowHighlighted, "#metering")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value:
-            self._select(event.row_key.value, source="table")
+        key = event.row_key.value
+        if key and key == self.metering_table.selected_sandbox:
+            self._select(key, source="table")
 
     def _select(self, sandbox_id: str, source: str) -> None:
         if sandbox_id == self.selected_id:
@@ -427,7 +525,17 @@ class MainScreen(Screen[None]):
             self.lineage_tree.select_sandbox(sandbox_id)
         if source != "table":
             self.metering_table.select_sandbox(sandbox_id)
+        self._selection_changed()
         self._show_usage()
+
+    def select(self, sandbox_id: str) -> None:
+        """Select a sandbox from code (the demo): tree and table follow, now or once it is
+        listed (it may have been created a moment ago)."""
+        if sandbox_id in self.sandboxes:
+            self._want_selected = None
+            self._select(sandbox_id, source="code")
+        else:
+            self._want_selected = sandbox_id
 
     @property
     def selected(self) -> SandboxInfo | None:
@@ -583,35 +691,204 @@ class MainScreen(Screen[None]):
         self.app.push_screen(AskScreen(f"Snapshot {label}", "Snapshot name:", f"{label}-snap"),
                              named)
 
+    def action_reset(self) -> None:
+        sandbox = self._need_selection()
+        if sandbox is None:
+            return
+        sid, label = sandbox.id, sandbox.label
+        snapshots = [n.label for n in self.lineage if n.kind == "snapshot"]
+
+        def chosen(snapshot: str | None) -> None:
+            if snapshot is None:
+                return
+            target = snapshot or "how it was created"
+            self.engine_action(f"reset {label}",
+                               lambda: self.grove.gateway.reset_sandbox(sid, snapshot),
+                               lambda _s: f"Reset {label} to {target}")
+
+        hint = f" Named snapshots: {', '.join(snapshots)}." if snapshots else ""
+        self.app.push_screen(
+            AskScreen(f"Reset {label}",
+                      f"Back to which snapshot? Leave it empty for how {label} was created. "
+                      f"What changed since is lost.{hint}",
+                      "", suggestions=snapshots, allow_empty=True),
+            chosen,
+        )
+
+    # -- shells
+
     def action_open_shell(self) -> None:
         if (sandbox := self._need_selection()) is not None:
-            self._open_shell(sandbox.id, sandbox.label)
+            self._shell_flow(sandbox.id, sandbox.label)
 
-    @work(group="actions", exit_on_error=False)
-    async def _open_shell(self, sandbox_id: str, label: str) -> None:
+    @work(group="shell-open", exclusive=True, exit_on_error=False)
+    async def _shell_flow(self, sandbox_id: str, label: str) -> None:
+        """A new shell, or (when the sandbox has running shells) a choice to attach to one."""
+        gateway = self.grove.gateway
+        try:
+            shells = [s for s in await gateway.list_shells(sandbox_id) if s.running]
+        except GroveError as exc:
+            if exc.code != NOT_SUPPORTED:
+                self.post_message(ActionFailed(f"list the shells of {label}", exc))
+                return
+            shells = []
+        choice = NEW_SHELL
+        if shells:
+            now = self.grove.now()
+            pane = self.query_one(ShellsPane)
+            options = [(NEW_SHELL, "New shell")]
+            for shell in shells:
+                here = " · open in a tab" if pane.find(sandbox_id, shell.shell_id) else ""
+                command = " ".join(shell.argv) or "shell"
+                options.append((shell.shell_id,
+                                f"Attach to {shell.shell_id} · {command} · up "
+                                f"{fmt.age(shell.created_at, now)} · {shell.viewers} viewer"
+                                f"{'s' if shell.viewers != 1 else ''}{here}"))
+            picked = await self.app.push_screen_wait(
+                ChooseScreen(f"Shell in {label}",
+                             "Open a new shell, or attach to one that is still running "
+                             "(its scrollback comes back):", options))
+            if picked is None:
+                return
+            choice = picked
+        await self.open_shell_tab(sandbox_id, label, "" if choice == NEW_SHELL else choice)
+
+    async def open_shell_tab(
+        self, sandbox_id: str, label: str, shell_id: str = ""
+    ) -> ShellView | None:
+        """Open (or attach to) a shell in a tab; None and a notification if the engine says no."""
         pane = self.query_one(ShellsPane)
+        bottom = self.query_one("#bottom", TabbedContent)
+        existing = pane.find(sandbox_id, shell_id)
+        if existing is not None:
+            bottom.active = "shells"
+            pane.activate(existing)
+            return existing
         size = pane.size
         try:
             session = await self.grove.gateway.open_shell(
-                sandbox_id, max(20, size.width - 1), max(5, size.height - 2)
+                sandbox_id, max(20, size.width - 1), max(5, size.height - 2), shell_id
             )
         except GroveError as exc:
             self.post_message(ActionFailed(f"open a shell in {label}", exc))
+            return None
+        bottom.active = "shells"
+        title = f"{label} · {session.shell_id}" if session.shell_id else label
+        return await pane.open(session, title, sandbox_id)
+
+    async def action_close_tab(self) -> None:
+        bottom = self.query_one("#bottom", TabbedContent)
+        active = bottom.active_pane
+        if bottom.active == "shells":
+            view = await self.query_one(ShellsPane).close_active()
+            if view is not None and view.shell_id and not view.closed:
+                self.notify(f"Closed the tab; {view.shell_id} keeps running in its sandbox "
+                            "(o attaches to it again).")
+        elif active is not None and active.id and active.query(ServiceLogPane):
+            await bottom.remove_pane(active.id)
+            bottom.active = "logs"
+
+    # -- services
+
+    def action_start_service(self) -> None:
+        sandbox = self._need_selection()
+        if sandbox is None:
             return
-        self.query_one("#bottom", TabbedContent).active = "shells"
-        await pane.open(session, label)
+        sid, label = sandbox.id, sandbox.label
+
+        def submitted(answer: tuple[str, str, str] | None) -> None:
+            if answer is None:
+                return
+            name, command, probe_text = answer
+            try:
+                argv, probe = parse_command(command), parse_probe(probe_text)
+            except GroveError as exc:
+                self._report(exc, f"start {name}")
+                return
+            self.engine_action(
+                f"start service {name} in {label}" + (" (waiting until ready)" if probe else ""),
+                lambda: self.grove.gateway.start_service(sid, name, argv, probe),
+                lambda info: f"Service {info.name} in {label} is {info.state}"
+                + (", ready" if info.ready else ""),
+                then=lambda: self.open_service_log(sid, label, name),
+            )
+
+        self.app.push_screen(ServiceScreen(f"Start a service in {label}"), submitted)
+
+    def action_stop_service(self) -> None:
+        if (sandbox := self._need_selection()) is not None:
+            self._service_flow(sandbox.id, sandbox.label, "stop")
+
+    def action_service_logs(self) -> None:
+        if (sandbox := self._need_selection()) is not None:
+            self._service_flow(sandbox.id, sandbox.label, "logs")
+
+    @work(group="service-pick", exclusive=True, exit_on_error=False)
+    async def _service_flow(self, sandbox_id: str, label: str, what: str) -> None:
+        try:
+            services = await self.grove.gateway.list_services(sandbox_id)
+        except GroveError as exc:
+            self.post_message(ActionFailed(f"list the services of {label}", exc))
+            return
+        if what == "stop":
+            services = [s for s in services if s.active]
+        if not services:
+            hint = "v starts one" if what == "logs" else "nothing to stop"
+            self.notify(f"{label} has no {'running ' if what == 'stop' else ''}services ({hint}).",
+                        severity="warning")
+            return
+        name: str | None = services[0].name
+        if len(services) > 1:
+            options = [(s.name, f"{s.name} · {s.state}{' · ready' if s.ready else ''} · "
+                                f"{' '.join(s.argv)}") for s in services]
+            verb = "Stop" if what == "stop" else "Follow the log of"
+            name = await self.app.push_screen_wait(
+                ChooseScreen(f"Services in {label}", f"{verb} which service?", options))
+        if name is None:
+            return
+        if what == "logs":
+            self.open_service_log(sandbox_id, label, name)
+            return
+        chosen = name
+        self.engine_action(f"stop service {chosen} in {label}",
+                           lambda: self.grove.gateway.stop_service(sandbox_id, chosen),
+                           lambda info: f"Service {info.name} in {label} is {info.state}")
+
+    def open_service_log(self, sandbox_id: str, label: str, service: str) -> None:
+        """A tab following the service's log (switched to if it is already open)."""
+        bottom = self.query_one("#bottom", TabbedContent)
+        for pane in self.query(ServiceLogPane):
+            if pane.sandbox_id == sandbox_id and pane.service == service:
+                tab = pane.parent
+                if isinstance(tab, TabPane) and tab.id:
+                    bottom.active = tab.id
+                return
+        tab_id = f"svc-{next(self._log_tabs)}"
+        log = ServiceLogPane(self.grove.gateway, sandbox_id, label, service)
+
+        async def add() -> None:
+            await bottom.add_pane(TabPane(f"{service} @ {label}", log, id=tab_id),
+                                  before="shells")
+            bottom.active = tab_id
+
+        self.call_later(add)
 
     def engine_action(
         self,
         what: str,
         call: Callable[[], Awaitable[Any]],
         done: Callable[[Any], str],
+        then: Callable[[], object] | None = None,
     ) -> None:
-        self._action_worker(what, call, done)
+        self._action_worker(what, call, done, then)
 
     @work(group="actions", exit_on_error=False)
     async def _action_worker(
-        self, what: str, call: Callable[[], Awaitable[Any]], done: Callable[[Any], str]
+        self,
+        what: str,
+        call: Callable[[], Awaitable[Any]],
+        done: Callable[[Any], str],
+        then: Callable[[], object] | None = None,
     ) -> None:
         self.post_message(Activity(f"{what[0].upper()}{what[1:]}…"))
         try:
@@ -621,11 +898,13 @@ class MainScreen(Screen[None]):
             return
         finally:
             self.post_message(Activity(None))
-        self.post_message(ActionDone(done(result)))
+        self.post_message(ActionDone(done(result), then))
 
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:
         self.notify(message.text)
+        if message.then is not None:
+            message.then()
         self.refresh_inventory()
 
     @on(ActionFailed)
@@ -655,24 +934,13 @@ class MainScreen(Screen[None]):
 
     @work(group="demo", exit_on_error=False)
     async def run_demo(self) -> None:
-        gateway = self.grove.gateway
-        environment = "debian:12"
-        try:
-            async for update in gateway.pull_environment(environment, warm=True):
-                self.post_message(Activity(f"Demo: pulling {environment}: {update.stage}",
-                                           update.fraction))
-            for i in (1, 2):
-                self.post_message(Activity(f"Demo: creating sandbox {i} of 2 from {environment}…"))
-                sandbox = await gateway.create_sandbox(environment)
-                self.post_message(ActionDone(f"Demo: {sandbox.label} is {sandbox.phase}"))
-        except GroveError as exc:
-            self.post_message(ActionFailed("run the demo", exc))
-        finally:
-            self.post_message(Activity(None))
+        from tui.demo import Demo
+
+        await Demo(self).run()
 
     def run_action_by_name(self, action: str) -> None:
         """For the command palette: the same path as the key binding, checks included."""
         if self.check_action(action, ()) is not True:
             self.notify("Read-only mode: this action is disabled.", severity="warning")
             return
-        getattr(self, f"action_{action}")()
+        self.call_later(getattr(self, f"action_{action}"))  # some actions are async

@@ -43,7 +43,7 @@ class EngineHeader(Static):
                 parts.append(Content.from_markup("[$warning]$state[/]", state=state))
         if read_only:
             parts.append(Content.from_markup("[b $error]READ-ONLY[/]"))
-        self.update(Content(" │ ").join(parts))
+        self.update(Content(" │ ").join(parts), layout=False)  # one fixed line
 
 
 class ActivityLine(Static):
@@ -54,7 +54,7 @@ class ActivityLine(Static):
         if text is None:
             return
         if fraction is None:
-            self.update(Content.from_markup("[b $accent]⟳[/] $text", text=text))
+            self.update(Content.from_markup("[b $accent]⟳[/] $text", text=text), layout=False)
             return
         width = 24
         filled = round(max(0.0, min(1.0, fraction)) * width)
@@ -63,38 +63,43 @@ class ActivityLine(Static):
             Content.from_markup(
                 "[b $accent]⟳[/] $text  [$accent]$bar[/] $pct",
                 text=text, bar=bar, pct=f"{fraction * 100:3.0f}%",
-            )
+            ),
+            layout=False,
         )
 
 
 class HostBar(Static):
-    """Host totals, naive (every process's resident memory) vs CoW-aware (shared pages once)."""
+    """Host totals on two aligned lines: memory and disk, CoW-aware (shared pages and layers
+    counted once) against naive (every process and disk chain counted in full), and the saving.
+    """
 
     def show(self, host: HostTotals | None, sandboxes: int, running: int, note: str = "") -> None:
-        counts = Content.from_markup("[b]$n[/] sandboxes, [b]$r[/] running",
-                                     n=str(sandboxes), r=str(running))
+        counts = Content.from_markup("[b]$r[/] of $n sandboxes running",
+                                     r=str(running), n=str(sandboxes))
         if host is None:
-            parts = [Content.from_markup("[b]host[/]"), counts]
-            if note:
-                parts.append(Content.from_markup("[dim]$note[/]", note=note))
-            self.update(Content(" │ ").join(parts))
+            first = Content.from_markup("[b]host[/]  [dim]$note[/]",
+                                        note=note or "waiting for the first metering sample")
+            self.update(Content("\n").join([first, Content("      ") + counts]), layout=False)
             return
-        mem = Content.from_markup(
-            "mem [b $grove-shared]$cow[/] CoW-aware · $naive naive$saving",
-            cow=fmt.size(host.mem_cow),
-            naive=fmt.size(host.mem_naive),
-            saving=_saving(host.mem_cow, host.mem_naive),
-        )
-        disk = Content.from_markup(
-            "disk [b $grove-shared]$cow[/] · $naive naive",
-            cow=fmt.size(host.disk_cow),
-            naive=fmt.size(host.disk_naive),
-        )
-        cpu = Content.from_markup("CPU [b $grove-cpu]$cpu[/]", cpu=fmt.percent(host.cpu_percent))
-        running_of = Content.from_markup("[b]$r[/]/$n running", r=str(running), n=str(sandboxes))
-        self.update(
-            Content(" │ ").join([Content.from_markup("[b]host[/]"), mem, disk, cpu, running_of])
-        )
+        cores = f" of {host.cpu_count} cores" if host.cpu_count else ""
+        cpu = Content.from_markup("CPU [b $grove-cpu]$cpu[/]$cores",
+                                  cpu=fmt.percent(host.cpu_percent), cores=cores)
+        mem = _line("[b]host[/]  memory", host.mem_cow, host.mem_naive, host.mem_saved,
+                    host.template_mem)
+        disk = _line("      disk  ", host.disk_cow, host.disk_naive, None)
+        # Fixed height: no layout pass for an update every second.
+        self.update(Content("\n").join([mem + "   " + cpu, disk + "   " + counts]),
+                    layout=False)
+
+
+def _line(
+    label: str, cow: int | None, naive: int | None, saved: int | None,
+    templates: int | None = None,
+) -> Content:
+    return Content.from_markup(
+        f"{label} [b $grove-shared]$cow[/] CoW-aware  $naive naive  ",
+        cow=f"{fmt.size(cow):>9}", naive=f"{fmt.size(naive):>9}",
+    ) + _saving(saved, cow, naive, templates)
 
 
 def _brief(reason: str, limit: int = 36) -> str:
@@ -103,9 +108,20 @@ def _brief(reason: str, limit: int = 36) -> str:
     return gist if len(gist) <= limit else gist[: limit - 1] + "…"
 
 
-def _saving(cow: int | None, naive: int | None) -> str:
+def _saving(
+    saved: int | None, cow: int | None, naive: int | None, templates: int | None = None
+) -> Content:
+    """'saves  32.1 MiB (9%)': what sharing saves against every process counted in full."""
+    width = 24
     if cow is None or not naive:
-        return ""
-    # With one sandbox the template's shared pages can outweigh its own: CoW costs more.
-    change = (cow - naive) / naive * 100
-    return f" ({change:+.0f}%)"
+        return Content(" " * width)
+    if saved is None:
+        saved = naive - cow
+    if saved <= 0:
+        # Few sandboxes: the templates held in RAM (counted once, but counted; a sum of RSS
+        # never sees them) outweigh what sharing saves so far. Said, not hidden.
+        text = f"templates hold {fmt.size(templates)}" if templates else "no saving yet"
+        return Content.from_markup("[dim]$t[/]", t=f"{text:<{width}}")
+    percent = f"({saved / naive * 100:.0f}%)"
+    return Content.from_markup("saves [b $grove-shared]$s[/] $p", s=f"{fmt.size(saved):>9}",
+                               p=f"{percent:<{width - 16}}")

@@ -125,6 +125,7 @@ class LineageTree(Tree[LineageNode]):
             return
         current = self.cursor_node.data.id if self.cursor_node and self.cursor_node.data else None
         if current != sandbox_id:
+            _ = self._tree_lines  # a fresh rebuild: lay out lines so the node knows its line
             self.move_cursor(self._by_id[sandbox_id], animate=False)
 
     @property

@@ -1,4 +1,8 @@
-"""A log pane: line-API view with batched appends, follow, pause, wrap and `/` search."""
+"""A log pane: line-API view with batched appends, follow, pause, wrap, `/` search and copy.
+
+Appends are incremental (only new lines are laid out and searched), and the kept history is
+trimmed in steps, so a flood costs per new line rather than per line kept.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-_TIMESTAMP = re.compile(r"(\d\d-\d\d )?\d\d:\d\d:\d\d")
+_TIMESTAMP = re.compile(r"(\d\d-\d\d )?\d\d:\d\d:\d\d(\.\d+)?")
 
 
 class LogView(ScrollView, can_focus=True):
@@ -32,12 +36,14 @@ class LogView(ScrollView, can_focus=True):
         "logview--time",
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "search", "Search"),
+        Binding("slash", "search", "Search", tooltip="Search; matches are highlighted"),
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Previous match", show=False),
-        Binding("f", "toggle_follow", "Follow"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("w", "toggle_wrap", "Wrap"),
+        Binding("f", "toggle_follow", "Follow", tooltip="Follow new lines (on/off)"),
+        Binding("p", "toggle_pause", "Pause",
+                tooltip="Pause the view (new lines wait, counted)"),
+        Binding("w", "toggle_wrap", "Wrap", tooltip="Wrap long lines (on/off)"),
+        Binding("y", "copy", "Copy", tooltip="Copy matching lines (all without a search)"),
         Binding("home", "scroll_home", "Top", show=False),
         Binding("end", "scroll_end", "Bottom", show=False),
     ]
@@ -65,6 +71,7 @@ class LogView(ScrollView, can_focus=True):
         self._rows_width = -1
         self._cache: LRUCache[tuple[int, int, int, str, int], Strip] = LRUCache(1024)
         self._matches: list[int] = []  # display rows with a match
+        self._longest = 0
         self.current_match = -1
 
     # -- appending
@@ -82,9 +89,10 @@ class LogView(ScrollView, can_focus=True):
 
     def _append(self, new: list[str]) -> None:
         self.entries.extend(new)
-        if len(self.entries) > self.max_lines:
+        # Trim in steps of a tenth: trimming shifts every index, so everything is laid out again.
+        if len(self.entries) > self.max_lines + self.max_lines // 10:
             del self.entries[: len(self.entries) - self.max_lines]
-            self._rows_width = -1  # indices shifted: lay out again
+            self._rows_width = -1
         self._layout()
         if self.follow:
             # Deferred: the new virtual size must be laid out before "the end" is known.
@@ -95,6 +103,7 @@ class LogView(ScrollView, can_focus=True):
     def clear(self) -> None:
         self.entries.clear()
         self.pending.clear()
+        self._longest = 0
         self._rows_width = -1
         self._layout()
         self.refresh()
@@ -106,21 +115,24 @@ class LogView(ScrollView, can_focus=True):
         key = width if self.wrap else 0
         if key != self._rows_width:
             self._rows, self._rows_width = [], key
+            self._matches = []
             self._cache.clear()
+            self._longest = max((len(line) for line in self.entries), default=0)
             start_line = 0
         else:
             start_line = self._rows[-1][0] + 1 if self._rows else 0
+        first_row = len(self._rows)
         for index in range(start_line, len(self.entries)):
             line = self.entries[index]
+            self._longest = max(self._longest, len(line))
             if self.wrap and len(line) > width:
                 for start in range(0, len(line), width):
                     self._rows.append((index, start, min(len(line), start + width)))
             else:
                 self._rows.append((index, 0, len(line)))
         # Wrapped: exactly the visible width. Unwrapped: the longest line (scrolls sideways).
-        longest = max((len(line) for line in self.entries), default=0)
-        self.virtual_size = Size(width if self.wrap else longest, len(self._rows))
-        self._find_matches()
+        self.virtual_size = Size(width if self.wrap else self._longest, len(self._rows))
+        self._find_matches(first_row)
 
     def on_resize(self, event: events.Resize) -> None:
         if self.wrap:
@@ -128,15 +140,22 @@ class LogView(ScrollView, can_focus=True):
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
 
-    def _find_matches(self) -> None:
+    def _find_matches(self, first_row: int = 0) -> None:
+        """Search rows from first_row on (earlier rows were searched when they arrived)."""
         needle = self.search.lower()
         if not needle:
             self._matches = []
             return
-        self._matches = [
-            y for y, (index, start, end) in enumerate(self._rows)
-            if needle in self.entries[index][start:end].lower()
-        ]
+        if first_row == 0:
+            self._matches = []
+        self._matches.extend(
+            y for y in range(first_row, len(self._rows))
+            if needle in self._row_text(y).lower()
+        )
+
+    def _row_text(self, y: int) -> str:
+        index, start, end = self._rows[y]
+        return self.entries[index][start:end]
 
     # -- painting
 
@@ -250,6 +269,26 @@ class LogView(ScrollView, can_focus=True):
     def action_toggle_wrap(self) -> None:
         self.wrap = not self.wrap
 
+    def copy_text(self) -> tuple[str, int]:
+        """The lines that match the search (whole lines), or every kept line; and their count."""
+        if self.search:
+            indices = sorted({self._rows[y][0] for y in self._matches})
+            lines = [self.entries[i] for i in indices]
+        else:
+            lines = list(self.entries)
+        return "\n".join(lines), len(lines)
+
+    def action_copy(self) -> None:
+        text, count = self.copy_text()
+        if not count:
+            self.notify("Nothing to copy.", severity="warning")
+            return
+        # OSC 52: the terminal puts it on the system clipboard (most terminals, tmux with
+        # set-clipboard on); it cannot tell us whether it did.
+        self.app.copy_to_clipboard(text + "\n")
+        what = "matching line" if self.search else "line"
+        self.notify(f"Copied {count} {what}{'s' if count != 1 else ''} to the clipboard.")
+
     @property
     def match_count(self) -> int:
         return len(self._matches)
@@ -301,8 +340,8 @@ class LogPane(Vertical):
         if view.search:
             where = f"{view.current_match + 1}/{view.match_count}" if view.match_count else "0"
             parts.append(Content.from_markup("search [b]$s[/] $w", s=view.search, w=where))
-        parts.append(Content.from_markup("[dim]/ search · f follow · p pause · w wrap[/]"))
-        self.query_one("#log-status", Static).update(Content("  ").join(parts))
+        parts.append(Content.from_markup("[dim]/ search · f follow · p pause · w wrap · y copy[/]"))
+        self.query_one("#log-status", Static).update(Content("  ").join(parts), layout=False)
 
     @on(LogView.SearchRequested)
     def _open_search(self) -> None:

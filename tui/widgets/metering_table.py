@@ -96,6 +96,8 @@ class MeteringTable(DataTable[Text]):
         self._rows: list[MeterRow] = []
         self._order: list[str] = []
         self._shown: dict[str, list[Text]] = {}
+        # Cells by what they show: with hundreds of rows, most are unchanged every second.
+        self._cells: dict[str, tuple[tuple[object, ...], list[Text]]] = {}
 
     def on_mount(self) -> None:
         for column in COLUMNS:
@@ -113,10 +115,12 @@ class MeteringTable(DataTable[Text]):
         ordered = sorted(self._rows, key=lambda r: self._sort_value(r, now),
                          reverse=self.sort_reverse)
         order = [r.sandbox.id for r in ordered]
-        cells = {r.sandbox.id: r.cells(now, self.palette) for r in ordered}
+        cells = {r.sandbox.id: self._row_cells(r, now) for r in ordered}
         if order == self._order:
             for key in order:
                 old = self._shown.get(key, [])
+                if cells[key] is old:
+                    continue  # the very cells already shown
                 for column, new, previous in zip(COLUMNS, cells[key], old, strict=False):
                     if new != previous:
                         self.update_cell(key, column.key, new)
@@ -129,6 +133,17 @@ class MeteringTable(DataTable[Text]):
                 self.move_cursor(row=order.index(selected), animate=False, scroll=False)
         self._order = order
         self._shown = cells
+        for gone in self._cells.keys() - cells.keys():
+            del self._cells[gone]
+
+    def _row_cells(self, row: MeterRow, now: float) -> list[Text]:
+        key = (row.sandbox, row.meter, fmt.age(row.sandbox.created_at, now), id(self.palette))
+        cached = self._cells.get(row.sandbox.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        cells = row.cells(now, self.palette)
+        self._cells[row.sandbox.id] = (key, cells)
+        return cells
 
     def _sort_value(self, row: MeterRow, now: float) -> tuple[int, Any, str]:
         value = row.value(self.sort_key, now)

@@ -7,6 +7,11 @@ keystrokes come out through the `send(bytes)` callback and size changes through
 pyte 0.8.2 is patched here (see `VTScreen`): private SGR (`CSI ? ... m`, `CSI > 4;2 m` from vim)
 crashed or mis-styled it, it had no alternate screen, it lost rows from the top on shrink, and
 its `HistoryScreen` is several times slower than keeping our own scrollback.
+
+pyte parses about half a megabyte a second, one character at a time. Output that is only
+lines of plain text (`seq`, `cat` of a log, a build) takes a fast path instead: whole lines go
+to the scrollback as strings, and only the rows left on screen become pyte cells. That keeps
+a burst from queueing up behind the parser, so a key's echo is not stuck behind it either.
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ from textual.strip import Strip
 from textual.timer import Timer
 
 Row = StaticDefaultDict[int, Char]
+#: A scrollback row: pyte cells, or (from the plain-text fast path) a string in the default style.
+HistoryRow = Row | str
 SendCallback = Callable[[bytes], None]
 ResizeCallback = Callable[[int, int], None]
 
 FRAME = 1 / 60
+#: Output is parsed in slices; pyte (the slow path) stops for the frame after this long.
+SLICE = 64 * 1024
+PARSE_BUDGET = 0.012
 #: DEC private modes as pyte stores them (shifted left by 5).
 DECCKM = 1 << 5
 BRACKETED_PASTE = 2004 << 5
@@ -82,7 +92,7 @@ class VTScreen(pyte.Screen):  # type: ignore[misc]
     def __init__(
         self, columns: int, lines: int, history: int = 5000, reply: Callable[[str], None] = print
     ) -> None:
-        self.scrollback: deque[tuple[int, Row]] = deque(maxlen=history)
+        self.scrollback: deque[tuple[int, HistoryRow]] = deque(maxlen=history)
         self.scrollback_serial = 0
         self.in_alt_screen = False
         self._main: tuple[Any, int, int] | None = None
@@ -106,6 +116,57 @@ class VTScreen(pyte.Screen):  # type: ignore[misc]
             # pyte drops the top row on scroll; the row object is not reused, so keep it.
             self._push_scrollback(self.buffer[0])
         super().index()
+
+    def as_row(self, entry: HistoryRow) -> Row:
+        if not isinstance(entry, str):
+            return entry
+        row: Row = StaticDefaultDict(self.default_char)
+        for x, char in enumerate(entry[: self.columns]):
+            row[x] = self.default_char._replace(data=char)
+        return row
+
+    # -- the plain-text fast path
+
+    def plain_ready(self) -> bool:
+        """Whether plain lines may bypass pyte: the cursor on a blank bottom row at column 0,
+        the whole screen scrolling, default attributes and character set, no insert mode."""
+        bottom = self.lines - 1
+        return (
+            not self.in_alt_screen
+            and self.cursor.x == 0
+            and self.cursor.y == bottom
+            and self.margins in (None, Margins(0, bottom))
+            and self.cursor.attrs == self.default_char
+            and self.charset == 0
+            and self.g0_charset is pyte.charsets.LAT1_MAP
+            and pyte.modes.IRM not in self.mode
+            and all(c == self.default_char for c in self.buffer[bottom].values())
+        )
+
+    def plain_lines(self, lines: list[str]) -> None:
+        """As if each line were drawn on the bottom row and followed by CR LF (a scroll).
+
+        Rows leave the screen in order: the current ones above the cursor, then the lines;
+        the last lines - 1 of them stay, above a blank bottom row.
+        """
+        count = len(lines)
+        if not count:
+            return
+        bottom = self.lines - 1
+        rows: list[HistoryRow] = [self.buffer[y] for y in range(bottom)]
+        rows += lines
+        gone, kept = rows[:count], rows[count:]
+        first_serial = self.scrollback_serial + 1
+        self.scrollback_serial += count
+        # Only what the deque keeps is worth appending.
+        keep = self.scrollback.maxlen or count
+        for offset, row in enumerate(gone[-keep:], start=count - min(count, keep)):
+            self.scrollback.append((first_serial + offset, row))
+        buffer = _new_buffer(lambda: self.default_char)
+        for y, entry in enumerate(kept):
+            buffer[y] = self.as_row(entry)
+        self.buffer = buffer
+        self.dirty.update(range(self.lines))
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
         if how == 3:  # xterm: clear the scrollback too
@@ -200,7 +261,7 @@ class VTScreen(pyte.Screen):  # type: ignore[misc]
                 if y in old:
                     self.buffer[y + pulled] = old[y]
             for y in range(pulled - 1, -1, -1):
-                self.buffer[y] = self.scrollback.pop()[1]
+                self.buffer[y] = self.as_row(self.scrollback.pop()[1])
             self.cursor.y += pulled
         if columns < self.columns:
             for buffer in (self.buffer, self._main[0] if self._main else None):
@@ -247,6 +308,9 @@ for _name in pyte.Stream.csi.values():
     ):
         setattr(VTScreen, _name, _drop_private(_name))
 
+
+#: Anything but printable ASCII, CR and LF sends a chunk through pyte.
+_NOT_PLAIN = re.compile(rb"[^\x20-\x7e\r\n]")
 
 _COLOR_NAMES = {
     "brown": "yellow",
@@ -345,7 +409,8 @@ class PtyTerminal(ScrollView, can_focus=True):
 
     RELEASE_KEY = "ctrl+right_square_bracket"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(RELEASE_KEY, "release", "Leave terminal", key_display="ctrl+]"),
+        Binding(RELEASE_KEY, "release", "Leave terminal", key_display="ctrl+]",
+                tooltip="Leave the shell; all other keys go to it"),
     ]
     # Kept inline (tiny): the widget is reused outside the dashboard, e.g. in tests.
     DEFAULT_CSS = """
@@ -373,6 +438,8 @@ class PtyTerminal(ScrollView, can_focus=True):
         self.vt = VTScreen(cols, rows, history, reply=self._reply)
         self._stream = pyte.ByteStream(self.vt)
         self._filter = PrivateCsiFilter()
+        self._pending = bytearray()
+        self._echo: bytes | None = None  # the last keys sent, until their echo comes back
         self._lines: LRUCache[tuple[str, int], Strip] = LRUCache(2000)
         self._follow = True
         self._last_paint = 0.0
@@ -384,26 +451,86 @@ class PtyTerminal(ScrollView, can_focus=True):
 
     # -- input from the PTY
 
-    def feed(self, data: bytes) -> None:
-        """Parse PTY output; painting is coalesced to at most one frame per 1/60 s."""
-        try:
-            self._stream.feed(self._filter.filter(data))
-        except Exception as exc:  # guest bytes are untrusted: never let the parser kill the app
-            self.log.error("terminal: parser error", exc)
+    def feed(self, data: bytes, paint: bool = True) -> None:
+        """Take PTY output. Parsing and painting happen together, at most once a frame:
+        bytes that arrive while a frame is due wait and are parsed in one go.
+        (paint=False: only queue them, for `drain()` to parse; no app needed.)"""
+        self._pending += data
+        if not paint:
+            return
+        if self._echo is not None and self._echo in data:
+            # What was just typed came back: show it now, not at the next frame of a flood.
+            self._echo = None
+            if self._paint_timer is not None:
+                self._paint_timer.stop()
+            self._frame()
+            return
         if self._paint_timer is not None:
             return
-        # Leading edge: paint at once when idle so keystroke echo is immediate.
+        # Leading edge: when idle, at once, so a keystroke's echo shows immediately.
         wait = FRAME - (time.monotonic() - self._last_paint)
         if wait <= 0:
-            self._paint()
+            self._frame()
         else:
-            self._paint_timer = self.set_timer(wait, self._paint)
+            self._paint_timer = self.set_timer(wait, self._frame)
+
+    def _frame(self) -> None:
+        self._paint_timer = None
+        self._process(PARSE_BUDGET)
+        self._paint()
+        if self._pending:  # pyte ran out of time: the rest next frame, input handled between
+            self._paint_timer = self.set_timer(FRAME, self._frame)
+
+    def _process(self, budget: float | None) -> None:
+        """Parse what is pending; pyte's slow path stops after `budget` seconds (None: all)."""
+        started = time.perf_counter()
+        while self._pending:
+            data = self._filter.filter(bytes(self._pending[:SLICE]))
+            del self._pending[:SLICE]
+            try:
+                self._parse(data)
+            except Exception as exc:  # guest bytes are untrusted: never let them kill the app
+                self.log.error("terminal: parser error", exc)
+            if budget is not None and time.perf_counter() - started > budget:
+                break
+
+    def _parse(self, data: bytes) -> None:
+        """Runs of complete plain lines take the fast path; everything else goes to pyte,
+        up to the next line end (an escape sequence may continue past the line)."""
+        stream, vt = self._stream, self.vt
+        pos, end = 0, len(data)
+        while pos < end:
+            odd = _NOT_PLAIN.search(data, pos)
+            plain_end = end if odd is None else odd.start()
+            last = data.rfind(b"\n", pos, plain_end)
+            if last >= 0 and self._parser_idle() and vt.plain_ready():
+                lines = data[pos:last].decode("ascii").split("\n")
+                if all(len(line) <= vt.columns + 1 and line.endswith("\r")
+                       and "\r" not in line[:-1] for line in lines):
+                    vt.plain_lines([line[:-1] for line in lines])
+                    pos = last + 1
+                    continue
+            # One line through pyte (to the cursor's reaching the bottom row, or past
+            # wrapping, overstriking, a bare LF or an escape sequence).
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            stream.feed(data[pos:stop])
+            pos = stop
+
+    def _parser_idle(self) -> bool:
+        """pyte is between sequences and holds no partial UTF-8 character."""
+        stream = self._stream
+        return bool(stream._taking_plain_text) and not stream.utf8_decoder.getstate()[0]
+
+    def drain(self) -> None:
+        """Parse everything pending now (tests and tools read the VT right after a feed)."""
+        if self._pending:
+            self._process(None)
 
     def _reply(self, text: str) -> None:
         self.send(text.encode())
 
     def _paint(self) -> None:
-        self._paint_timer = None
         self._last_paint = time.monotonic()
         vt = self.vt
         dirty = set(vt.dirty)
@@ -462,6 +589,8 @@ class PtyTerminal(ScrollView, can_focus=True):
         if not self._follow:
             self._follow = True
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+        # A typed character comes back as itself; a control key's echo (if any) does not.
+        self._echo = None if len(data) == 1 and data < b" " else data[-8:]
         self.send(data)
 
     # -- geometry
@@ -521,7 +650,10 @@ class PtyTerminal(ScrollView, can_focus=True):
             return Strip.blank(self.size.width, base)
         strip = self._lines.get(key)
         if strip is None:
-            strip = Strip(self._segments(row, vt.columns, cursor_x, base), vt.columns)
+            if isinstance(row, str):
+                strip = Strip([Segment(row[: vt.columns].ljust(vt.columns), base)], vt.columns)
+            else:
+                strip = Strip(self._segments(row, vt.columns, cursor_x, base), vt.columns)
             self._lines[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + self.size.width, base)
 
@@ -549,12 +681,15 @@ class PtyTerminal(ScrollView, can_focus=True):
 
     def screen_lines(self) -> list[str]:
         """The visible VT rows as text (no scrollback)."""
+        self.drain()
         return [line.rstrip() for line in self.vt.display]
 
     def all_lines(self) -> list[str]:
         """Scrollback plus the visible rows, as text."""
+        self.drain()
         history = [
-            "".join(row[x].data for x in range(self.vt.columns)).rstrip()
+            row.rstrip() if isinstance(row, str)
+            else "".join(row[x].data for x in range(self.vt.columns)).rstrip()
             for _, row in self.vt.scrollback
         ]
         return [*history, *self.screen_lines()]

@@ -1,4 +1,4 @@
-"""Sparklines of the selected sandbox's unique memory and CPU over the last minute."""
+"""The selected sandbox: sparklines of its unique memory and CPU, and its services."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from textual.content import Content
 from textual.widgets import Sparkline, Static
 
 from tui import format as fmt
+from tui.models import ServiceInfo
+
+_SERVICE_STYLE = {"running": "$grove-running", "starting": "$grove-pending",
+                  "backoff": "$grove-pending", "failed": "$grove-failed"}
 
 
 class UsagePanel(Horizontal):
@@ -24,19 +28,44 @@ class UsagePanel(Horizontal):
     def on_mount(self) -> None:
         self.show(None, [], [])
 
-    def show(self, name: str | None, memory: Sequence[float], cpu: Sequence[float]) -> None:
+    def show(
+        self,
+        name: str | None,
+        memory: Sequence[float],
+        cpu: Sequence[float],
+        services: Sequence[ServiceInfo] | None = None,
+    ) -> None:
         mem_now = fmt.size(int(memory[-1])) if memory else fmt.DASH
         cpu_now = fmt.percent(cpu[-1]) if cpu else fmt.DASH
         who = name or "no sandbox selected"
+        # One-line labels: no layout pass for an update every second.
         self.query_one("#mem-label", Static).update(
             Content.from_markup("[b]memory[/] unique · $who  [b $grove-unique]$v[/]",
-                                who=who, v=mem_now)
+                                who=who, v=mem_now),
+            layout=False,
         )
         self.query_one("#cpu-label", Static).update(
-            Content.from_markup("[b]CPU[/] · $who  [b $grove-cpu]$v[/]", who=who, v=cpu_now)
+            Content.from_markup("[b]CPU[/] · $who  [b $grove-cpu]$v[/]", who=who, v=cpu_now),
+            layout=False,
         )
+        self.border_subtitle = _services(services) if name else ""
         # No data draws nothing rather than a flat line that would read as zero.
         for spark_id, data in (("#mem-spark", memory), ("#cpu-spark", cpu)):
             spark = self.query_one(spark_id, Sparkline)
-            spark.display = bool(data)
+            if spark.display != bool(data):
+                spark.display = bool(data)
             spark.data = list(data)
+
+
+def _services(services: Sequence[ServiceInfo] | None) -> Content | str:
+    """'services: web ● ready · worker ○ stopped'; nothing when unknown or none."""
+    if not services:
+        return ""
+    parts = []
+    for service in services:
+        style = _SERVICE_STYLE.get(service.state, "$grove-stopped")
+        icon = "●" if service.active else "○"
+        state = "ready" if service.ready and service.state == "running" else service.state
+        parts.append(Content.from_markup(f"$name [{style}]$icon[/] $state", name=service.name,
+                                         icon=icon, state=state))
+    return Content("services: ") + Content(" · ").join(parts)
