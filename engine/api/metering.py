@@ -7,38 +7,18 @@ from typing import TYPE_CHECKING
 
 from engine.api import grove_pb2 as pb
 from engine.errors import invalid
-from engine.metering.sample import HostSample, Reading, SandboxSample
+from engine.metering.sample import (
+    HOST_FIELDS,
+    SANDBOX_FIELDS,
+    HostSample,
+    Reading,
+    SandboxSample,
+)
 from engine.sandbox.phase import Phase
 from engine.store.records import SandboxRecord
 
 if TYPE_CHECKING:
     from engine.daemon import Engine
-
-_SANDBOX_DATA = (
-    "unique_mem_bytes",
-    "shared_mem_bytes",
-    "vmm_overhead_bytes",
-    "rss_bytes",
-    "unique_disk_bytes",
-    "shared_disk_bytes",
-    "cpu_percent",
-    "guest_mem_used_bytes",
-)
-_HOST_DATA = (
-    "naive_mem_bytes",
-    "cow_aware_mem_bytes",
-    "saved_mem_bytes",
-    "naive_guest_mem_bytes",
-    "cow_aware_guest_mem_bytes",
-    "template_mem_bytes",
-    "naive_disk_bytes",
-    "cow_aware_disk_bytes",
-    "saved_disk_bytes",
-    "cpu_percent",
-    "cpu_count",
-    "mem_total_bytes",
-    "mem_available_bytes",
-)
 
 
 def sandbox(sample: SandboxSample) -> pb.SandboxMetering:
@@ -49,7 +29,7 @@ def sandbox(sample: SandboxSample) -> pb.SandboxMetering:
         sampled_at=sample.sampled_at,
         template_id=sample.template_id or "",
     )
-    for name in _SANDBOX_DATA:
+    for name in SANDBOX_FIELDS:
         value = getattr(sample, name)
         if value is not None:
             setattr(message, name, value)
@@ -68,7 +48,7 @@ def without_data(record: SandboxRecord) -> pb.SandboxMetering:
 
 def host(sample: HostSample) -> pb.HostMetering:
     message = pb.HostMetering(sandboxes_running=sample.sandboxes_running)
-    for name in _HOST_DATA:
+    for name in HOST_FIELDS:
         value = getattr(sample, name)
         if value is not None:
             setattr(message, name, value)

@@ -13,32 +13,7 @@ from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import emit_json, iec, table
 from engine.errors import invalid
-
-_SANDBOX_FIELDS = (
-    "unique_mem_bytes",
-    "shared_mem_bytes",
-    "vmm_overhead_bytes",
-    "unique_disk_bytes",
-    "shared_disk_bytes",
-    "cpu_percent",
-    "rss_bytes",
-    "guest_mem_used_bytes",
-)
-_HOST_FIELDS = (
-    "naive_mem_bytes",
-    "cow_aware_mem_bytes",
-    "saved_mem_bytes",
-    "naive_guest_mem_bytes",
-    "cow_aware_guest_mem_bytes",
-    "template_mem_bytes",
-    "naive_disk_bytes",
-    "cow_aware_disk_bytes",
-    "saved_disk_bytes",
-    "cpu_percent",
-    "cpu_count",
-    "mem_total_bytes",
-    "mem_available_bytes",
-)
+from engine.metering.sample import HOST_FIELDS, SANDBOX_FIELDS
 
 
 def _opt(message: Any, name: str) -> Any:
@@ -48,13 +23,13 @@ def _opt(message: Any, name: str) -> Any:
 
 def sandbox_dict(s: pb.SandboxMetering) -> dict[str, Any]:
     out: dict[str, Any] = {"id": s.id, "name": s.name, "phase": s.phase}
-    out.update({name: _opt(s, name) for name in _SANDBOX_FIELDS})
+    out.update({name: _opt(s, name) for name in SANDBOX_FIELDS})
     out["template_id"] = s.template_id or None
     return out
 
 
 def reply_dict(reply: pb.TopReply, rows: Sequence[pb.SandboxMetering]) -> dict[str, Any]:
-    host: dict[str, Any] = {name: _opt(reply.host, name) for name in _HOST_FIELDS}
+    host: dict[str, Any] = {name: _opt(reply.host, name) for name in HOST_FIELDS}
     host["sandboxes_running"] = reply.host.sandboxes_running
     return {
         "sampled_at": reply.sampled_at or None,

@@ -81,3 +81,31 @@ class Reading:
 
     def key(self) -> frozenset[tuple[str, str]]:
         return frozenset((s.id, s.phase) for s in self.sandboxes)
+
+
+#: Data fields of a sandbox's and the host's sample, in the order `grove top --json` shows them.
+SANDBOX_FIELDS = (
+    "unique_mem_bytes",
+    "shared_mem_bytes",
+    "vmm_overhead_bytes",
+    "unique_disk_bytes",
+    "shared_disk_bytes",
+    "cpu_percent",
+    "rss_bytes",
+    "guest_mem_used_bytes",
+)
+HOST_FIELDS = (
+    "naive_mem_bytes",
+    "cow_aware_mem_bytes",
+    "saved_mem_bytes",
+    "naive_guest_mem_bytes",
+    "cow_aware_guest_mem_bytes",
+    "template_mem_bytes",
+    "naive_disk_bytes",
+    "cow_aware_disk_bytes",
+    "saved_disk_bytes",
+    "cpu_percent",
+    "cpu_count",
+    "mem_total_bytes",
+    "mem_available_bytes",
+)
