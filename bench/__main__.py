@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import fork, foundation, metering, shells, tui
+from bench import fork, foundation, idle, metering, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -18,7 +18,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
-        "--only", choices=["foundation", "fork", "metering", "shells", "tui"], default=None
+        "--only",
+        choices=["foundation", "fork", "idle", "metering", "shells", "tui"],
+        default=None,
     )
     parser.add_argument(
         "--image-cache",
@@ -42,7 +44,11 @@ def main() -> int:
             results += fork.run(client, args.rounds)
         if args.only in (None, "shells"):
             results += shells.run(client, args.rounds)
-        metered = metering.run(client, args.rounds) if args.only in (None, "metering") else []
+        metered = idle.ratios(results) if args.only is None else []
+        if args.only in (None, "idle"):
+            metered += idle.run(client, args.rounds)
+        if args.only in (None, "metering"):
+            metered += metering.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
     results += metered + dashboard
     report["results"] = results

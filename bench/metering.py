@@ -249,4 +249,5 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     for r in results:
         target = "-" if r.get("target") is None else f"{r['target']:g}"
         ok = {True: "yes", False: "NO", None: "-"}[r.get("meets_target")]
-        print(f"{r['name']:62} {r['value']:>10} {target:>8}  {ok}", file=sys.stderr)
+        value = "-" if r.get("value") is None else r["value"]
+        print(f"{r['name']:62} {value:>10} {target:>8}  {ok}", file=sys.stderr)

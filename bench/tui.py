@@ -53,8 +53,9 @@ BURST_DONE = b"BURST-42"  # printed after the burst; the command line itself sho
 PROBE_EVERY_S = 0.01
 PROBE_LOG = "GROVE_BENCH_PROBE_LOG"
 #: One distinct character per key press, none of which Textual ever writes by itself.
-PROBES = [chr(c) for c in (*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x391, 0x3AA))
-          if c != 0x3A2]
+PROBES = [
+    chr(c) for c in (*range(0x3B1, 0x3CA), *range(0x430, 0x450), *range(0x391, 0x3AA)) if c != 0x3A2
+]
 
 
 class PtyChild:
@@ -121,8 +122,9 @@ class PtyChild:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTUAL")}
-    env.update(TERM="xterm-256color", COLORTERM="truecolor", LANG="C.UTF-8",
-               PYTHONPATH=str(REPO), **extra)
+    env.update(
+        TERM="xterm-256color", COLORTERM="truecolor", LANG="C.UTF-8", PYTHONPATH=str(REPO), **extra
+    )
     return env
 
 
@@ -267,8 +269,9 @@ def terminal_burst(rounds: int) -> list[Series]:
                 lost += _one_burst(child, burst, idle)
             finally:
                 child.stop()
-            records = [json.loads(line) for line in log.read_text().splitlines()] \
-                if log.exists() else []
+            records = (
+                [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+            )
             for record in records:
                 if record.get("written") is not None:
                     busy.add((record["written"] - record["key"]) * 1000)
@@ -348,8 +351,9 @@ def terminal_app() -> None:
             self.outbox: asyncio.Queue[bytes | tuple[int, int]] = asyncio.Queue()
 
         def compose(self) -> ComposeResult:
-            yield ProbedTerminal(send=self.outbox.put_nowait,
-                                 resize=lambda c, r: self.outbox.put_nowait((c, r)))
+            yield ProbedTerminal(
+                send=self.outbox.put_nowait, resize=lambda c, r: self.outbox.put_nowait((c, r))
+            )
 
         async def on_mount(self) -> None:
             driver = self._driver

@@ -92,9 +92,22 @@ class Paths:
         tag = hashlib.sha256(str(self.home).encode()).hexdigest()[:10]
         return Path("/tmp") / f"grove-{os.geteuid()}-{tag}"
 
+    @property
+    def vm_tag_prefix(self) -> str:
+        """Every QEMU this home's engine starts carries a tag with this prefix (-name)."""
+        return "grove." + hashlib.sha256(str(self.home).encode()).hexdigest()[:10] + "."
+
+    def vm_tag(self, owner: str) -> str:
+        return self.vm_tag_prefix + owner
+
     def ensure(self) -> None:
         for path in (
-            self.home, self.sandboxes, self.templates, self.disks, self.memory_dir, self.socket_dir
+            self.home,
+            self.sandboxes,
+            self.templates,
+            self.disks,
+            self.memory_dir,
+            self.socket_dir,
         ):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.home, 0o700)

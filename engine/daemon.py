@@ -15,12 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
-import grpc
-
 from engine import __version__
 from engine.api import grove_pb2 as pb
-from engine.api import grove_pb2_grpc as pb_grpc
-from engine.api.service import EngineService
+from engine.api.server import make_server
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.fork import fsdiff, lineage
@@ -175,13 +172,7 @@ class Engine:
         self.sandboxes.collect_garbage()
         self.meter.start()
         await self.sessions.start()
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", 64 << 20),
-                ("grpc.max_receive_message_length", 64 << 20),
-            ]
-        )
-        pb_grpc.add_EngineServicer_to_server(EngineService(self), server)  # type: ignore[no-untyped-call]
+        server = make_server(self)
         sock = self.paths.socket
         sock.unlink(missing_ok=True)
         # Bind with a tight umask so the socket is never world-accessible, not even briefly.

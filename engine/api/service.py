@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,39 +16,13 @@ from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import services as services_api
 from engine.api import shells as shells_api
+from engine.api.status import abort as _abort
 from engine.errors import GroveError, invalid
 
 if TYPE_CHECKING:
     from engine.daemon import Engine
 
-log = logging.getLogger(__name__)
-
-_STATUS = {
-    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "invalid_phase": grpc.StatusCode.FAILED_PRECONDITION,
-    "already_terminated": grpc.StatusCode.FAILED_PRECONDITION,
-    "sandbox_not_running": grpc.StatusCode.FAILED_PRECONDITION,
-    "name_taken": grpc.StatusCode.ALREADY_EXISTS,
-}
-
 T = TypeVar("T")
-
-
-def _status(code: str) -> grpc.StatusCode:
-    if code.endswith("_not_found"):
-        return grpc.StatusCode.NOT_FOUND
-    return _STATUS.get(code, grpc.StatusCode.INTERNAL)
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    if isinstance(exc, GroveError):
-        error = exc
-    else:
-        log.exception("internal error")
-        error = GroveError(
-            "internal", f"engine error: {type(exc).__name__}: {exc}", "see the engine log"
-        )
-    await context.abort(_status(error.code), error.to_json())
 
 
 def unary(
@@ -151,9 +124,10 @@ class EngineService(pb_grpc.EngineServicer):
         request_iterator: AsyncIterator[pb.ExecInput],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ExecOutput]:
+        requests = aiter(request_iterator)
         try:
-            first = await anext(aiter(request_iterator))
-            if first.WhichOneof("kind") != "start":
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("kind") != "start":
                 raise invalid("exec stream must begin with a start message", "upgrade the client")
             start = first.start
             record, handle = await self.engine.sandboxes.exec(
@@ -168,16 +142,23 @@ class EngineService(pb_grpc.EngineServicer):
             await _abort(context, exc)
             return
         yield pb.ExecOutput(started_pid=handle.pid)
+        failure: list[GroveError] = []
 
         async def pump_input() -> None:
-            async for message in request_iterator:
-                kind = message.WhichOneof("kind")
-                if kind == "stdin":
-                    await handle.write_stdin(message.stdin)
-                elif kind == "stdin_eof":
-                    await handle.close_stdin()
-                elif kind == "signal":
-                    await handle.signal(message.signal)
+            try:
+                async for message in requests:
+                    kind = message.WhichOneof("kind")
+                    if kind == "stdin":
+                        await handle.write_stdin(message.stdin)
+                    elif kind == "stdin_eof":
+                        await handle.close_stdin()
+                    elif kind == "signal":
+                        await handle.signal(shells_api.signal_name(message.signal))
+            except GroveError as exc:
+                # A message the engine cannot take: the stream ends with it, the process too.
+                failure.append(exc)
+                with contextlib.suppress(Exception):
+                    await handle.signal("KILL")
 
         pump = asyncio.create_task(pump_input())
         finished = False
@@ -190,6 +171,8 @@ class EngineService(pb_grpc.EngineServicer):
             status = await handle.wait()
             finished = True
             await self.engine.sandboxes.exec_ended(record.id, status.exit_code, status.duration_ms)
+            if failure:
+                raise failure[0]
             yield pb.ExecOutput(
                 exit=pb.ExecExit(
                     exit_code=status.exit_code if status.exit_code is not None else -1,
@@ -198,6 +181,8 @@ class EngineService(pb_grpc.EngineServicer):
                     duration_ms=status.duration_ms,
                 )
             )
+        except Exception as exc:
+            await _abort(context, exc)
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -211,18 +196,22 @@ class EngineService(pb_grpc.EngineServicer):
         self, request: pb.EventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.SandboxEvent]:
         try:
+            if request.after < 0:
+                raise invalid(
+                    f"invalid event position {request.after}",
+                    "pass 0 for every event, or the seq of the last one seen",
+                )
             record = self.engine.sandboxes.get(request.sandbox)
+            async for event in self.engine.events.follow(record.id, request.after, request.follow):
+                yield pb.SandboxEvent(
+                    seq=event.seq,
+                    sandbox_id=event.sandbox_id,
+                    ts=event.ts,
+                    kind=event.kind,
+                    detail_json=json.dumps(event.detail),
+                )
         except Exception as exc:
             await _abort(context, exc)
-            return
-        async for event in self.engine.events.follow(record.id, request.after, request.follow):
-            yield pb.SandboxEvent(
-                seq=event.seq,
-                sandbox_id=event.sandbox_id,
-                ts=event.ts,
-                kind=event.kind,
-                detail_json=json.dumps(event.detail),
-            )
 
     # fork, snapshots, lineage
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from engine.api import grove_pb2 as pb
 from engine.errors import GroveError, invalid
-from engine.shells.manager import describe
+from engine.shells.manager import MAX_DIM, describe
 from engine.shells.scrollback import decode_prefix
 from engine.shells.shell import Shell
 
@@ -22,6 +22,25 @@ CHUNK = 32 * 1024
 DEFAULT_MAX_CHARS = 65536
 MAX_MAX_CHARS = 1 << 20
 MAX_WAIT_MS = 60_000
+#: What the guest agent can send to a process group or a terminal's foreground job.
+SIGNALS = ("INT", "TERM", "HUP", "KILL", "QUIT", "USR1", "USR2", "STOP", "CONT", "WINCH")
+
+
+def signal_name(text: str) -> str:
+    """A signal as the guest agent takes it: INT for int, SIGINT or INT."""
+    name = text.upper().removeprefix("SIG")
+    if name not in SIGNALS:
+        raise invalid(f"unsupported signal '{text}'", "use INT, TERM, HUP or KILL")
+    return name
+
+
+def check_size(rows: int, cols: int) -> None:
+    """A terminal size as sent (0: keep the default or the current size), within bounds."""
+    if not (0 <= rows <= MAX_DIM and 0 <= cols <= MAX_DIM):
+        raise invalid(
+            f"invalid terminal size {cols}x{rows}",
+            f"pass --cols and --rows between 1 and {MAX_DIM}",
+        )
 
 
 def info(shell: Shell) -> pb.ShellInfo:
@@ -46,6 +65,7 @@ def info(shell: Shell) -> pb.ShellInfo:
 
 
 async def open_or_find(shells: Shells, request: pb.ShellOpenRequest) -> Shell:
+    check_size(request.rows, request.cols)
     if request.shell_id:
         shell = await shells.find(request.sandbox, request.shell_id)
         if shell.running and request.cols and request.rows:
@@ -81,9 +101,10 @@ async def stream(
                 if kind == "stdin":
                     await shell.write(message.stdin)
                 elif kind == "resize":
+                    check_size(message.resize.rows, message.resize.cols)
                     await shell.resize(message.resize.rows, message.resize.cols)
                 elif kind == "signal":
-                    await shell.signal(message.signal)
+                    await shell.signal(signal_name(message.signal))
                 elif kind == "detach":
                     break
         except GroveError as exc:
@@ -162,9 +183,7 @@ async def write(shells: Shells, request: pb.ShellWriteRequest) -> pb.ShellInfo:
 
 
 async def signal(shells: Shells, request: pb.ShellSignalRequest) -> pb.ShellInfo:
-    name = request.signal.upper().removeprefix("SIG")
-    if name not in ("INT", "TERM", "HUP", "KILL", "QUIT", "USR1", "USR2", "STOP", "CONT"):
-        raise invalid(f"unsupported signal '{request.signal}'", "use INT, TERM, HUP or KILL")
+    name = signal_name(request.signal)
     shell = await shells.find(request.sandbox, request.shell_id)
     await shell.signal(name)
     return info(shell)

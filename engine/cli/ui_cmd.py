@@ -10,9 +10,12 @@ from engine.cli.context import Context
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theme", help="colour theme: grove-dark (default), grove-light, projector")
     p.add_argument("--read-only", action="store_true", help="look, but change nothing")
-    p.add_argument("--demo", action="store_true",
-                   help="a scripted tour on real sandboxes: pull debian:12, a service, a family "
-                   "of forks, a shell")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="a scripted tour on real sandboxes: pull debian:12, a service, a family "
+        "of forks, a shell",
+    )
 
 
 def ui(ctx: Context) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import crashpoints
 from engine.config import Paths
 from engine.store.records import SandboxRecord, TemplateRecord
 from engine.vmm import cmdline
@@ -94,6 +95,7 @@ async def start_loader(
         # Allocating 512 MiB of tmpfs pages is slow on nested hosts; do it before the source
         # pauses, not while it waits. Zero pages are given back afterwards (dig_holes).
         prealloc=True,
+        tag=paths.vm_tag(f"{template_id}-ld"),
     )
     vm = await Vm.launch(spec, files)
     try:
@@ -134,10 +136,13 @@ async def capture(
     try:
         pause_started = time.monotonic()
         await source_vm.quiesce_and_stop()
+        crashpoints.reached("capture.paused")
         try:
             await source_vm.freeze_disk(new_top)
             on_disk_frozen(new_top)
+            crashpoints.reached("capture.disk_frozen")
             await source_vm.migrate_out(f"unix:{loader.channel}", ignore_shared=False)
+            crashpoints.reached("capture.migrated")
         except BaseException as exc:
             log.warning("capture of %s failed: %s", source.id, exc)
             with contextlib.suppress(Exception):
@@ -147,10 +152,12 @@ async def capture(
             # The source always resumes, whatever happened to the copy.
             await source_vm.resume_after_migration()
             paused_ms = (time.monotonic() - pause_started) * 1000
+        crashpoints.reached("capture.resumed")
         await loader.vm.wait_incoming()
         tmp = state.with_suffix(".tmp")
         await loader.vm.migrate_out(f"exec:cat > {tmp}", ignore_shared=True)
         tmp.rename(state)
+        crashpoints.reached("capture.state_written")
     finally:
         await loader.vm.kill()
         with contextlib.suppress(OSError):

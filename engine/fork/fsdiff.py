@@ -75,6 +75,7 @@ async def _boot_base(engine: Engine, base: TemplateRecord) -> Vm:
         mem_shared=False, disk=disk, qmp_socket=files.qmp, ctl_socket=files.ctl,
         console_log=files.console, kernel=Path(base.boot["kernel"]),
         initrd=Path(base.boot["initrd"]), append=base.boot["append"], incoming=True,
+        tag=paths.vm_tag(tag),
     )  # fmt: skip
     vm = await Vm.launch(spec, files)
     try:

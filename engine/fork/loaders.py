@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 
 from engine.config import Paths
 from engine.fork import capture
 from engine.store.records import SandboxRecord
-from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
 
 log = logging.getLogger(__name__)
@@ -61,17 +59,3 @@ class LoaderPool:
         for loader in list(self._ready.values()):
             await capture.discard_loader(self._paths, loader)
         self._ready.clear()
-
-    def reap_orphans(self, known_templates: set[str]) -> None:
-        """Loaders of a killed engine: their QEMUs and files belong to no template row."""
-        for pid in cmdline.pids_using(str(self._paths.socket_dir / "snap-")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        for mem in self._paths.memory_dir.glob("snap-*.mem"):
-            if mem.stem not in known_templates:
-                mem.unlink(missing_ok=True)
-        for tdir in self._paths.templates.glob("snap-*"):
-            if tdir.name not in known_templates:
-                shutil.rmtree(tdir, ignore_errors=True)
-        for sock_dir in self._paths.socket_dir.glob("snap-*-ld"):
-            shutil.rmtree(sock_dir, ignore_errors=True)

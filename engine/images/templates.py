@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from engine import crashpoints
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.images import disks
@@ -42,7 +43,9 @@ class Templates:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def template_id(self, image: EnvironmentImage, vcpus: int, mem_mib: int) -> str:
-        key = f"{image.recipe_hash}:{vcpus}:{mem_mib}:{self._accel.name}"
+        # The CPU model is part of the frozen state: a template booted with other accelerator
+        # arguments cannot be restored with these.
+        key = f"{image.recipe_hash}:{vcpus}:{mem_mib}:{' '.join(self._accel.qemu_args())}"
         return "tpl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def usable(self, record: TemplateRecord | None) -> bool:
@@ -118,10 +121,12 @@ class Templates:
                 kernel=Path(boot["kernel"]),
                 initrd=Path(boot["initrd"]),
                 append=boot["append"],
+                tag=self._paths.vm_tag(template_id),
             )
             say(f"booting {image.name} once to make its template", None)
             started = time.monotonic()
             vm = await Vm.launch(spec, files)
+            crashpoints.reached("template.spawned")
             agent = await vm.connect_agent(AGENT_BOOT_TIMEOUT)
             await agent.sync()
             boot_s = time.monotonic() - started

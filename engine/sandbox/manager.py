@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from secrets import token_hex
 
+from engine import crashpoints
 from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.agent.errors import spawn_error
 from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS, MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB, Paths
@@ -25,7 +26,7 @@ from engine.fork import capture, gc
 from engine.fork.loaders import LoaderPool
 from engine.images import disks, environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
-from engine.sandbox import pool
+from engine.sandbox import ownership, pool
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
 from engine.sandbox.phase import LIVE, Phase, check_transition
@@ -40,7 +41,10 @@ log = logging.getLogger(__name__)
 # A restored guest has its agent already running: it answers within milliseconds.
 AGENT_RESTORE_TIMEOUT = 30.0
 MAX_REPLICAS = 64
-DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "20"))
+# Seconds after a fork before the zero pages it allocated in template files are given back.
+# At once by default: until then the host's copy-on-write total counts them, and the next
+# fork allocates them again before (not during) its pause, beside its children's start.
+DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "0"))
 
 ImageLoader = Callable[[str], "asyncio.Future[environments.EnvironmentImage]"]
 
@@ -70,6 +74,7 @@ class Sandboxes:
         self._pool = pool.WarmPool(paths, accel)
         self._loaders = LoaderPool(paths, accel)
         self._dig_timers: dict[str, asyncio.TimerHandle] = {}
+        self._digging: dict[str, asyncio.Task[None]] = {}
 
     # lookup
 
@@ -172,6 +177,7 @@ class Sandboxes:
             secrets=bool(secrets),
         )
         self._store.insert_sandbox(record)
+        crashpoints.reached("create.recorded")
         try:
             sdir = self._paths.sandbox_dir(sandbox_id)
             sdir.mkdir(parents=True, mode=0o700)
@@ -187,6 +193,7 @@ class Sandboxes:
             raise
         record.extra["create_ms"] = round((time.monotonic() - started) * 1000, 1)
         self._store.update_sandbox(record.id, extra=record.extra)
+        crashpoints.reached("create.running")
         await self._events.emit(record.id, "created", environment=environment, template=template.id)
         return record
 
@@ -203,7 +210,10 @@ class Sandboxes:
         """Start a QEMU waiting for a snapshot: memory MAP_PRIVATE over the template's file,
         a fresh disk layer over backing. Nothing runs until complete_restore()."""
         files = self._files(record.id)
-        warm = self._pool.take(template.id) if disk is None else None
+        # A restore from a finished template may take a warm VM and refills the pool; fork
+        # children (given their disks) restore from a template still being captured.
+        from_template = disk is None
+        warm = self._pool.take(template.id) if from_template else None
         if warm is not None:
             vm = self._claim(warm, files)
             disk = warm.disk
@@ -212,8 +222,13 @@ class Sandboxes:
                 disk = self._new_disk(record.id)
                 seed = self._paths.template_dir(template.id) / "empty-overlay.qcow2"
                 await disks.overlay_from_seed(disk, backing, seed)
-            vm = await Vm.launch(pool.restore_spec(self._accel, template, files, disk), files)
-        if backing == Path(template.disk_path):
+                crashpoints.reached("create.disk_made")
+            spec = pool.restore_spec(
+                self._accel, template, files, disk, self._paths.vm_tag(record.id)
+            )
+            vm = await Vm.launch(spec, files)
+            crashpoints.reached("create.spawned")
+        if from_template:
             self._pool.refill(template)
         record.disk_path = str(disk)
         self._vms[record.id] = vm
@@ -247,6 +262,7 @@ class Sandboxes:
         t0 = time.monotonic()
         if vm.agent is None:
             await vm.restore(state)
+        crashpoints.reached("create.restored")
         restored = time.monotonic()
         # A warm pool VM was restored and connected ahead of time.
         agent = vm.agent or await vm.connect_agent(AGENT_RESTORE_TIMEOUT)
@@ -326,8 +342,9 @@ class Sandboxes:
         record = self.get(ref)
         async with self._lock(record.id):
             record = self.get(record.id)
-            check_transition(record.id, record.phase, Phase.STOPPED)
+            self._set_phase(record, Phase.STOPPING)
             await self._end_vm(record.id, graceful=True)
+            crashpoints.reached("stop.vm_ended")
             self._drop_private_memory(record)
             self._set_phase(record, Phase.STOPPED, pid=None, pid_start=None)
             await self._events.emit(record.id, "stopped")
@@ -375,12 +392,14 @@ class Sandboxes:
                 kernel=Path(boot["kernel"]),
                 initrd=Path(boot["initrd"]),
                 append=boot["append"],
+                tag=self._paths.vm_tag(record.id),
             )
             record.extra["boot"] = boot
-            self._set_phase(record, Phase.CREATING, mem_path=str(mem_path), extra=record.extra)
+            self._set_phase(record, Phase.STARTING, mem_path=str(mem_path), extra=record.extra)
             try:
                 vm = await Vm.launch(spec, files)
                 self._vms[record.id] = vm
+                crashpoints.reached("start.spawned")
                 self._store.update_sandbox(record.id, pid=vm.pid, pid_start=vm.process.start)
                 agent = await vm.connect_agent(AGENT_BOOT_TIMEOUT)
                 await self._new_identity(record, agent)
@@ -406,8 +425,12 @@ class Sandboxes:
                     f"sandbox {record.id} is already terminated",
                     "list live sandboxes with 'grove sandbox ls'",
                 )
+            if record.phase is not Phase.TERMINATING:
+                self._set_phase(record, Phase.TERMINATING)
             await self._end_vm(record.id, graceful=False)
+            crashpoints.reached("terminate.vm_ended")
             self._remove_files(record)
+            crashpoints.reached("terminate.files_removed")
             self._set_phase(record, Phase.TERMINATED, pid=None, pid_start=None)
             await self._events.emit(record.id, "terminated")
         self.collect_garbage()
@@ -515,6 +538,7 @@ class Sandboxes:
             if warm_loader is None:
                 capture.prepare_memory(mem, source.mem_mib)
             children = self._child_records(source, template_id, replicas, name_prefix)
+            crashpoints.reached("capture.children_recorded")
             # Child QEMUs start while the source still runs: their disks sit on the source's
             # current layer, which the capture freezes; their memory maps the file the loader
             # is about to fill. They only load state once it exists.
@@ -550,7 +574,7 @@ class Sandboxes:
                     dig = self._dig_timers.pop(source.mem_path, None)
                     if dig is not None:
                         dig.cancel()
-                    launches.append(capture.fill_holes(Path(source.mem_path)))
+                    launches.append(self._fill_holes(source.mem_path))
                 results = await asyncio.gather(*launches, return_exceptions=True)
                 if starting is not None:
                     loader = await starting
@@ -558,6 +582,7 @@ class Sandboxes:
                     if isinstance(result, BaseException):
                         raise result
                 assert loader is not None
+                crashpoints.reached("capture.targets_started")
 
                 def disk_frozen(new_top: Path) -> None:
                     # Recorded at once: from here on the source writes only to new_top.
@@ -575,6 +600,7 @@ class Sandboxes:
                 template = captured.template
                 self._store.delete_template(template_id)
                 self._store.insert_template(template)
+                crashpoints.reached("capture.template_ready")
                 mem.chmod(0o400)
                 child_vms = [self._vms[c.id] for c in children]
                 done = await asyncio.gather(
@@ -587,6 +613,7 @@ class Sandboxes:
                 for outcome in done:
                     if isinstance(outcome, BaseException):
                         raise outcome
+                crashpoints.reached("capture.children_restored")
             except BaseException:
                 if starting is not None and loader is None:
                     starting.cancel()
@@ -614,16 +641,22 @@ class Sandboxes:
             children=[c.id for c in children], paused_ms=round(captured.paused_ms, 1),
         )  # fmt: skip
         # The full-RAM copy read every page of the source's template, allocating its holes,
-        # and wrote zero pages into the new file. Both are given back once forking from them
-        # has been quiet for a while: digging at once would make the very next fork read
-        # (and allocate) those holes again inside its pause. Only frozen template files are
-        # dug; a live guest's own RAM file could race with its writes.
+        # and wrote zero pages into the new file: both are given back now that the children
+        # run. Only frozen template files are dug; a live guest's own RAM file could race
+        # with its writes.
         frozen = {t.mem_path for t in self._store.list_templates() if t.phase == "ready"}
         for path in {str(mem), source.mem_path} & frozen:
             self._schedule_dig(path)
         return source, template, children, captured.paused_ms
 
-    def _schedule_dig(self, path: str) -> None:
+    async def _fill_holes(self, path: str) -> None:
+        digging = self._digging.get(path)
+        if digging is not None:  # let it finish, or the pause faults in what it just freed
+            with contextlib.suppress(Exception):
+                await digging
+        await capture.fill_holes(Path(path))
+
+    def _schedule_dig(self, path: str, delay: float = DIG_DELAY_S) -> None:
         timer = self._dig_timers.pop(path, None)
         if timer is not None:
             timer.cancel()
@@ -632,9 +665,11 @@ class Sandboxes:
             self._dig_timers.pop(path, None)
             task = asyncio.create_task(capture.dig_holes(Path(path)))
             self._background.add(task)
+            self._digging[path] = task
             task.add_done_callback(self._background.discard)
+            task.add_done_callback(lambda _t: self._digging.pop(path, None))
 
-        self._dig_timers[path] = asyncio.get_running_loop().call_later(DIG_DELAY_S, dig)
+        self._dig_timers[path] = asyncio.get_running_loop().call_later(delay, dig)
 
     def _child_records(
         self, source: SandboxRecord, template_id: str, replicas: int, name_prefix: str
@@ -691,25 +726,35 @@ class Sandboxes:
                     "invalid_phase", f"sandbox {record.id} is {record.phase.value}",
                     _not_running_remedy(record),
                 )  # fmt: skip
+            # The target is recorded with the intent: an engine that dies mid-reset leaves a
+            # row from which the next engine finishes the reset (recover()).
+            record.extra["reset_to"] = target.id
+            self._set_phase(record, Phase.RESETTING, extra=record.extra)
             await self._end_vm(record.id, graceful=False)
-            self._drop_private_memory(record)
-            self._drop_top_disk(record)
-            record.phase = Phase.CREATING
-            self._store.update_sandbox(record.id, phase=Phase.CREATING)
-            try:
-                new_vm = await self._launch_target(record, target, Path(target.disk_path))
-                record.extra["disk_base"] = target.id
-                self._store.update_sandbox(record.id, extra=record.extra)
-                await self._complete_restore(record, new_vm, Path(target.state_path))
-            except BaseException:
-                failed = self._vms.pop(record.id, None)
-                if failed is not None:
-                    await failed.kill()
-                self._set_phase(record, Phase.FAILED, error="reset failed", pid=None)
-                raise
+            crashpoints.reached("reset.vm_ended")
+            await self._restore_for_reset(record, target)
             await self._events.emit(record.id, "reset", template=target.id)
         self.collect_garbage()
         return record
+
+    async def _restore_for_reset(self, record: SandboxRecord, target: TemplateRecord) -> None:
+        """The second half of a reset: a fresh restore of target in place of the old VM."""
+        self._drop_private_memory(record)
+        self._drop_top_disk(record)
+        try:
+            new_vm = await self._launch_target(record, target, Path(target.disk_path))
+            crashpoints.reached("reset.launched")
+            record.extra["disk_base"] = target.id
+            record.extra["origin"] = record.extra.get("origin") or target.id
+            record.extra.pop("reset_to", None)
+            self._store.update_sandbox(record.id, extra=record.extra)
+            await self._complete_restore(record, new_vm, Path(target.state_path))
+        except BaseException:
+            failed = self._vms.pop(record.id, None)
+            if failed is not None:
+                await failed.kill()
+            self._set_phase(record, Phase.FAILED, error="reset failed", pid=None)
+            raise
 
     def delete_snapshot(self, name: str) -> TemplateRecord:
         template = self.snapshot_by_name(name)
@@ -791,50 +836,92 @@ class Sandboxes:
             await self._events.emit(sandbox_id, "failed", reason="vm exited")
 
     async def recover(self) -> None:
-        """After an engine restart: re-adopt live VMs, fail the dead, reap half-made ones."""
-        records = self._store.list_sandboxes(include_terminated=False)
-        frozen = {t.disk_path for t in self._store.list_templates()}
-        self._pool.reap_orphans(
-            {r.pid for r in records if r.pid}, {r.disk_path for r in records} | frozen
-        )
+        """After an engine restart: re-adopt live VMs, finish or undo what the dead engine was
+        doing (each -ing phase says what), then reap whatever no record claims."""
         await self.reap_unfinished_templates()
-        self._loaders.reap_orphans({t.id for t in self._store.list_templates()})
         for record in self.records():
             if record.phase not in LIVE:
                 continue
-            files = self._files(record.id)
-            vm = None
-            if record.pid:
-                vm = await Vm.adopt(files, record.pid, record.pid_start)
-            if record.phase is Phase.CREATING:
-                # Half-created when the engine died: nobody is waiting for it any more.
-                if vm is not None:
-                    await vm.kill()
-                self._remove_files(record)
-                self._store.delete_sandbox(record.id)
-                log.info("reaped half-created sandbox %s", record.id)
-                continue
-            if vm is None:
-                self._remove_files_keep_disk(record)
-                self._set_phase(
-                    record,
-                    Phase.FAILED,
-                    error="the VM process died while the engine was down",
-                    pid=None,
-                )
-                await self._events.emit(record.id, "failed", reason="vm gone after engine restart")
-                continue
-            await self._reconcile(record, vm)
             try:
-                await vm.connect_agent(10.0)
-            except GroveError:
+                await self._recover_one(record)
+            except Exception:  # one sandbox must not keep the engine from starting
+                log.exception("recovering sandbox %s failed", record.id)
+                with contextlib.suppress(Exception):
+                    self._vms.pop(record.id, None)
+                    self._set_phase(record, Phase.FAILED, error="recovery after restart failed")
+        live_pids = {vm.pid for vm in self._vms.values()}
+        await ownership.reap(self._paths, ownership.claims(self._store, live_pids))
+        # Holes a fork filled in a template file are given back even if the engine died first.
+        for template in self._store.list_templates():
+            if template.phase == "ready":
+                self._schedule_dig(template.mem_path, delay=0.0)
+
+    async def _recover_one(self, record: SandboxRecord) -> None:
+        if record.phase is Phase.CREATING:
+            # Half-created when the engine died: nobody is waiting for it any more. Its QEMU,
+            # if any, is reaped with everything else no record claims.
+            self._remove_files(record)
+            self._store.delete_sandbox(record.id)
+            log.info("reaped half-created sandbox %s", record.id)
+            return
+        vm = None
+        if record.pid:
+            vm = await Vm.adopt(self._files(record.id), record.pid, record.pid_start)
+        if record.phase is Phase.TERMINATING:
+            if vm is not None:
                 await vm.kill()
-                self._set_phase(record, Phase.FAILED, error="agent unreachable after restart")
-                continue
-            self._vms[record.id] = vm
-            self._watch(record.id, vm)
-            await self._events.emit(record.id, "adopted", pid=vm.pid)
-            log.info("re-adopted sandbox %s (pid %s)", record.id, vm.pid)
+            self._remove_files(record)
+            self._set_phase(record, Phase.TERMINATED, pid=None, pid_start=None)
+            await self._events.emit(record.id, "terminated", reason="finished after restart")
+            return
+        if record.phase in (Phase.STOPPING, Phase.STARTING):
+            # Both end stopped: the disk is kept and a start boots from it again.
+            if vm is not None:
+                await vm.quit() if record.phase is Phase.STOPPING else await vm.kill()
+            self._drop_private_memory(record)
+            self._files(record.id).remove_sockets()
+            self._set_phase(record, Phase.STOPPED, pid=None, pid_start=None)
+            await self._events.emit(record.id, "stopped", reason="finished after restart")
+            return
+        if record.phase is Phase.RESETTING:
+            await self._recover_reset(record, vm)
+            return
+        if vm is None:
+            self._remove_files_keep_disk(record)
+            self._set_phase(
+                record, Phase.FAILED, error="the VM process died while the engine was down",
+                pid=None,
+            )  # fmt: skip
+            await self._events.emit(record.id, "failed", reason="vm gone after engine restart")
+            return
+        await self._reconcile(record, vm)
+        try:
+            await vm.connect_agent(10.0)
+        except GroveError:
+            await vm.kill()
+            self._set_phase(record, Phase.FAILED, error="agent unreachable after restart")
+            return
+        self._vms[record.id] = vm
+        self._watch(record.id, vm)
+        await self._events.emit(record.id, "adopted", pid=vm.pid)
+        log.info("re-adopted sandbox %s (pid %s)", record.id, vm.pid)
+
+    async def _recover_reset(self, record: SandboxRecord, vm: Vm | None) -> None:
+        """A reset the dead engine began: its old state is already gone, so finish it."""
+        if vm is not None:
+            await vm.kill()
+        target = self._store.get_template(str(record.extra.get("reset_to", "")))
+        if target is None or target.phase != "ready":
+            self._remove_files_keep_disk(record)
+            self._set_phase(record, Phase.FAILED, error="reset interrupted; its target is gone")
+            return
+        try:
+            await self._restore_for_reset(record, target)
+        except Exception as exc:  # the record is FAILED by now, with the cause logged
+            log.warning("could not finish the reset of %s: %s", record.id, exc)
+            return
+        await self._events.emit(record.id, "reset", template=target.id, reason="after restart")
+        log.info("finished the interrupted reset of %s", record.id)
 
     async def _reconcile(self, record: SandboxRecord, vm: Vm) -> None:
         """Make the record match the VM after an engine died mid-operation (e.g. a fork)."""
@@ -871,8 +958,11 @@ class Sandboxes:
         self._files(record.id).remove_sockets()
 
     async def shutdown(self) -> None:
-        """Engine stop: every VM is stopped cleanly; disks are kept, nothing is orphaned."""
-        for sandbox_id in list(self._vms):
+        """Engine stop: every VM is stopped cleanly; disks are kept, nothing is orphaned, and
+        template files give back the holes forks filled."""
+        for n, sandbox_id in enumerate(list(self._vms)):
+            if n == 1:
+                crashpoints.reached("shutdown.stopping")
             record = self._store.get_sandbox(sandbox_id)
             if record is None:
                 continue
@@ -882,9 +972,23 @@ class Sandboxes:
             task.cancel()
         await self._pool.close()
         await self._loaders.close()
+        for timer in self._dig_timers.values():
+            timer.cancel()
+        self._dig_timers.clear()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await ownership.reap(self._paths, ownership.claims(self._store, set()))
+        for template in self._store.list_templates():
+            if template.phase == "ready":
+                await capture.dig_holes(Path(template.mem_path))
 
     def running_count(self) -> int:
         return len(self._vms)
+
+    def running_ids(self) -> list[str]:
+        """Sandboxes this engine holds a VM for (read from memory, not the store)."""
+        return list(self._vms)
 
     def vm(self, sandbox_id: str) -> Vm | None:
         return self._vms.get(sandbox_id)

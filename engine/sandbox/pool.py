@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import crashpoints
 from engine.config import Paths
 from engine.images import disks
 from engine.store.records import TemplateRecord
@@ -30,12 +31,23 @@ from engine.vmm.vm import Vm, VmFiles
 log = logging.getLogger(__name__)
 
 POOL_PREFIX = "pool-"
-WARM_AGENT_TIMEOUT = 60.0
+# A warm-up is bounded: a restore that cannot finish fails within these, and waits for events
+# rather than polling, so a failure costs little CPU.
+WARM_RESTORE_TIMEOUT = 20.0
+WARM_AGENT_TIMEOUT = 30.0
 REFILL_DELAY_S = 3.0
+# After a failed warm-up the next try for that template waits, doubling up to the maximum.
+BACKOFF_FIRST_S = 10.0
+BACKOFF_MAX_S = 600.0
+
+
+def restorable(template: TemplateRecord) -> bool:
+    """Only a finished template can be restored from: one still being captured has no state."""
+    return template.phase == "ready" and bool(template.state_path)
 
 
 def restore_spec(accel: Accelerator, template: TemplateRecord, files: VmFiles,
-                 disk: Path) -> cmdline.VmSpec:  # fmt: skip
+                 disk: Path, tag: str) -> cmdline.VmSpec:  # fmt: skip
     """The command line of any VM restored from template: memory MAP_PRIVATE over its file."""
     return cmdline.VmSpec(
         accel=accel,
@@ -51,6 +63,7 @@ def restore_spec(accel: Accelerator, template: TemplateRecord, files: VmFiles,
         initrd=Path(template.boot["initrd"]),
         append=template.boot["append"],
         incoming=True,
+        tag=tag,
     )
 
 
@@ -69,6 +82,8 @@ class WarmPool:
         self._warm: dict[str, list[Warm]] = {}
         self._filling: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # template id -> (failures so far, loop time before which no new try starts)
+        self._backoff: dict[str, tuple[int, float]] = {}
 
     def take(self, template_id: str) -> Warm | None:
         ready = self._warm.get(template_id) or []
@@ -84,7 +99,13 @@ class WarmPool:
     def refill(self, template: TemplateRecord) -> None:
         if self.size <= 0 or template.id in self._filling:
             return
+        if not restorable(template):
+            log.error("not warming %s: it is %s, not ready", template.id, template.phase)
+            return
         if len(self._warm.get(template.id, [])) >= self.size:
+            return
+        _, not_before = self._backoff.get(template.id, (0, 0.0))
+        if asyncio.get_running_loop().time() < not_before:
             return
         task = asyncio.create_task(self._fill(template))
         self._filling[template.id] = task
@@ -98,8 +119,13 @@ class WarmPool:
             try:
                 warm = await self._launch(template)
             except Exception as exc:  # a failed warm-up only costs the next create speed
-                log.warning("could not pre-start a VM for %s: %s", template.id, exc)
+                failures = self._backoff.get(template.id, (0, 0.0))[0] + 1
+                wait = min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+                self._backoff[template.id] = (failures, asyncio.get_running_loop().time() + wait)
+                log.warning("could not pre-start a VM for %s: %s (next try in %.0f s)",
+                            template.id, exc, wait)  # fmt: skip
                 return
+            self._backoff.pop(template.id, None)
             self._warm[template.id].append(warm)
 
     async def _launch(self, template: TemplateRecord) -> Warm:
@@ -111,11 +137,14 @@ class WarmPool:
         await disks.overlay_from_seed(disk, Path(template.disk_path), seed)
         vm: Vm | None = None
         try:
-            vm = await Vm.launch(restore_spec(self._accel, template, files, disk), files)
-            await vm.restore(Path(template.state_path))
+            spec = restore_spec(self._accel, template, files, disk, self._paths.vm_tag(token))
+            vm = await Vm.launch(spec, files)
+            crashpoints.reached("pool.spawned")
+            await vm.restore(Path(template.state_path), WARM_RESTORE_TIMEOUT)
             agent = await vm.connect_agent(WARM_AGENT_TIMEOUT)
             for _ in range(2):
                 await agent.run(["true"])
+            crashpoints.reached("pool.warm")
         except BaseException:
             if vm is not None:
                 await vm.kill()
@@ -145,18 +174,3 @@ class WarmPool:
     async def close(self) -> None:
         for template_id in list(self._warm) + list(self._filling):
             await self.drop(template_id)
-
-    def reap_orphans(self, claimed_pids: set[int], claimed_disks: set[str]) -> None:
-        """Warm targets a killed engine left behind: nobody can claim them now. A claimed
-        target keeps its pool-named disk and command line, so sandboxes' own are spared."""
-        marker = str(self._paths.socket_dir / POOL_PREFIX)
-        for pid in cmdline.pids_using(marker):
-            if pid not in claimed_pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-        for leftover in self._paths.disks.glob(f"{POOL_PREFIX}*.qcow2"):
-            if str(leftover) not in claimed_disks:
-                leftover.unlink(missing_ok=True)
-        shutil.rmtree(self._paths.home / "pool", ignore_errors=True)
-        for sock_dir in self._paths.socket_dir.glob(f"{POOL_PREFIX}*"):
-            shutil.rmtree(sock_dir, ignore_errors=True)

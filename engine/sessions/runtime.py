@@ -16,7 +16,7 @@ from engine.store.db import Store
 class GuestSessions:
     def __init__(self, paths: Paths, store: Store, sandboxes: Sandboxes, events: EventLog) -> None:
         self.table = SessionTable(store)
-        self.watch = SandboxWatch(sandboxes, store)
+        self.watch = SandboxWatch(sandboxes, store, events)
         self.shells = Shells(paths, sandboxes, self.table, events, self.watch)
         self.services = Services(paths, sandboxes, self.table, events, self.watch)
         self.console = ConsoleTail(paths, self.table, events)

@@ -3,8 +3,9 @@
 A guest session (a shell, a service) outlives the engine's connection to the agent: the engine
 restarts and reconnects, a sandbox is restored from a snapshot under a new QEMU, a fork child
 wakes up with its parent's processes. Each time, the agent lists the sessions it kept in its
-hello, and whoever owns them here must attach again with new host-side objects. Watching the
-sandbox table is enough to see all of these without hooks in the lifecycle code: a running
+hello, and whoever owns them here must attach again with new host-side objects. Every one of
+these is a lifecycle event (created, started, reset, adopted, stopped, failed, terminated), so
+the watch follows the engine's event bus and checks the sandbox an event names: a running
 sandbox whose ``vm.agent`` is not the client we last saw has a new connection.
 """
 
@@ -18,6 +19,7 @@ from typing import Protocol
 
 from engine.agent.client import AgentClient
 from engine.errors import GroveError
+from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
 from engine.sandbox.phase import LIVE, Phase
 from engine.store.db import Store
@@ -26,8 +28,8 @@ from engine.vmm.vm import Vm
 
 log = logging.getLogger(__name__)
 
-#: How often the table is looked at. A new connection is also noticed at once by any API call
-#: that goes through ``ensure``; the period only bounds how long unattended output waits.
+#: How often the tickers (console tail, shell checkpoints) run for the running sandboxes.
+#: Connection changes do not wait for it: they arrive as events.
 INTERVAL_S = 0.5
 
 Ticker = Callable[[SandboxRecord], Awaitable[None]]
@@ -48,9 +50,12 @@ class SessionOwner(Protocol):
 
 
 class SandboxWatch:
-    def __init__(self, sandboxes: Sandboxes, store: Store, interval: float = INTERVAL_S) -> None:
+    def __init__(
+        self, sandboxes: Sandboxes, store: Store, events: EventLog, interval: float = INTERVAL_S
+    ) -> None:
         self._sandboxes = sandboxes
         self._store = store
+        self._events = events
         self._interval = interval
         self._owners: list[SessionOwner] = []
         self._tickers: list[Ticker] = []
@@ -88,16 +93,25 @@ class SandboxWatch:
             return None
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sandbox watch pass failed")
-            await asyncio.sleep(self._interval)
+        loop = asyncio.get_running_loop()
+        with self._events.subscribe() as changes:
+            next_tick = loop.time()
+            while True:
+                try:
+                    change = await asyncio.wait_for(
+                        changes.get(), max(0.0, next_tick - loop.time())
+                    )
+                    await self.ensure(change.sandbox_id)
+                except TimeoutError:
+                    next_tick = loop.time() + self._interval
+                    await self._tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sandbox watch failed")
 
     async def pass_once(self) -> None:
+        """Check every sandbox once (at start-up, after recovery), then tick."""
         running = {r.id: r for r in self._sandboxes.records() if r.phase is Phase.RUNNING}
         active: set[str] = set(self._seen)
         for owner in self._owners:
@@ -106,6 +120,13 @@ class SandboxWatch:
             await self._check(sandbox_id, self._record(sandbox_id))
         for record in running.values():
             await self._check(record.id, record)
+        await self._tick()
+
+    async def _tick(self) -> None:
+        for sandbox_id in self._sandboxes.running_ids():
+            record = self._record(sandbox_id)
+            if record is None or record.phase is not Phase.RUNNING:
+                continue
             for ticker in self._tickers:
                 try:
                     await ticker(record)

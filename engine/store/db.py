@@ -157,9 +157,7 @@ class Store:
 
     def name_taken(self, name: str) -> bool:
         return bool(
-            self._query(
-                "SELECT 1 FROM sandboxes WHERE name = ? AND phase != 'terminated'", (name,)
-            )
+            self._query("SELECT 1 FROM sandboxes WHERE name = ? AND phase != 'terminated'", (name,))
         )
 
     # templates

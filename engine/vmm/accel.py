@@ -18,7 +18,10 @@ class Accelerator:
             # -arch-capabilities: QEMU aborts on MSR 0x10a on some nested hosts without it.
             return ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]
         # A 16 MiB translation cache instead of the default saves ~18 MiB per VM.
-        return ["-accel", "tcg,tb-size=16"]
+        # +arat (an always-running APIC timer): without it the guest kernel keeps its lapic
+        # tick periodic (the microvm machine has no HPET to fall back on), and every one of
+        # its 250 ticks a second is emulated: an idle guest cost ~7% of a core, with it ~1%.
+        return ["-accel", "tcg,tb-size=16", "-cpu", "qemu64,+arat"]
 
 
 def _cpu_has_virt() -> bool:

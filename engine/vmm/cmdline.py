@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,9 @@ class VmSpec:
     prealloc: bool = False
     forwards: tuple[PortForward, ...] = field(default_factory=tuple)
     network: bool = True
+    # -name guest=TAG: who owns this QEMU (Paths.vm_tag), readable from /proc by the next
+    # engine even when the store never learnt the pid.
+    tag: str = ""
 
 
 def qemu_binary() -> str:
@@ -103,22 +108,35 @@ def build(spec: VmSpec) -> list[str]:
         argv += ["-incoming", "defer"]
     if spec.start_paused:
         argv += ["-S"]
+    if spec.tag:
+        argv += ["-name", f"guest={spec.tag}"]
     return argv
 
 
-def pids_using(path: str) -> list[int]:
-    """QEMU processes whose command line names path (loaders of an interrupted capture)."""
-    import os
-
-    found = []
+def qemu_cmdlines() -> dict[int, list[str]]:
+    """Every QEMU process on the host, with its argv."""
+    found: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if argv and b"qemu-system" in argv[0] and any(path.encode() in a for a in argv):
-            found.append(int(entry))
+        if argv and "qemu-system" in argv[0]:
+            found[int(entry)] = argv
     return found
+
+
+def tag_of(argv: list[str]) -> str:
+    """The owner tag a Grove QEMU carries (its -name guest=...), or ''."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-name" and value.startswith("guest="):
+            return value.removeprefix("guest=").split(",", 1)[0]
+    return ""
+
+
+def pids_using(path: str) -> list[int]:
+    """QEMU processes whose command line names path (loaders of an interrupted capture)."""
+    return [pid for pid, argv in qemu_cmdlines().items() if any(path in a for a in argv)]

@@ -14,7 +14,7 @@ from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
 from engine.vmm import cmdline
 from engine.vmm.process import QemuProcess
-from engine.vmm.qmp import Qmp, QmpError
+from engine.vmm.qmp import Qmp, QmpError, migration_caps
 
 log = logging.getLogger(__name__)
 
@@ -84,30 +84,33 @@ class Vm:
             return None
         try:
             qmp = await Qmp.connect(files.qmp, timeout=3.0)
-        except GroveError:
+        except (GroveError, OSError, TimeoutError):
+            # A monitor that will not talk cannot be driven: the VM is of no use to anyone.
             await process.kill()
             return None
         return cls(files, process, qmp)
 
-    async def restore(self, state: Path) -> None:
-        """Load device state into a VM started with -incoming defer and run it."""
+    async def restore(self, state: Path, timeout: float = 60.0) -> None:
+        """Load device state into a VM started with -incoming defer and run it.
+
+        Waits for QEMU's MIGRATION event, not by polling its status: a poll every few ms keeps
+        QEMU's monitor thread busy for the whole load. A stream that fails, or a QEMU that
+        exits, fails at once instead of at the deadline.
+        """
+        if not state.is_file():
+            raise GroveError(
+                "restore_failed",
+                f"snapshot state {state} is missing",
+                "the snapshot is incomplete; take it again",
+            )
         await self.qmp.execute(
-            "migrate-set-capabilities",
-            capabilities=[{"capability": "x-ignore-shared", "state": True}],
+            "migrate-set-capabilities", capabilities=migration_caps(x_ignore_shared=True)
         )
         await self.qmp.execute("migrate-incoming", uri=f"exec:cat {state}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while True:
-            status = (await self.qmp.execute("query-status"))["status"]
-            if status == "running":
-                return
-            if status == "paused" or status == "postmigrate":
-                await self.qmp.execute("cont")
-                return
-            if status in ("inmigrate",) and loop.time() < deadline:
-                await asyncio.sleep(0.001)
-                continue
+        status = await self.wait_incoming(timeout)
+        if status in ("paused", "postmigrate"):
+            await self.qmp.execute("cont")
+        elif status != "running":
             raise GroveError(
                 "restore_failed",
                 f"VM did not resume from its snapshot (status {status})",
@@ -141,8 +144,7 @@ class Vm:
         """Pause and write device state (guest RAM stays in the shared memory file)."""
         await self.quiesce_and_stop()
         await self.qmp.execute(
-            "migrate-set-capabilities",
-            capabilities=[{"capability": "x-ignore-shared", "state": True}],
+            "migrate-set-capabilities", capabilities=migration_caps(x_ignore_shared=True)
         )
         tmp = state.with_suffix(".tmp")
         await self.qmp.execute("migrate", uri=f"exec:cat > {tmp}")
@@ -167,29 +169,59 @@ class Vm:
         bandwidth: dict[str, Any] = {"max-bandwidth": 64 << 30}
         await self.qmp.execute("migrate-set-parameters", **bandwidth)
         await self.qmp.execute(
-            "migrate-set-capabilities",
-            capabilities=[{"capability": "x-ignore-shared", "state": ignore_shared}],
+            "migrate-set-capabilities", capabilities=migration_caps(x_ignore_shared=ignore_shared)
         )
         await self.qmp.execute("migrate", uri=uri)
         await self.qmp.wait_migration()
 
     async def migrate_in(self, uri: str, ignore_shared: bool) -> None:
         await self.qmp.execute(
-            "migrate-set-capabilities",
-            capabilities=[{"capability": "x-ignore-shared", "state": ignore_shared}],
+            "migrate-set-capabilities", capabilities=migration_caps(x_ignore_shared=ignore_shared)
         )
         await self.qmp.execute("migrate-incoming", uri=uri)
 
     async def wait_incoming(self, timeout: float = 60.0) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        """Wait until an incoming migration has ended; return the run state it left.
+
+        A failed load makes QEMU exit, which ends the wait at once (see Qmp.poll for why
+        this asks rather than only waiting for events).
+        """
+        exited = asyncio.ensure_future(self.process.wait())
+        status = "inmigrate"
+
+        async def loaded() -> bool:
+            nonlocal status
             status = str((await self.qmp.execute("query-status"))["status"])
-            if status != "inmigrate":
-                return status
-            if loop.time() > deadline:
-                raise GroveError("migration_timeout", "snapshot load timed out", "retry")
-            await asyncio.sleep(0.001)
+            return status != "inmigrate"
+
+        try:
+            done = await self.qmp.poll(loaded, timeout, _incoming_event, stop=exited)
+        except QmpError:
+            if exited.done() or not self.process.alive():
+                raise self._load_failed() from None
+            raise
+        finally:
+            exited.cancel()
+        if done:
+            return status
+        if not self.process.alive():
+            raise self._load_failed()
+        raise GroveError(
+            "migration_timeout",
+            f"snapshot load did not finish in {timeout:.0f} s",
+            f"see {self.files.qemu_log}",
+        )
+
+    def _load_failed(self) -> GroveError:
+        try:
+            tail = self.files.qemu_log.read_text(errors="replace").strip().splitlines()[-2:]
+        except OSError:
+            tail = []
+        return GroveError(
+            "restore_failed",
+            f"QEMU exited while loading the snapshot: {' / '.join(tail) or 'no output'}",
+            f"see {self.files.qemu_log}",
+        )
 
     async def disk_file(self) -> str | None:
         """The image file the VM writes now (the top of its disk chain)."""
@@ -242,3 +274,7 @@ class Vm:
         await self.qmp.close()
         self.files.remove_sockets()
         log.debug("vm %s killed in %.1f ms", self.pid, (time.monotonic() - started) * 1000)
+
+
+def _incoming_event(message: dict[str, Any]) -> bool:
+    return message.get("event") in ("MIGRATION", "RESUME")
