@@ -11,17 +11,17 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from engine import __version__
-from engine.api import grove_pb2 as pb
 from engine.api.server import make_server
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.fork import fsdiff, lineage
 from engine.images import environments
+from engine.images.catalog import EnvironmentCatalog
 from engine.images.templates import Templates
 from engine.metering.sampler import engine_sampler
 from engine.sandbox.events import EventLog
@@ -34,6 +34,18 @@ from guest.image import builder
 log = logging.getLogger("grove.engine")
 
 
+@dataclass(frozen=True)
+class EngineStatus:
+    pid: int
+    socket: str
+    accelerator: str
+    accelerator_reason: str
+    home: str
+    version: str
+    started_at: float
+    sandboxes_running: int
+
+
 class Engine:
     def __init__(self, paths: Paths, meter_interval: float | None = None) -> None:
         self.paths = paths
@@ -43,19 +55,18 @@ class Engine:
         self.events = EventLog(self.store)
         self.templates = Templates(paths, self.store, self.accel)
         self.sandboxes = Sandboxes(
-            paths, self.store, self.accel, self.templates, self.events, self.load_image
+            paths, self.store, self.accel, self.templates, self.events, self._load_image
         )
+        self.environments = EnvironmentCatalog(paths, self.store, self.templates, self.sandboxes)
         self.meter = engine_sampler(self.sandboxes, meter_interval)
         self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events)
         self._shutdown = asyncio.Event()
 
-    def load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
-        return asyncio.create_task(
-            asyncio.to_thread(environments.build, name, str(self.paths.home), None, False)
-        )
+    def _load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
+        return self.environments.load_image(name)
 
-    def status(self) -> pb.EngineStatus:
-        return pb.EngineStatus(
+    def status(self) -> EngineStatus:
+        return EngineStatus(
             pid=os.getpid(),
             socket=str(self.paths.socket),
             accelerator=self.accel.name,
@@ -70,100 +81,12 @@ class Engine:
         envs = [e.name for e in builder.list_environments(self.paths.home)]
         return lineage.build(envs, self.store.list_templates(), self.store.list_sandboxes())
 
-    async def diff(self, ref: str, against: str, paths: list[str]) -> pb.DiffReply:
-        return await fsdiff.diff(self, ref, against, paths)
+    async def diff(self, ref: str, against: str, paths: list[str]) -> fsdiff.Diff:
+        context = fsdiff.DiffContext(self.sandboxes, self.store, self.paths, self.accel)
+        return await fsdiff.diff(context, ref, against, paths)
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
-
-    # environments
-
-    def _environment(self, name: str) -> pb.Environment:
-        image = environments.cached(str(self.paths.home), name)
-        message = pb.Environment(name=name, description=environments.describe(name), cached=False)
-        if image is not None:
-            message.cached = True
-            message.recipe_hash = image.recipe_hash
-            message.size_bytes = environments.image_size(image)
-            message.created_at = image.created
-            message.kernel = str(image.kernel)
-            message.initramfs = str(image.initramfs)
-            message.rootfs = str(image.rootfs)
-            message.template_ready = any(
-                t.environment == name and t.phase == "ready" and t.image_hash == image.recipe_hash
-                for t in self.store.list_templates()
-            )
-        return message
-
-    async def list_environments(self) -> list[pb.Environment]:
-        return [
-            await asyncio.to_thread(self._environment, name)
-            for name in environments.known_environments()
-        ]
-
-    async def inspect_environment(self, name: str) -> pb.Environment:
-        environments.validate_name(name)
-        return await asyncio.to_thread(self._environment, name)
-
-    async def pull_environment(
-        self, name: str, force: bool, warm: bool
-    ) -> AsyncIterator[pb.PullProgress]:
-        environments.validate_name(name)
-        loop = asyncio.get_running_loop()
-        updates: asyncio.Queue[pb.PullProgress] = asyncio.Queue()
-
-        def progress(stage: str, fraction: float | None) -> None:
-            update = pb.PullProgress(stage=stage, fraction=-1.0 if fraction is None else fraction)
-            loop.call_soon_threadsafe(updates.put_nowait, update)
-
-        cached = await asyncio.to_thread(environments.cached, str(self.paths.home), name)
-        task = asyncio.create_task(
-            asyncio.to_thread(environments.build, name, str(self.paths.home), progress, force)
-        )
-        while not task.done():
-            getter = asyncio.create_task(updates.get())
-            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                getter.cancel()
-        while not updates.empty():
-            yield updates.get_nowait()
-        image = task.result()
-        if warm:
-            from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS
-
-            record = await self.templates.ensure(
-                image, DEFAULT_VCPUS, DEFAULT_MEM_MIB, progress=progress
-            )
-            while not updates.empty():
-                yield updates.get_nowait()
-            log.info("template %s ready for %s", record.id, name)
-        yield pb.PullProgress(
-            stage="ready",
-            fraction=1.0,
-            done=True,
-            cache_hit=cached is not None and not force,
-            environment=await asyncio.to_thread(self._environment, name),
-        )
-
-    async def prune(self) -> pb.PruneReply:
-        # Templates no live or stopped sandbox restores from are dropped with their memory.
-        in_use = {
-            r.template_id for r in self.sandboxes.records(include_terminated=False) if r.template_id
-        }
-        removed: list[str] = []
-        for template in self.store.list_templates():
-            if template.id not in in_use:
-                await self.sandboxes.release_template(template.id)
-                self.templates.remove(template)
-                removed.append(template.id)
-        # Layers behind a kept template's disk chain stay, even if their environment moved on.
-        keep = [Path(t.disk_path) for t in self.store.list_templates()]
-        keep += [Path(t.boot.get("kernel", "")) for t in self.store.list_templates()]
-        keep += [Path(t.boot.get("initrd", "")) for t in self.store.list_templates()]
-        freed = await asyncio.to_thread(builder.prune, self.paths.home, keep)
-        return pb.PruneReply(bytes_freed=freed, removed=removed)
 
     # serving
 

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pluggy
 import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = "debian:12"
+#: Where a failed VM test leaves its engine log, VM consoles and QEMU command lines.
+RESULTS = REPO / "test-results"
+#: Fixtures that boot VMs (or, for `built`, build the image they boot): their tests get `vm`.
+VM_FIXTURES = frozenset({"grove", "fresh_grove", "sandbox", "built"})
 
 
 @dataclass
@@ -99,6 +106,15 @@ class Grove:
         return Paths(self.home).memory_dir
 
 
+def exited(pid: int) -> bool:
+    """No such process, or a zombie: whoever inherited an orphan may be slow to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def image_cache() -> Path:
     cache = Path(os.environ.get("GROVE_TEST_IMAGE_CACHE", "/var/tmp/grove-test-images"))
     from guest.image.builder import build_environment
@@ -125,6 +141,10 @@ def _link_or_copy(src: str, dst: str) -> object:
         return shutil.copy2(src, dst)
 
 
+#: Every home make_grove made whose engine has not been torn down yet.
+LIVE_GROVES: list[Grove] = []
+
+
 def make_grove(prefix: str) -> Grove:
     # Short path: per-VM unix sockets must fit in sun_path.
     home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -135,11 +155,15 @@ def make_grove(prefix: str) -> Grove:
     # measure memory should not wait that long.
     env["GROVE_DIG_DELAY"] = "1"
     env["PYTHONPATH"] = str(REPO)
-    return Grove(home, env)
+    grove = Grove(home, env)
+    LIVE_GROVES.append(grove)
+    return grove
 
 
 def teardown_grove(grove: Grove) -> None:
     """Stop the engine, then prove nothing of this home is left running or mounted."""
+    if grove in LIVE_GROVES:
+        LIVE_GROVES.remove(grove)
     grove.run("engine", "stop", timeout=180)
     pid = grove.engine_pid()
     if pid is not None:
@@ -177,3 +201,109 @@ def sandbox(grove: Grove) -> Iterator[str]:
     sid = grove.ok("sandbox", "create", ENV).out.strip()
     yield sid
     grove.run("sandbox", "terminate", sid)
+
+
+# -- markers and failure artifacts -----------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a VM fixture, so `-m "not vm"` runs the rest in seconds."""
+    for item in items:
+        if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    outcome = yield
+    report = outcome.get_result()
+    # Setup or call: the engines still run, so their logs and QEMU processes are still there.
+    if report.failed and report.when in ("setup", "call") and item.get_closest_marker("vm"):
+        report.sections.append(("grove artifacts", save_artifacts(item)))
+
+
+def _groves_of(item: pytest.Item) -> list[Grove]:
+    """The homes the test used: its fixture values (or their .grove), and every live home."""
+    values = list(getattr(item, "funcargs", {}).values())
+    found: dict[Path, Grove] = {}
+    for value in [*values, *LIVE_GROVES]:
+        candidate = value if isinstance(value, Grove) else getattr(value, "grove", None)
+        if isinstance(candidate, Grove):
+            found.setdefault(candidate.home, candidate)
+    return list(found.values())
+
+
+def save_artifacts(item: pytest.Item) -> str:
+    """Copy what explains a VM test's failure to test-results/<test>/; never raises."""
+    try:
+        groves = _groves_of(item)
+        if not groves:
+            return "no grove home to save"
+        folder = RESULTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_")[:180]
+        shutil.rmtree(folder, ignore_errors=True)
+        problems: list[str] = []
+        for grove in groves:
+            problems += _save_home(grove, folder / grove.home.name)
+        note = "\n".join(f"  not saved: {p}" for p in problems)
+        return f"saved to {folder}" + (f"\n{note}" if note else "")
+    except Exception as exc:  # a report hook must not turn one failure into another
+        return f"could not save artifacts: {exc!r}"
+
+
+def _save_home(grove: Grove, dest: Path) -> list[str]:
+    problems = []
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = [grove.home / "engine.log"]
+    for root, _dirs, files in os.walk(grove.home):
+        wanted += [Path(root) / f for f in files if f in ("console.log", "qemu.log")]
+    for path in wanted:
+        target = dest / path.relative_to(grove.home)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+    lines = []
+    for pid in grove.qemu_pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError as exc:
+            problems.append(f"/proc/{pid}/cmdline: {exc.strerror or exc}")
+            continue
+        lines.append(f"{pid}: " + shlex.join(a.decode(errors="replace") for a in argv))
+    try:
+        (dest / "qemu-cmdlines.txt").write_text("".join(f"{line}\n" for line in lines))
+    except OSError as exc:
+        problems.append(f"qemu-cmdlines.txt: {exc.strerror or exc}")
+    return problems
+
+
+# -- where the time goes ---------------------------------------------------------------------
+
+_SPENT: dict[str, list[float]] = {}
+
+
+def _kind(report: pytest.TestReport) -> str:
+    tui = report.nodeid.startswith("tests/tui/")
+    vm = "vm" in report.keywords
+    if tui:
+        return "dashboard tests (real engine)" if vm else "dashboard tests"
+    return "VM tests" if vm else "unit tests"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    entry = _SPENT.setdefault(_kind(report), [0.0, 0])
+    entry[0] += report.duration
+    if report.when == "call":
+        entry[1] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _SPENT:
+        return
+    terminalreporter.section("time by kind (setup, call and teardown)")
+    for kind, (seconds, count) in sorted(_SPENT.items()):
+        terminalreporter.write_line(f"{kind:32} {int(count):4} tests {seconds:8.1f} s")

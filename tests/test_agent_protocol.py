@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for_async
 
 from engine.agent import AgentClient, AgentError
 from guest.protocol import (
@@ -201,6 +202,15 @@ async def client_for(tmp_path: Path, **kwargs: Any) -> AsyncIterator[tuple[Agent
             await client.close()
 
 
+def _comm(pid: int) -> str:
+    """The process's command name (it changes at exec); "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -267,7 +277,9 @@ async def test_hello_and_ping_latency(tmp_path: Path) -> None:
         median_ms = statistics.median(samples) * 1000
         p95_ms = sorted(samples)[int(len(samples) * 0.95)] * 1000
         print(f"\nping over relay: median {median_ms:.3f} ms, p95 {p95_ms:.3f} ms")
-        assert median_ms < 1.0
+        # The 1 ms target is measured by bench/ on a quiet machine; this bound only catches a
+        # round trip that waits on a timer or a poll (>= 10 ms), even on a loaded one.
+        assert median_ms < 5.0, f"ping median {median_ms:.2f} ms: is something polling?"
 
 
 @async_test
@@ -385,8 +397,10 @@ async def test_unread_stream_back_pressures_the_process(tmp_path: Path) -> None:
     async with client_for(tmp_path) as (_, client):
         size = 20 * 1024 * 1024
         handle = await client.exec(["head", "-c", str(size), "/dev/zero"])
-        await asyncio.sleep(1.0)
-        # The process is stuck on a full pipe; the engine holds at most one window.
+        # Nothing reads: once the agent has sent the whole window it stops reading the pipe,
+        # and the process is stuck on it; the engine holds at most one window.
+        await wait_for_async(lambda: handle.buffered, 30, "a full window in the engine",
+                             ready=lambda buffered: buffered >= INITIAL_WINDOW)  # fmt: skip
         assert handle.buffered <= INITIAL_WINDOW
         assert not handle.exited
         assert _alive(handle.pid)
@@ -412,17 +426,16 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         assert status.signal == "KILL"
         assert status.exit_code is None
         child = int(out.split()[0])
-        deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not _alive(child), "the background sleep survived the timeout"
+        await wait_for_async(lambda: not _alive(child), 30,
+                             f"the background sleep {child} to die with its group")  # fmt: skip
 
 
 @async_test
 async def test_signal_int(tmp_path: Path) -> None:
     async with client_for(tmp_path) as (_, client):
         handle = await client.exec(["sleep", "30"])
-        await asyncio.sleep(0.1)
+        # The agent answers once the child has exec'd: the signal reaches sleep, not the fork.
+        assert _comm(handle.pid) == "sleep"
         await handle.signal("INT")
         status = await handle.wait()
         assert (status.exit_code, status.signal, status.timed_out) == (None, "INT", False)
@@ -482,11 +495,16 @@ async def test_corrupt_stream_resyncs_on_next_hello(tmp_path: Path) -> None:
     async with running_agent(tmp_path) as agent:
         client = await agent.connect()
         client.send_raw(HEADER.pack(3, 77, 1) + b"bad")
-        with pytest.raises(AgentError) as info:
-            for _ in range(100):
+
+        async def ping_error() -> str:
+            try:
                 await client.ping()
-                await asyncio.sleep(0.01)
-        assert info.value.code in ("protocol", "disconnected")
+            except AgentError as exc:
+                return exc.code
+            return ""
+
+        code = await wait_for_async(ping_error, 30, "the agent to drop the corrupt link")
+        assert code in ("protocol", "disconnected")
         await client.close()
         client = await agent.connect()
         await client.ping()
@@ -572,9 +590,11 @@ async def test_process_exiting_while_detached_reports_on_attach(tmp_path: Path) 
     async with running_agent(tmp_path) as agent:
         client = await agent.connect()
         handle = await client.exec(["sh", "-c", "sleep 0.3; echo bye; exit 7"])
-        channel = handle.channel
+        channel, pid = handle.channel, handle.pid
         await client.close()
-        await asyncio.sleep(1.0)
+        # The agent records the exit status when it reaps the process: once it is gone.
+        await wait_for_async(lambda: not os.path.exists(f"/proc/{pid}"), 30,
+                             f"the detached process {pid} to exit and be reaped")  # fmt: skip
         client = await agent.connect()
         assert client.hello is not None
         (session,) = client.hello.sessions
@@ -652,12 +672,15 @@ async def test_engine_learns_of_an_agent_restart(tmp_path: Path) -> None:
 @async_test
 async def test_sysinfo_and_sync(tmp_path: Path) -> None:
     async with client_for(tmp_path) as (_, client):
+        before = time.time_ns()
         info = await client.sysinfo()
+        after = time.time_ns()
         assert info["hostname"] == socket.gethostname()
         assert info["mem_total_kib"] >= info["mem_available_kib"] > 0
         assert len(info["load"]) == 3
         assert info["uptime_s"] > 0
-        assert abs(info["time_ns"] - time.time_ns()) < 5e9
+        # The agent read the clock while the call was under way (a second of slack either way).
+        assert before - 1e9 <= info["time_ns"] <= after + 1e9, (before, info["time_ns"], after)
         assert info["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         await client.sync()
 
@@ -668,12 +691,13 @@ async def test_restore_identity_with_privileges(tmp_path: Path) -> None:
         pytest.skip("needs root for the RNG ioctls")
     hostname = socket.gethostname()
     async with client_for(tmp_path) as (_, client):
-        reply = await client.restore_identity(
-            os.urandom(64), time.time_ns() + 5_000_000_000, "fork-7"
-        )
+        before = time.time_ns()
+        reply = await client.restore_identity(os.urandom(64), before + 5_000_000_000, "fork-7")
+        took_ms = (time.time_ns() - before) / 1e6
         assert reply["ok"] and reply["reseeded"] is True
         assert reply["dry_run"] is True  # test mode: the host clock and name stay as they are
-        assert 4000 < reply["clock_step_ms"] < 6000
+        # The step is 5 s less however long the request took to reach the agent's clock read.
+        assert 5000 - took_ms - 1 <= reply["clock_step_ms"] <= 5000 + 1, (reply, took_ms)
     assert socket.gethostname() == hostname
 
 
@@ -706,10 +730,8 @@ async def test_orphans_are_reaped(tmp_path: Path) -> None:
         # The subshell exited, so the sleep was re-parented: to the agent, a subreaper.
         with open(f"/proc/{orphan}/stat") as f:
             assert int(f.read().rsplit(")", 1)[1].split()[1]) == agent.proc.pid
-        deadline = time.monotonic() + 5
-        while os.path.exists(f"/proc/{orphan}") and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not os.path.exists(f"/proc/{orphan}"), "orphan left as a zombie"
+        await wait_for_async(lambda: not os.path.exists(f"/proc/{orphan}"), 30,
+                             f"the agent to reap orphan {orphan}")  # fmt: skip
 
 
 @async_test

@@ -64,8 +64,10 @@ def test_invalid_names_env_and_timeout(grove: Grove, sandbox: str) -> None:
     assert _json_error(grove, "sandbox", "create", ENV, "--name", "Bad Name!")["code"] == (
         "invalid_argument"
     )
-    assert _json_error(grove, "sandbox", "exec", sandbox, "--env", "NOEQUALS", "--", "true")
-    assert _json_error(grove, "sandbox", "exec", sandbox, "--timeout", "-1", "--", "true")
+    bad_env = _json_error(grove, "sandbox", "exec", sandbox, "--env", "NOEQUALS", "--", "true")
+    assert bad_env["code"] == "invalid_argument" and "--env" in bad_env["remedy"]
+    bad_timeout = _json_error(grove, "sandbox", "exec", sandbox, "--timeout", "-1", "--", "true")
+    assert bad_timeout["code"] == "invalid_argument"
     usage = _json_error(grove, "sandbox", "create", ENV, "--vcpus", "many")
     assert usage["code"] == "usage"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from conftest import ENV, Grove
 
 
@@ -30,10 +28,8 @@ def test_env_list_inspect_pull_cache_hit(grove: Grove) -> None:
     assert isinstance(envs, list)
     deb = next(e for e in envs if e["name"] == ENV)
     assert deb["cached"] is True and deb["size_bytes"] > 10_000_000
-    started = time.monotonic()
     pulled = grove.ok("env", "pull", ENV, "--json").json()
     assert isinstance(pulled, dict) and pulled["cache_hit"] is True
-    assert time.monotonic() - started < 30
     inspected = grove.ok("env", "inspect", ENV, "--json").json()
     assert isinstance(inspected, dict) and inspected["template_ready"] is True
     assert inspected["recipe_hash"] == deb["recipe_hash"]
@@ -54,7 +50,7 @@ def test_env_prune_keeps_what_is_in_use(grove: Grove, sandbox: str) -> None:
     pruned = grove.ok("env", "prune", "--json").json()
     assert isinstance(pruned, dict) and pruned["bytes_freed"] >= 4096
     assert not stale.exists()
-    assert grove.ok("sandbox", "exec", sandbox, "--", "true").code == 0
+    grove.ok("sandbox", "exec", sandbox, "--", "true")  # ok() fails the test unless it exits 0
     envs = grove.ok("env", "list", "--json").json()
     assert isinstance(envs, list)
     assert next(e for e in envs if e["name"] == ENV)["cached"] is True

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
-from conftest import ENV, Grove
+from conftest import ENV, Grove, exited
+from waiting import wait_for
 
 
-def _wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _wait_gone(pid: int, what: str, timeout: float = 30) -> None:
+    wait_for(lambda: exited(pid), timeout, f"{what} {pid} to exit", interval=0.05)
 
 
 def test_sigkill_engine_then_readopt(grove: Grove) -> None:
@@ -23,10 +21,10 @@ def test_sigkill_engine_then_readopt(grove: Grove) -> None:
     engine = grove.engine_pid()
     assert engine is not None
     os.kill(engine, signal.SIGKILL)
-    _wait_gone(engine)
+    _wait_gone(engine, "the killed engine")
     # While no engine runs, one VM dies: the next engine must notice, not pretend.
     os.kill(before[doomed]["pid"], signal.SIGKILL)
-    _wait_gone(before[doomed]["pid"])
+    _wait_gone(before[doomed]["pid"], "the killed QEMU")
 
     after = {s["id"]: s for s in grove.ok("ps", "--json").json()}  # type: ignore[union-attr]
     new_engine = grove.engine_pid()

@@ -138,7 +138,8 @@ def test_cache_hit_is_fast(built: tuple[Path, EnvironmentImage, float]) -> None:
     started = time.monotonic()
     again = build_environment(ENV, home, progress=lambda s, f: calls.append(s))
     elapsed = time.monotonic() - started
-    assert elapsed < 0.5, f"cache hit took {elapsed:.2f}s"
+    # A hit only reads the cache index: seconds would mean it ran a build step.
+    assert elapsed < 5, f"cache hit took {elapsed:.2f}s"
     assert again == image
     assert calls == ["cached"]
 
@@ -183,7 +184,8 @@ def test_agent_edit_rebuilds_only_initramfs(
         assert edited.initramfs_key != image.initramfs_key
         assert edited.recipe_hash != image.recipe_hash
         assert {p.name for p in (home / "images" / "rootfs").iterdir()} == layers_before
-        assert elapsed < 10, f"initramfs-only rebuild took {elapsed:.1f}s"
+        # No debootstrap (a minute or more): the rootfs layer set above did not change either.
+        assert elapsed < 60, f"initramfs-only rebuild took {elapsed:.1f}s"
         names = {e.name for e in cpio.unpack(gzip.decompress(edited.initramfs.read_bytes()))}
         assert "grove/guest/agent/edited_for_test.py" in names
     finally:

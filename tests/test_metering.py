@@ -11,15 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ENV, Grove
+from waiting import wait_for
 
 from engine.cli.top_cmd import COLUMNS, sort_column
 from engine.errors import GroveError
+from engine.metering.cpu import MIN_WINDOW_S
 from engine.metering.disk import ChainReader, backing_file
 from engine.metering.filesystems import mounts
 from engine.metering.meter import Meter, Target, mem_path_from_argv
@@ -205,15 +207,20 @@ def test_meter_counts_cow_copies_as_unique_and_the_template_once(template_file: 
         assert host.cow_aware_mem_bytes == (
             2 * MIB + (w.vmm_overhead_bytes or 0) + (r.vmm_overhead_bytes or 0) + 8 * MIB
         )
-        # The first sample has no CPU rate yet (one reading is no rate); the next one has.
+        # The first sample has no CPU rate yet (one reading is no rate); the next one has, once
+        # a long enough window has passed.
         assert w.cpu_percent is None
-        time.sleep(0.3)
+        time.sleep(MIN_WINDOW_S + 0.05)
         rate = meter.measure(targets).sandboxes[0].cpu_percent
         assert rate is not None and rate >= 0
     finally:
         for proc in (writer, reader):
             proc.kill()
             proc.wait()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_meter_walks_then_reuses_then_scans_and_agrees_with_a_walk(template_file: Path) -> None:
@@ -223,8 +230,9 @@ def test_meter_walks_then_reuses_then_scans_and_agrees_with_a_walk(template_file
         meter = Meter()
         reference = Meter(max_walk_age_s=0)  # walks smaps every time
         targets = [Target("a", "a", "running", proc.pid, None, str(template_file))]
-        meter.measure(targets)
-        time.sleep(0.3)  # the mapper settles into its stdin read
+        # Once it sleeps in its stdin read, the mapper's memory counters stay put.
+        wait_for(lambda: _state(proc.pid), 30, "the mapper to block in its stdin read",
+                 ready=lambda state: state == "S", interval=0.02)  # fmt: skip
         meter.measure(targets)
         reuses = meter.reuses
         first = meter.measure(targets).sandboxes[0]
@@ -304,15 +312,11 @@ def rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in data["sandboxes"]}
 
 
-def fresh_top(grove: Grove, after: float, ready: Any = None, timeout: float = 30) -> dict[str, Any]:
+def fresh_top(grove: Grove, after: float, ready: Any = None, timeout: float = 60) -> dict[str, Any]:
     """The first sample taken after `after` (wall clock) for which ready(data) holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = top(grove)
-        if data["sampled_at"] > after and (ready is None or ready(data)):
-            return data
-        assert time.monotonic() < deadline, f"no fresh sample in {timeout}s: {data}"
-        time.sleep(0.3)
+    return wait_for(lambda: top(grove), timeout, f"a sample taken after {after:.3f} that fits",
+                    ready=lambda d: d["sampled_at"] > after and (ready is None or ready(d)),
+                    interval=0.3)  # fmt: skip
 
 
 def fork_available(grove: Grove) -> bool:
@@ -330,11 +334,15 @@ def family(grove: Grove) -> Iterator[list[str]]:
             reply = grove.ok("sandbox", "fork", parent, "--replicas", "4", "--json").json()
             assert isinstance(reply, dict)
             siblings = [c["id"] for c in reply["children"]]
-            # The engine gives the copy's zero pages back once forking is idle (1 s here).
-            time.sleep(4)
+            made += siblings
+            # The engine gives the copy's zero pages back once forking is idle (1 s here): the
+            # template files the family maps have holes again.
+            wait_for(lambda: allocation(mapped_memory_files(grove, made)), 120,
+                     "the family's memory files to be given their zero pages back",
+                     ready=have_holes)  # fmt: skip
         else:
             siblings = [grove.ok("sandbox", "create", ENV).out.strip() for _ in range(4)]
-        made += siblings
+            made += siblings
         assert len(siblings) == 4
         fresh_top(grove, time.time(), lambda d: all(
             rows(d)[s]["unique_mem_bytes"] is not None for s in siblings))  # fmt: skip
@@ -344,14 +352,17 @@ def family(grove: Grove) -> Iterator[list[str]]:
             grove.run("sandbox", "terminate", sid)
 
 
-def mapped_memory_files(grove: Grove) -> set[str]:
-    """Guest-RAM files running sandboxes map, from /proc/PID/maps (an independent check)."""
+def mapped_memory_files(grove: Grove, only: Collection[str] | None = None) -> set[str]:
+    """Guest-RAM files running sandboxes (those in only, if given) map, from /proc/PID/maps
+    (an independent check)."""
     mem_dir = str(grove.memory_dir())
     listed = grove.ok("ps", "--json").json()
     assert isinstance(listed, list)
     found = set()
     for sandbox in listed:
         if sandbox["phase"] != "running" or not sandbox["pid"]:
+            continue
+        if only is not None and sandbox["id"] not in only:
             continue
         try:
             maps = Path(f"/proc/{sandbox['pid']}/maps").read_text()
@@ -362,6 +373,20 @@ def mapped_memory_files(grove: Grove) -> set[str]:
             if len(parts) == 6 and parts[5].startswith(mem_dir):
                 found.add(parts[5])
     return found
+
+
+def allocation(files: set[str]) -> dict[str, tuple[int, int]]:
+    """(allocated, apparent) bytes of each file."""
+    sizes = {}
+    for name in files:
+        st = os.stat(name)
+        sizes[name] = (st.st_blocks * 512, st.st_size)
+    return sizes
+
+
+def have_holes(sizes: dict[str, tuple[int, int]]) -> bool:
+    """Every file (and there is one) has unallocated pages: its zero pages were given back."""
+    return bool(sizes) and all(allocated < size for allocated, size in sizes.values())
 
 
 def test_cow_aware_total_is_below_naive_and_counts_the_template_once(
@@ -439,14 +464,18 @@ def test_history_keeps_samples_for_sparklines(grove: Grove, family: list[str]) -
 
     client = EngineClient(Paths(grove.home), autostart=False)
     try:
-        reply = client.call("MeteringHistory", pb.SandboxRef(ref=family[0]), timeout=30)
+        # The sampler adds one sample per interval: run alone, this test may come early.
+        reply = wait_for(
+            lambda: client.call("MeteringHistory", pb.SandboxRef(ref=family[0]), timeout=30),
+            120, "three samples with memory data in the history",
+            ready=lambda r: len(r.samples) >= 3
+            and all(s.HasField("unique_mem_bytes") for s in r.samples[-3:]),
+        )  # fmt: skip
     finally:
         client.close()
     assert reply.sandbox_id == family[0] and reply.interval_s > 0
-    assert len(reply.samples) >= 3
     stamps = [s.sampled_at for s in reply.samples]
     assert stamps == sorted(stamps)
-    assert all(s.HasField("unique_mem_bytes") for s in reply.samples[-3:])
 
 
 def test_stopped_and_terminated_sandboxes_have_no_datum(grove: Grove) -> None:

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from test_agent_protocol import async_test, client_for
+from waiting import wait_for_async
 
 from engine.agent import AgentClient
 from engine.cli.main import build_parser
@@ -206,18 +208,26 @@ async def test_pty_signal_reaches_the_foreground_job_not_the_shell(tmp_path: Pat
 
         reader = asyncio.create_task(read())
         await handle.write_stdin(b"sleep 300\n")
-        await asyncio.sleep(1.0)
+        # Until bash has started it (and handed it the terminal), a ^C would only hit the prompt.
+        await wait_for_async(lambda: _children(handle.pid), 30, "bash to run sleep 300",
+                             ready=lambda names: "sleep" in names)  # fmt: skip
         await client.request({"op": "pty_signal", "target_channel": handle.channel,
                               "signal": "INT"})  # fmt: skip
         await handle.write_stdin(b"echo status=$?\n")
-        deadline = time.monotonic() + 20
-        while b"status=130" not in output:
-            assert time.monotonic() < deadline, bytes(output)
-            await asyncio.sleep(0.05)
+        await wait_for_async(lambda: bytes(output), 30, "status=130 from the shell",
+                             ready=lambda out: b"status=130" in out)  # fmt: skip
         assert not handle.exited  # the shell itself survived
         await handle.write_stdin(b"exit 0\n")
         assert (await handle.wait()).exit_code == 0
         await reader
+
+
+def _children(pid: int) -> list[str]:
+    """Names of pid's child processes (a name changes at exec)."""
+    try:
+        return [child.name() for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
 
 
 # -- the engine's objects ----------------------------------------------------------------------
@@ -252,6 +262,9 @@ async def test_shell_keeps_output_for_viewers_and_back_pressures_a_slow_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shell_mod, "LAG_LIMIT", 64 * 1024)
+    # A viewer that reads nothing for STALL_S stops holding the shell back: not while a loaded
+    # machine is slow to get here.
+    monkeypatch.setattr(shell_mod, "STALL_S", 120.0)
     async with client_for(tmp_path) as (_, client):
         handle = await client.exec(["sh"], pty=True)
         shell = _shell(client, handle)
@@ -259,9 +272,12 @@ async def test_shell_keeps_output_for_viewers_and_back_pressures_a_slow_one(
         await shell.write(
             b"stty -echo; head -c 3000000 /dev/zero | tr '\\0' '\\132'; echo; echo EN''D\n"
         )
-        await asyncio.sleep(2.0)
-        # The viewer read nothing: the reader stopped about LAG_LIMIT ahead of it.
-        assert shell.scrollback.end < 64 * 1024 + 256 * 1024
+        # The viewer read nothing: the reader runs LAG_LIMIT ahead of it, and stops there.
+        await wait_for_async(lambda: shell.scrollback.end, 30, "the reader to reach the limit",
+                             ready=lambda end: end > 64 * 1024)  # fmt: skip
+        reached = shell.scrollback.end
+        await asyncio.sleep(0.5)  # time for it to run on, were it not held back
+        assert shell.scrollback.end == reached < 64 * 1024 + 256 * 1024
         got = 0
         while True:
             begin, data = shell.scrollback.read(slow.cursor, 65536)
@@ -277,20 +293,20 @@ async def test_shell_keeps_output_for_viewers_and_back_pressures_a_slow_one(
         shell.remove_viewer(slow)
         # Nobody attached: output never blocks, the ring keeps the latest megabyte.
         await shell.write(b"head -c 2500000 /dev/zero | tr '\\0' y; echo DO''NE\n")
-        deadline = time.monotonic() + 60
-        while b"DONE" not in shell.scrollback.read(shell.scrollback.end - 100, 100)[1]:
-            assert time.monotonic() < deadline
-            await shell.changed(timeout=1.0)
+
+        async def tail() -> bytes:
+            data = shell.scrollback.read(shell.scrollback.end - 100, 100)[1]
+            if b"DONE" not in data:
+                await shell.changed(timeout=1.0)
+            return data
+
+        await wait_for_async(tail, 60, "DONE at the end of the scrollback",
+                             ready=lambda data: b"DONE" in data, interval=0)  # fmt: skip
         assert shell.scrollback.end - shell.scrollback.start == shell.scrollback.capacity
         await shell.signal("INT")
         await shell.hang_up()
-        await asyncio.wait_for(_until(lambda: not shell.running), 10)
+        await wait_for_async(lambda: not shell.running, 10, "the shell to end")
         assert shell.info.state == "exited"
-
-
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)
 
 
 def _service(client: AgentClient, tmp_path: Path, spec: ServiceSpec) -> Service:
@@ -323,13 +339,16 @@ async def test_service_readiness_logs_and_stop(tmp_path: Path) -> None:
         await asyncio.wait_for(waiter, 20)
         assert time.monotonic() - started >= 0.5
         assert service.status.state == "running" and service.status.ready
-        await asyncio.sleep(0.3)
-        lines = [(x.stream, x.text) for x in service.log.read()]
-        assert ("stdout", "out 1") in lines and ("stderr", "err") in lines
+        # Written before the ready file, but the log takes the output in on its own schedule.
+        await wait_for_async(lambda: [(x.stream, x.text) for x in service.log.read()], 20,
+                             "both output lines in the service log",
+                             ready=lambda lines: ("stdout", "out 1") in lines
+                             and ("stderr", "err") in lines)  # fmt: skip
         pid = service.status.pid
         await service.stop(grace_s=2.0)
         assert service.status.state == "stopped"
-        await asyncio.wait_for(_until(lambda: not os.path.exists(f"/proc/{pid}")), 10)
+        await wait_for_async(lambda: not os.path.exists(f"/proc/{pid}"), 10,
+                             f"the stopped service's process {pid} to be reaped")  # fmt: skip
 
 
 @async_test
@@ -351,13 +370,15 @@ async def test_service_not_ready_and_restart_on_failure(tmp_path: Path) -> None:
         crash = ServiceSpec("crash", ["sh", "-c", "echo run; exit 3"], restart="on-failure")
         flaky = _service(client, tmp_path, crash)
         await flaky.spawn(client)
-        await asyncio.wait_for(_until(lambda: flaky.status.restarts >= 2), 30)
+        await wait_for_async(lambda: flaky.status.restarts, 30, "two restarts",
+                             ready=lambda restarts: restarts >= 2)  # fmt: skip
 
         def runs() -> list[object]:
             return [x for x in flaky.log.read() if x.text == "run"]
 
         # The third run's output may still be on its way when the restart count moves.
-        await asyncio.wait_for(_until(lambda: len(runs()) >= 3), 30)
+        await wait_for_async(lambda: len(runs()), 30, "the third run's output",
+                             ready=lambda count: count >= 3)  # fmt: skip
         await flaky.stop()
         assert flaky.status.state == "stopped"
         assert len(runs()) >= 3

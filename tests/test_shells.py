@@ -8,10 +8,12 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import Any
 
 import pexpect
 import pytest
 from conftest import REPO, Grove
+from waiting import wait_for
 
 PROMPT = r"root@[^:]+:[^#]*# "
 
@@ -30,15 +32,20 @@ def spawn_shell(grove: Grove, *args: str, rows: int = 24, cols: int = 80) -> pex
 
 def _wait_output(grove: Grove, sandbox: str, shell: str, needle: str, timeout: float = 60) -> str:
     """Read from cursor 0 until needle shows up; returns all output so far."""
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
+
+    def output() -> str:
         reply = grove.ok("shell", "read", sandbox, shell, "--json", "--wait-ms", "1000").json()
         assert isinstance(reply, dict)
-        text = str(reply["output"])
-        if needle in text:
-            return text
-    raise AssertionError(f"{needle!r} never appeared; got {text[-500:]!r}")
+        return str(reply["output"])
+
+    return wait_for(output, timeout, f"{needle!r} in shell {shell}'s output",
+                    ready=lambda text: needle in text, interval=0)  # fmt: skip
+
+
+def _wait_running(grove: Grove, sandbox: str, program: str) -> None:
+    """program runs in the guest (so a signal sent now reaches it, not the shell's prompt)."""
+    wait_for(lambda: grove.run("sandbox", "exec", sandbox, "--", "pgrep", "-x", program).code == 0,
+             60, f"{program} to run in {sandbox}")  # fmt: skip
 
 
 def test_interactive_shell_resize_vi_ctrl_c_detach_and_reattach(grove: Grove, sandbox: str) -> None:
@@ -50,14 +57,12 @@ def test_interactive_shell_resize_vi_ctrl_c_detach_and_reattach(grove: Grove, sa
     child.sendline("stty size")
     child.expect(r"[\r\n]24 80\r\n")
     child.setwinsize(40, 132)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def guest_size_is_new() -> bool:
         child.sendline("stty size")
-        index = child.expect([r"[\r\n]40 132\r\n", r"[\r\n]24 80\r\n"])
-        if index == 0:
-            break
-        assert time.monotonic() < deadline, "resize never reached the guest"
-        time.sleep(0.3)
+        return bool(child.expect([r"[\r\n]40 132\r\n", r"[\r\n]24 80\r\n"]) == 0)
+
+    wait_for(guest_size_is_new, 30, "the resize to reach the guest", interval=0.3)
     # Colors and keys pass through untouched (escape sequences both ways).
     child.sendline("printf '\\033[31mred\\033[0m\\n'")
     child.expect("\x1b\\[31mred\x1b\\[0m")
@@ -65,25 +70,27 @@ def test_interactive_shell_resize_vi_ctrl_c_detach_and_reattach(grove: Grove, sa
     child.sendline("vi /tmp/from-vi.txt")
     child.expect(r"\x1b\[\?1049h")  # alternate screen on
     child.expect("from-vi.txt")
-    time.sleep(0.5)
-    child.send("ihello from vi\x1b")
-    time.sleep(0.3)
-    child.send(":wq\r")
+    child.send("ihello from vi")
+    child.expect("hello from vi")  # vi took the keys in insert mode and drew them
+    # No terminal key sequence starts with ESC ':', so vi reads the ESC as a key at once.
+    child.send("\x1b:wq\r")
     child.expect(r"\x1b\[\?1049l")  # back to the normal screen
     child.expect(PROMPT)
     child.sendline("cat /tmp/from-vi.txt")
     child.expect(r"[\r\n]hello from vi\r\n")
     # Ctrl+C reaches the foreground job through the guest's terminal.
     child.sendline("sleep 300")
-    time.sleep(1.0)
+    _wait_running(grove, sandbox, "sleep")
     started = time.monotonic()
     child.send("\x03")
     child.expect(PROMPT)
     assert time.monotonic() - started < 10
     child.sendline("echo status=$?")
     child.expect("status=130")
-    # Detach: the shell keeps running and a background job keeps writing into its scrollback.
-    child.sendline("echo marker-before-detach; (sleep 2; echo written-while-detached) &")
+    # Detach: the shell keeps running and a background job writes into its scrollback once
+    # told to (after the detach). The quotes keep the echoed command from matching its output.
+    child.sendline("echo marker-before-detach; (while [ ! -e /tmp/detached ]; do sleep 0.1; "
+                   "done; echo written-while-de''tached) &")  # fmt: skip
     child.expect("marker-before-detach\r\n")
     child.send("\x1dd")
     child.expect("detached; shell " + shell_id + " keeps running")
@@ -93,7 +100,8 @@ def test_interactive_shell_resize_vi_ctrl_c_detach_and_reattach(grove: Grove, sa
     listed = grove.ok("shell", "ls", sandbox, "--json").json()
     assert isinstance(listed, list)
     assert [s["state"] for s in listed if s["shell_id"] == shell_id] == ["running"]
-    time.sleep(3)
+    grove.ok("sandbox", "exec", sandbox, "--", "touch", "/tmp/detached")
+    _wait_output(grove, sandbox, shell_id, "written-while-detached")
     # Reattach: the scrollback replays what was before, and what came while away.
     again = spawn_shell(grove, sandbox, shell_id)
     again.expect("attached to shell " + shell_id)
@@ -136,7 +144,7 @@ def test_scriptable_shells_open_write_read_signal_close(grove: Grove, sandbox: s
     # --no-newline types without Enter; signal INT ends the foreground job, not the shell.
     grove.ok("shell", "write", sandbox, first, "--input", "sleep 300", "--no-newline")
     grove.ok("shell", "write", sandbox, first, "--input", "")
-    time.sleep(1.5)
+    _wait_running(grove, sandbox, "sleep")
     grove.ok("shell", "signal", sandbox, first, "--signal", "INT")
     grove.ok("shell", "write", sandbox, first, "--input", "echo after-int-$?")
     assert "after-int-130" in _wait_output(grove, sandbox, first, "after-int-")
@@ -156,13 +164,14 @@ def test_scriptable_shells_open_write_read_signal_close(grove: Grove, sandbox: s
 def test_shell_exit_status_and_custom_shell(grove: Grove, sandbox: str) -> None:
     shell = grove.ok("shell", "open", sandbox, "--shell", "sh").out.strip()
     grove.ok("shell", "write", sandbox, shell, "--input", "echo $0; exit 3")
-    deadline = time.monotonic() + 60
-    while True:
+
+    def read() -> dict[str, Any]:
         reply = grove.ok("shell", "read", sandbox, shell, "--json", "--wait-ms", "1000").json()
         assert isinstance(reply, dict)
-        if reply["state"] == "exited":
-            break
-        assert time.monotonic() < deadline
+        return reply
+
+    reply = wait_for(read, 60, f"shell {shell} to exit",
+                     ready=lambda r: r["state"] == "exited", interval=0)  # fmt: skip
     assert "sh" in reply["output"]
     listed = grove.ok("shell", "ls", sandbox, "--json").json()
     assert [s["exit_code"] for s in listed if s["shell_id"] == shell] == [3]  # type: ignore[union-attr]
@@ -202,10 +211,7 @@ def test_shell_input_errors(grove: Grove, sandbox: str) -> None:
 @pytest.mark.timeout(300)
 def test_exec_ctrl_c_interrupts_the_guest_process(grove: Grove, sandbox: str) -> None:
     proc = grove.popen("sandbox", "exec", sandbox, "--", "sleep", "30")
-    deadline = time.monotonic() + 60
-    while grove.run("sandbox", "exec", sandbox, "--", "pgrep", "-x", "sleep").code != 0:
-        assert time.monotonic() < deadline, "sleep never started"
-        time.sleep(0.2)
+    _wait_running(grove, sandbox, "sleep")
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl+C does to the CLI
     proc.communicate(timeout=60)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from engine.api import grove_pb2 as pb
+from engine.fork import fsdiff
 from engine.fork.lineage import Node
+from engine.images.catalog import EnvironmentInfo, PullUpdate
 from engine.store.records import SandboxRecord, TemplateRecord
 
 
@@ -22,7 +26,7 @@ def sandbox(record: SandboxRecord) -> pb.Sandbox:
         template_id=record.template_id or "",
         error=record.error,
         has_secrets=record.secrets,
-        create_ms=float(record.extra.get("create_ms", 0.0)),
+        create_ms=record.create_ms,
     )
 
 
@@ -46,3 +50,24 @@ def lineage(node: Node) -> pb.LineageNode:
         created_at=node.created_at,
         children=[lineage(c) for c in node.children],
     )
+
+
+def diff(found: fsdiff.Diff) -> pb.DiffReply:
+    return pb.DiffReply(
+        sandbox=found.sandbox,
+        against=found.against,
+        changes=[pb.FileChange(**asdict(change)) for change in found.changes],
+    )
+
+
+def environment(info: EnvironmentInfo) -> pb.Environment:
+    return pb.Environment(**asdict(info))
+
+
+def pull_update(update: PullUpdate) -> pb.PullProgress:
+    message = pb.PullProgress(
+        stage=update.stage, fraction=update.fraction, done=update.done, cache_hit=update.cache_hit
+    )
+    if update.environment is not None:
+        message.environment.CopyFrom(environment(update.environment))
+    return message

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -47,7 +48,7 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def Status(self, request: pb.Empty, context: Any) -> pb.EngineStatus:
-        return self.engine.status()
+        return pb.EngineStatus(**asdict(self.engine.status()))
 
     @unary
     async def Shutdown(self, request: pb.Empty, context: Any) -> pb.Empty:
@@ -58,26 +59,28 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def ListEnvironments(self, request: pb.Empty, context: Any) -> pb.EnvironmentList:
-        return pb.EnvironmentList(environments=await self.engine.list_environments())
+        found = await self.engine.environments.list()
+        return pb.EnvironmentList(environments=[convert.environment(e) for e in found])
 
     async def PullEnvironment(
         self, request: pb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.PullProgress]:
         try:
-            async for update in self.engine.pull_environment(
+            async for update in self.engine.environments.pull(
                 request.name, request.force, request.warm
             ):
-                yield update
+                yield convert.pull_update(update)
         except Exception as exc:
             await _abort(context, exc)
 
     @unary
     async def InspectEnvironment(self, request: pb.EnvironmentRef, context: Any) -> pb.Environment:
-        return await self.engine.inspect_environment(request.name)
+        return convert.environment(await self.engine.environments.inspect(request.name))
 
     @unary
     async def PruneEnvironments(self, request: pb.Empty, context: Any) -> pb.PruneReply:
-        return await self.engine.prune()
+        pruned = await self.engine.environments.prune()
+        return pb.PruneReply(bytes_freed=pruned.bytes_freed, removed=pruned.removed)
 
     # sandboxes
 
@@ -217,17 +220,17 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def ForkSandbox(self, request: pb.ForkRequest, context: Any) -> pb.ForkReply:
-        source, template, children, paused_ms = await self.engine.sandboxes.fork(
+        forked = await self.engine.sandboxes.fork(
             request.sandbox,
             replicas=request.replicas or 1,
             name_prefix=request.name_prefix,
             allow_secrets=request.allow_secrets,
         )
         return pb.ForkReply(
-            source=source.id,
-            snapshot=template.id,
-            children=[convert.sandbox(c) for c in children],
-            paused_ms=paused_ms,
+            source=forked.source.id,
+            snapshot=forked.template.id,
+            children=[convert.sandbox(c) for c in forked.children],
+            paused_ms=forked.paused_ms,
         )
 
     @unary
@@ -273,9 +276,10 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def DiffSandbox(self, request: pb.DiffRequest, context: Any) -> pb.DiffReply:
-        return await self.engine.diff(
+        found = await self.engine.diff(
             request.sandbox, request.against_snapshot, list(request.paths)
         )
+        return convert.diff(found)
 
     # metering
 

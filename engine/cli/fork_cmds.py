@@ -14,7 +14,8 @@ from engine.cli.sandbox_cmds import sandbox_dict
 from engine.errors import invalid
 
 PHASE_MARK = {
-    "running": "●", "paused": "◐", "stopped": "○", "creating": "◌", "failed": "✗",
+    "running": "●", "paused": "◐", "stopped": "○", "creating": "◌", "starting": "◌",
+    "resetting": "◌", "stopping": "◌", "terminating": "◌", "failed": "✗",
     "terminated": "·", "ready": "◆",
 }  # fmt: skip
 

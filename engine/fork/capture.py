@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine import crashpoints
 from engine.config import Paths
-from engine.store.records import SandboxRecord, TemplateRecord
+from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
@@ -61,7 +61,7 @@ class Loader:
 
 def loader_key(source: SandboxRecord) -> tuple[int, int, str, str, str]:
     """Loaders are interchangeable between sources of the same size and boot command line."""
-    boot = source.extra.get("boot", {})
+    boot = source.boot
     return (source.vcpus, source.mem_mib, boot.get("kernel", ""), boot.get("initrd", ""),
             boot.get("append", ""))  # fmt: skip
 
@@ -70,7 +70,7 @@ async def start_loader(
     paths: Paths, accel: Accelerator, source: SandboxRecord, template_id: str = ""
 ) -> Loader:
     template_id = template_id or new_template_id()
-    boot = dict(source.extra.get("boot", {}))
+    boot = dict(source.boot)
     tdir = paths.template_dir(template_id)
     tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     mem = paths.memory_dir / f"{template_id}.mem"
@@ -125,9 +125,9 @@ async def capture(
 ) -> Captured:
     started = time.monotonic()
     template_id, mem = loader.template_id, loader.mem
-    boot = dict(source.extra.get("boot", {}))
+    boot = dict(source.boot)
     # The layer under the one being frozen: read before the freeze moves the source on.
-    disk_parent = str(source.extra.get("disk_base") or source.template_id or "") or None
+    disk_parent = source.disk_base or source.template_id or None
     tdir = paths.template_dir(template_id)
     state = tdir / "state.bin"
     frozen_disk = Path(source.disk_path)
@@ -166,10 +166,10 @@ async def capture(
         id=template_id,
         kind="snapshot",
         environment=source.environment,
-        image_hash=str(source.extra.get("image_hash", "")),
+        image_hash=source.image_hash,
         vcpus=source.vcpus,
         mem_mib=source.mem_mib,
-        phase="ready",
+        phase=TemplatePhase.READY,
         mem_path=str(mem),
         state_path=str(state),
         disk_path=str(frozen_disk),

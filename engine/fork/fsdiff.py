@@ -13,31 +13,61 @@ import difflib
 import hashlib
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.agent.client import AgentClient
-from engine.api import grove_pb2 as pb
+from engine.config import Paths
 from engine.errors import GroveError, invalid
 from engine.images import disks
+from engine.sandbox.manager import Sandboxes
+from engine.store.db import Store
 from engine.store.records import TemplateRecord
 from engine.vmm import cmdline
+from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
-
-if TYPE_CHECKING:
-    from engine.daemon import Engine
 
 PATCH_LIMIT = 64 * 1024
 _META = ("type", "size", "mode", "uid", "gid", "target")
 
 
-async def diff(engine: Engine, ref: str, against: str, paths: list[str]) -> pb.DiffReply:
+@dataclass
+class FileChange:
+    path: str
+    change: str  # added | modified | deleted
+    kind: str  # file | dir | symlink | other
+    old_size: int = 0
+    new_size: int = 0
+    old_sha256: str = ""
+    new_sha256: str = ""
+    patch: str = ""  # unified diff for small text files
+
+
+@dataclass(frozen=True)
+class Diff:
+    sandbox: str
+    against: str
+    changes: list[FileChange]
+
+
+@dataclass(frozen=True)
+class DiffContext:
+    """What a diff needs from the engine: the sandboxes, the store and how to start a VM."""
+
+    sandboxes: Sandboxes
+    store: Store
+    paths: Paths
+    accel: Accelerator
+
+
+async def diff(engine: DiffContext, ref: str, against: str, paths: list[str]) -> Diff:
     record, vm = engine.sandboxes.live_vm(ref)
     assert vm.agent is not None
     if against:
         base = engine.sandboxes.snapshot_by_name(against)
     else:
-        origin = str(record.extra.get("origin") or record.template_id or "")
+        origin = record.origin or record.template_id or ""
         found = engine.store.get_template(origin)
         if found is None:
             raise GroveError(
@@ -60,10 +90,10 @@ async def diff(engine: Engine, ref: str, against: str, paths: list[str]) -> pb.D
     finally:
         await _drop_base(engine, base_vm)
     label = f"snapshot {base.name}" if base.name else f"parent state ({base.id})"
-    return pb.DiffReply(sandbox=record.id, against=label, changes=changes)
+    return Diff(sandbox=record.id, against=label, changes=changes)
 
 
-async def _boot_base(engine: Engine, base: TemplateRecord) -> Vm:
+async def _boot_base(engine: DiffContext, base: TemplateRecord) -> Vm:
     tag = f"diff-{secrets.token_hex(3)}"
     paths = engine.paths
     files = VmFiles(paths.socket_dir / tag, paths.home / "tmp" / tag)
@@ -87,7 +117,7 @@ async def _boot_base(engine: Engine, base: TemplateRecord) -> Vm:
     return vm
 
 
-async def _drop_base(engine: Engine, vm: Vm) -> None:
+async def _drop_base(engine: DiffContext, vm: Vm) -> None:
     await vm.kill()
     shutil.rmtree(vm.files.log_dir, ignore_errors=True)
 
@@ -121,16 +151,14 @@ async def _compare(
     new: dict[str, dict[str, Any]],
     old_agent: AgentClient,
     new_agent: AgentClient,
-) -> list[pb.FileChange]:
-    changes: list[pb.FileChange] = []
+) -> list[FileChange]:
+    changes: list[FileChange] = []
     for path in sorted(new.keys() - old.keys()):
         e = new[path]
-        changes.append(pb.FileChange(path=path, change="added", kind=e["type"], new_size=e["size"]))
+        changes.append(FileChange(path=path, change="added", kind=e["type"], new_size=e["size"]))
     for path in sorted(old.keys() - new.keys()):
         e = old[path]
-        changes.append(
-            pb.FileChange(path=path, change="deleted", kind=e["type"], old_size=e["size"])
-        )
+        changes.append(FileChange(path=path, change="deleted", kind=e["type"], old_size=e["size"]))
     suspects = [
         p for p in sorted(old.keys() & new.keys())
         if any(old[p].get(k) != new[p].get(k) for k in _META)
@@ -145,7 +173,7 @@ async def _compare(
     )
     for path in suspects:
         o, n = old[path], new[path]
-        change = pb.FileChange(
+        change = FileChange(
             path=path, change="modified", kind=n["type"], old_size=o["size"], new_size=n["size"]
         )
         if path in old_small:
@@ -166,7 +194,7 @@ async def _compare(
 
 
 async def _fill_added(
-    changes: list[pb.FileChange], agent: AgentClient, new: dict[str, dict[str, Any]]
+    changes: list[FileChange], agent: AgentClient, new: dict[str, dict[str, Any]]
 ) -> None:
     added = [c for c in changes if c.change == "added" and c.kind == "file"]
     small = [c.path for c in added if new[c.path]["size"] <= PATCH_LIMIT]

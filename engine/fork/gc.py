@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.sandbox.phase import Phase
-from engine.store.records import SandboxRecord, TemplateRecord
+from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 
 
 def needed(
@@ -24,20 +24,20 @@ def needed(
     for sandbox in sandboxes:
         if sandbox.phase is Phase.TERMINATED:
             continue
-        for ref in (sandbox.template_id, sandbox.extra.get("origin")):
+        for ref in (sandbox.template_id, sandbox.origin):
             if ref:
-                whole.add(str(ref))
-        if sandbox.extra.get("disk_base"):
-            disk.add(str(sandbox.extra["disk_base"]))
+                whole.add(ref)
+        if sandbox.disk_base:
+            disk.add(sandbox.disk_base)
     newest: dict[tuple[str, int, int], TemplateRecord] = {}
     for template in by_id.values():
-        if template.kind == "environment" and template.phase == "ready":
+        if template.kind == "environment" and template.phase is TemplatePhase.READY:
             key = (template.environment, template.vcpus, template.mem_mib)
             if key not in newest or template.created_at > newest[key].created_at:
                 newest[key] = template
     for template in by_id.values():
-        named = template.name and template.phase == "ready"
-        if template.phase == "building" or named:
+        named = template.name and template.phase is TemplatePhase.READY
+        if template.phase is TemplatePhase.BUILDING or named:
             whole.add(template.id)
     # An environment's current boot template stays warm; older ones (from a previous image
     # or agent) go once nothing restores from them.
@@ -60,8 +60,7 @@ def dependents(
     found = [
         s.id
         for s in sandboxes
-        if s.phase is not Phase.TERMINATED
-        and template_id in (s.template_id, s.extra.get("disk_base"), s.extra.get("origin"))
+        if s.phase is not Phase.TERMINATED and template_id in (s.template_id, s.disk_base, s.origin)
     ]
     found += [t.id for t in templates if t.parent_id == template_id]
     return sorted(found)

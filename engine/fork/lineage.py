@@ -78,7 +78,7 @@ def build(
             else:
                 roots.append(node)
             continue
-        origin = str(record.extra.get("origin") or record.template_id or "")
+        origin = record.origin or record.template_id or ""
         if origin in snapshot_nodes:
             snapshot_nodes[origin].children.append(node)
         else:

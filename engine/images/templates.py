@@ -22,7 +22,7 @@ from engine.errors import GroveError
 from engine.images import disks
 from engine.images.environments import EnvironmentImage, boot_args
 from engine.store.db import Store
-from engine.store.records import TemplateRecord
+from engine.store.records import TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
@@ -51,7 +51,7 @@ class Templates:
     def usable(self, record: TemplateRecord | None) -> bool:
         return (
             record is not None
-            and record.phase == "ready"
+            and record.phase is TemplatePhase.READY
             and all(
                 Path(p).exists() for p in (record.mem_path, record.state_path, record.disk_path)
             )
@@ -96,7 +96,7 @@ class Templates:
             image_hash=image.recipe_hash,
             vcpus=vcpus,
             mem_mib=mem_mib,
-            phase="building",
+            phase=TemplatePhase.BUILDING,
             mem_path=str(mem_path),
             state_path=str(state),
             disk_path=str(disk),
@@ -137,8 +137,8 @@ class Templates:
             # Frozen from here on: children map it MAP_PRIVATE and read through to it.
             mem_path.chmod(0o400)
             disk.chmod(0o400)
-            self._store.update_template(template_id, phase="ready")
-            record.phase = "ready"
+            self._store.update_template(template_id, phase=TemplatePhase.READY)
+            record.phase = TemplatePhase.READY
             log.info("template %s ready (boot %.1f s)", template_id, boot_s)
             return record
         except BaseException as exc:

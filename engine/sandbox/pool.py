@@ -23,7 +23,7 @@ from pathlib import Path
 from engine import crashpoints
 from engine.config import Paths
 from engine.images import disks
-from engine.store.records import TemplateRecord
+from engine.store.records import TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
@@ -43,7 +43,7 @@ BACKOFF_MAX_S = 600.0
 
 def restorable(template: TemplateRecord) -> bool:
     """Only a finished template can be restored from: one still being captured has no state."""
-    return template.phase == "ready" and bool(template.state_path)
+    return template.phase is TemplatePhase.READY and bool(template.state_path)
 
 
 def restore_spec(accel: Accelerator, template: TemplateRecord, files: VmFiles,

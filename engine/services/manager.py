@@ -18,8 +18,9 @@ from engine.agent.client import AgentClient, AgentError
 from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError
+from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
-from engine.sandbox.manager import Sandboxes, _read_secrets
+from engine.sandbox.manager import Sandboxes
 from engine.services import publish
 from engine.services.logs import LogLine, ServiceLog
 from engine.services.service import BACKOFF, FAILED, STOPPED, NotReady, Service, ServiceStatus
@@ -71,7 +72,7 @@ class Services:
 
     def _make(self, sandbox_id: str, spec: ServiceSpec, status: ServiceStatus) -> Service:
         def environment() -> dict[str, str]:
-            return {**_read_secrets(self._paths.sandbox_dir(sandbox_id)), **spec.env}
+            return {**secrets.read(self._paths.sandbox_dir(sandbox_id)), **spec.env}
 
         def current_agent() -> AgentClient | None:
             vm = self._sandboxes.vm(sandbox_id)

@@ -19,8 +19,9 @@ from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError, invalid
+from engine.sandbox import secrets as sandbox_secrets
 from engine.sandbox.events import EventLog
-from engine.sandbox.manager import Sandboxes, _read_secrets
+from engine.sandbox.manager import Sandboxes
 from engine.sandbox.phase import Phase
 from engine.sessions.table import SessionTable
 from engine.sessions.watch import SandboxWatch
@@ -160,7 +161,7 @@ class Shells:
         else:
             choices = [list(DEFAULT_SHELL), list(FALLBACK_SHELL)]
         record, _, agent = await self._live(ref)
-        env = _read_secrets(self._paths.sandbox_dir(record.id)) or None
+        env = sandbox_secrets.read(self._paths.sandbox_dir(record.id)) or None
         argv, handle = await spawn_first(
             agent, choices, env=env, cwd=cwd, rows=rows, cols=cols, term=term
         )

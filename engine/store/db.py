@@ -13,7 +13,17 @@ from typing import Any
 
 from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Schema 2: typed sandbox fields that schema 1 kept in the JSON column `extra`.
+_SANDBOX_FIELDS_V2 = {
+    "origin": "TEXT",
+    "disk_base": "TEXT",
+    "boot": "TEXT NOT NULL DEFAULT '{}'",
+    "image_hash": "TEXT NOT NULL DEFAULT ''",
+    "create_ms": "REAL NOT NULL DEFAULT 0",
+    "reset_to": "TEXT",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,7 +62,13 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     error TEXT NOT NULL DEFAULT '',
     extra TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    origin TEXT,
+    disk_base TEXT,
+    boot TEXT NOT NULL DEFAULT '{}',
+    image_hash TEXT NOT NULL DEFAULT '',
+    create_ms REAL NOT NULL DEFAULT 0,
+    reset_to TEXT
 );
 CREATE INDEX IF NOT EXISTS sandboxes_phase ON sandboxes(phase);
 -- Names are unique among sandboxes that exist; a terminated one frees its name.
@@ -82,9 +98,25 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)  # commits on its own
+        self._migrate()
+
+    def _migrate(self) -> None:
         with self._tx() as db:
+            have = {row["name"] for row in db.execute("PRAGMA table_info(sandboxes)")}
+            for column, decl in _SANDBOX_FIELDS_V2.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} {decl}")
+                    source = "json(json_extract(extra, '$.boot'))" if column == "boot" else (
+                        f"json_extract(extra, '$.{column}')"
+                    )  # fmt: skip
+                    db.execute(
+                        f"UPDATE sandboxes SET {column} = {source} "
+                        f"WHERE json_extract(extra, '$.{column}') IS NOT NULL"
+                    )
             db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
+                "INSERT INTO meta(key, value) VALUES('schema', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
             )
 
     def close(self) -> None:
@@ -118,8 +150,8 @@ class Store:
 
     def update_sandbox(self, sandbox_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
-        if "extra" in fields and not isinstance(fields["extra"], str):
-            fields["extra"] = json.dumps(fields["extra"])
+        if "boot" in fields and not isinstance(fields["boot"], str):
+            fields["boot"] = json.dumps(fields["boot"])
         if "phase" in fields:
             fields["phase"] = str(fields["phase"])
         assigns = ", ".join(f"{key} = ?" for key in fields)
@@ -170,6 +202,8 @@ class Store:
             db.execute(f"INSERT INTO templates({cols}) VALUES({marks})", tuple(row.values()))
 
     def update_template(self, template_id: str, **fields: Any) -> None:
+        if "phase" in fields:
+            fields["phase"] = str(fields["phase"])
         assigns = ", ".join(f"{key} = ?" for key in fields)
         with self._tx() as db:
             db.execute(

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.sandbox.phase import Phase
+
+
+class TemplatePhase(StrEnum):
+    BUILDING = "building"  # being booted or captured: nothing may restore from it yet
+    READY = "ready"  # memory, state and disk frozen: restores may start
+    LAYER = "layer"  # memory and state freed; only its frozen disk layer is still needed
+    FAILED = "failed"  # an unfinished capture; its disk layer may still be under a sandbox
 
 
 @dataclass
@@ -28,21 +36,32 @@ class SandboxRecord:
     disk_path: str = ""
     secrets: bool = False
     error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The template it was first restored from: where a plain reset goes back to.
+    origin: str | None = None
+    # The template whose frozen disk layer its own top layer sits on.
+    disk_base: str | None = None
+    # The kernel, initramfs and command line its guest was booted with (loader key, restarts).
+    boot: dict[str, str] = field(default_factory=dict)
+    image_hash: str = ""
+    # How long the create (or the fork that made it) took, engine side.
+    create_ms: float = 0.0
+    # The template an unfinished reset restores (set with phase RESETTING).
+    reset_to: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["phase"] = str(self.phase)
         row["secrets"] = int(self.secrets)
-        row["extra"] = json.dumps(self.extra)
+        row["boot"] = json.dumps(self.boot)
         return row
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SandboxRecord:
         data = dict(row)
+        data.pop("extra", None)  # schema 1 kept these fields in one JSON column
         data["phase"] = Phase(data["phase"])
         data["secrets"] = bool(data["secrets"])
-        data["extra"] = json.loads(data["extra"] or "{}")
+        data["boot"] = json.loads(data["boot"] or "{}")
         return cls(**data)
 
 
@@ -56,7 +75,7 @@ class TemplateRecord:
     image_hash: str
     vcpus: int
     mem_mib: int
-    phase: str  # "building" | "ready" | "failed"
+    phase: TemplatePhase
     mem_path: str
     state_path: str
     disk_path: str
@@ -69,12 +88,14 @@ class TemplateRecord:
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
+        row["phase"] = str(self.phase)
         row["boot"] = json.dumps(self.boot)
         return row
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> TemplateRecord:
         data = dict(row)
+        data["phase"] = TemplatePhase(data["phase"])
         data["boot"] = json.loads(data["boot"] or "{}")
         return cls(**data)
 

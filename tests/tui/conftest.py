@@ -52,16 +52,18 @@ async def wait_for(
         await pilot.pause(0.02)
 
 
-async def loaded(pilot: Pilot[None], sandboxes: int = FAKE_SANDBOXES,
-                 events: int = FAKE_EVENTS) -> MainScreen:
+async def loaded(
+    pilot: Pilot[None], sandboxes: int = FAKE_SANDBOXES, events: int = FAKE_EVENTS
+) -> MainScreen:
     """Wait until the inventory, the metering history and the event replay have all landed."""
     app = pilot.app
     await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
     screen = app.screen
     assert isinstance(screen, MainScreen)
     await wait_for(pilot, lambda: len(screen.sandboxes) == sandboxes, what="sandboxes")
-    await wait_for(pilot, lambda: screen.meters.ts is not None or bool(screen.metering_note),
-                   what="metering")
+    await wait_for(
+        pilot, lambda: screen.meters.ts is not None or bool(screen.metering_note), what="metering"
+    )
     await wait_for(pilot, lambda: len(screen._event_log) >= events, what="events")
     await services_shown(pilot, screen)
     await pilot.pause(0.1)
@@ -71,5 +73,8 @@ async def loaded(pilot: Pilot[None], sandboxes: int = FAKE_SANDBOXES,
 
 async def services_shown(pilot: Pilot[None], screen: MainScreen) -> None:
     """The selected sandbox's services are listed (or the engine has none to list)."""
-    await wait_for(pilot, lambda: screen.selected_id in screen.services
-                   or not screen._services_supported, what="services")
+    await wait_for(
+        pilot,
+        lambda: screen.selected_id in screen.services or not screen._services_supported,
+        what="services",
+    )

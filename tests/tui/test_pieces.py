@@ -8,7 +8,8 @@ import grpc
 import pytest
 from conftest import SIZE, fake_app, loaded, wait_for
 from grpc.aio import Metadata
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
 
 from engine.config import Paths
 from engine.errors import GroveError
@@ -82,8 +83,9 @@ def test_both_gateways_satisfy_the_protocol() -> None:
 
 
 def _unimplemented() -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(),
-                                details="Method not found!")
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(), details="Method not found!"
+    )
 
 
 class _UnimplementedCall:
@@ -116,16 +118,28 @@ class _OlderEngine:
         return lambda *args, **kwargs: _UnimplementedCall()
 
 
-CALLS = [("lineage", ()), ("fork", ("x", 2)), ("snapshot", ("x", "s")), ("metering_stream", ()),
-         ("metering_history", ("x",)), ("reset_sandbox", ("x",)), ("open_shell", ("x", 80, 24)),
-         ("list_shells", ("x",)), ("list_services", ("x",)), ("start_service", ("x", "w", ["t"])),
-         ("stop_service", ("x", "w")), ("service_logs", ("x", "w"))]
+CALLS = [
+    ("lineage", ()),
+    ("fork", ("x", 2)),
+    ("snapshot", ("x", "s")),
+    ("metering_stream", ()),
+    ("metering_history", ("x",)),
+    ("reset_sandbox", ("x",)),
+    ("open_shell", ("x", 80, 24)),
+    ("list_shells", ("x",)),
+    ("list_services", ("x",)),
+    ("start_service", ("x", "w", ["t"])),
+    ("stop_service", ("x", "w")),
+    ("service_logs", ("x", "w")),
+]
 
 
 @pytest.mark.parametrize("stub", [object(), _OlderEngine()], ids=["old-client", "old-engine"])
 @pytest.mark.parametrize("method, args", CALLS, ids=[c[0] for c in CALLS])
 async def test_grpc_gateway_missing_features_raise_not_supported(
-    method: str, args: tuple, stub: object  # type: ignore[type-arg]
+    method: str,
+    args: tuple,
+    stub: object,  # type: ignore[type-arg]
 ) -> None:
     gateway = GrpcGateway(Paths(Path("/nonexistent")), autostart=False)
     gateway._stub = stub  # as if connected
@@ -163,8 +177,11 @@ async def test_demo_builds_a_family_with_a_service_and_a_shell() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        await wait_for(pilot, lambda: any(n.title == "Demo ready" for n in app._notifications),
-                       what="the demo to finish")
+        await wait_for(
+            pilot,
+            lambda: any(n.title == "Demo ready" for n in app._notifications),
+            what="the demo to finish",
+        )
         await wait_for(pilot, lambda: len(screen.sandboxes) == 10, what="the demo family")
         # `web` exists in the fake already, so the tour picks a free name.
         by_name = {s.name: s for s in screen.sandboxes.values()}
@@ -185,8 +202,11 @@ async def test_demo_stops_with_the_remedy() -> None:
     engine = FakeEngine(features={"metering"})  # an engine without fork
     app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: any(n.title == "Demo" and n.severity == "warning"
-                                          for n in app._notifications), what="the demo to stop")
+        await wait_for(
+            pilot,
+            lambda: any(n.title == "Demo" and n.severity == "warning" for n in app._notifications),
+            what="the demo to stop",
+        )
         messages = " ".join(n.message for n in app._notifications)
         assert "services" in messages  # the first step this engine cannot do
         screen = app.screen
@@ -207,6 +227,18 @@ async def test_fake_mode_runs_live() -> None:
         await wait_for(pilot, lambda: screen.meters.ts != first, timeout=5, what="a live sample")
 
 
+async def palette_offers(pilot: Pilot[None], text: str) -> None:
+    """The palette's search has run: its first, highlighted hit is the command named text."""
+
+    def top_hit() -> str:
+        hits = pilot.app.screen.query_one(CommandList)
+        if not hits.option_count or hits.highlighted != 0:
+            return ""
+        return str(hits.get_option_at_index(0).prompt)
+
+    await wait_for(pilot, lambda: top_hit().startswith(text), what=f"{text!r} in the palette")
+
+
 async def test_palette_switches_theme() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -214,7 +246,7 @@ async def test_palette_switches_theme() -> None:
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: CommandPalette.is_open(app), what="palette")
         await pilot.press(*"Theme: projector")
-        await pilot.pause(0.4)  # the palette's search is debounced
+        await palette_offers(pilot, "Theme: projector")  # the palette's search is debounced
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.theme == "projector", what="theme switch")
 
@@ -230,21 +262,24 @@ async def test_palette_runs_sandbox_actions() -> None:
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: CommandPalette.is_open(app), what="palette")
         await pilot.press(*"Stop web-fork-1")
-        await pilot.pause(0.4)
+        await palette_offers(pilot, "Stop web-fork-1")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "stop sb-2b7e41d5" in engine.calls, what="stop call")
 
 
-@pytest.mark.parametrize("text, probe", [
-    ("", None),
-    ("8000", ("tcp", "127.0.0.1:8000")),
-    (":8000", ("tcp", "127.0.0.1:8000")),
-    ("0.0.0.0:80", ("tcp", "0.0.0.0:80")),
-    ("tcp:8000", ("tcp", "127.0.0.1:8000")),
-    ("http://127.0.0.1:8000/health", ("http", "http://127.0.0.1:8000/health")),
-    ("file:/run/ready", ("file", "/run/ready")),
-    ("command:test -e /tmp/x", ("command", "test -e /tmp/x")),
-])
+@pytest.mark.parametrize(
+    "text, probe",
+    [
+        ("", None),
+        ("8000", ("tcp", "127.0.0.1:8000")),
+        (":8000", ("tcp", "127.0.0.1:8000")),
+        ("0.0.0.0:80", ("tcp", "0.0.0.0:80")),
+        ("tcp:8000", ("tcp", "127.0.0.1:8000")),
+        ("http://127.0.0.1:8000/health", ("http", "http://127.0.0.1:8000/health")),
+        ("file:/run/ready", ("file", "/run/ready")),
+        ("command:test -e /tmp/x", ("command", "test -e /tmp/x")),
+    ],
+)
 def test_parse_probe(text: str, probe: tuple[str, str] | None) -> None:
     assert parse_probe(text) == probe
 
@@ -265,10 +300,12 @@ def test_parse_command() -> None:
 
 def test_meter_history_seed_puts_older_samples_first() -> None:
     history = MeterHistory(size=5)
-    history.add(MeterSample(ts=100.0, sandboxes=(SandboxMeter("a", unique_mem=10,
-                                                              cpu_percent=1.0),)))
-    older = [SandboxMeter("a", unique_mem=n, cpu_percent=None, sampled_at=90.0 + n)
-             for n in range(1, 12)]  # 91..101: the last two overlap the live sample
+    history.add(
+        MeterSample(ts=100.0, sandboxes=(SandboxMeter("a", unique_mem=10, cpu_percent=1.0),))
+    )
+    older = [
+        SandboxMeter("a", unique_mem=n, cpu_percent=None, sampled_at=90.0 + n) for n in range(1, 12)
+    ]  # 91..101: the last two overlap the live sample
     assert history.seed("a", older)
     assert history.memory("a") == [6.0, 7.0, 8.0, 9.0, 10.0]  # kept: the newest 5, in order
     assert history.cpu("a") == [1.0]  # no datum is skipped, never drawn as zero

@@ -14,10 +14,12 @@ import pytest
 from conftest import SIZE, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
+from textual.widgets.tree import TreeNode
 
 from engine.config import Paths
 from tui.app import GroveApp
 from tui.engine.grpc_gateway import GrpcGateway
+from tui.models import LineageNode
 from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.main import MainScreen
 from tui.widgets.service_logs import ServiceLogPane
@@ -57,15 +59,20 @@ async def dashboard(
 ) -> AsyncIterator[tuple[GroveApp, Pilot[None], MainScreen]]:
     home = family.grove.home  # type: ignore[attr-defined]
     monkeypatch.setenv("GROVE_HOME", str(home))
-    app = GroveApp(GrpcGateway(Paths(home), autostart=False), refresh_interval=0.5,
-                   user_themes=False)
+    app = GroveApp(
+        GrpcGateway(Paths(home), autostart=False), refresh_interval=0.5, user_themes=False
+    )
     app.animation_level = "none"
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        await wait_for(pilot, lambda: {family.parent, family.child} <= set(screen.sandboxes),
-                       timeout=30, what="the family in the inventory")
+        await wait_for(
+            pilot,
+            lambda: {family.parent, family.child} <= set(screen.sandboxes),
+            timeout=30,
+            what="the family in the inventory",
+        )
         yield app, pilot, screen
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert not errors, errors
@@ -101,24 +108,40 @@ async def test_tree_shows_the_family_and_metering_moves(
 
         first, samples = row(), screen.meters.samples
         assert first[0] != "-"  # a running sandbox has a memory datum
-        await wait_for(pilot, lambda: screen.meters.samples > samples and row() != first,
-                       timeout=30, what="a metering value to change")
+        await wait_for(
+            pilot,
+            lambda: screen.meters.samples > samples and row() != first,
+            timeout=30,
+            what="a metering value to change",
+        )
         host = screen.meters.host
         assert host is not None and host.mem_cow and host.mem_naive
 
         # The sparklines have a past from the engine's history, not just from this session.
         await select(pilot, screen, family.parent)
-        await wait_for(pilot, lambda: len(screen.meters.memory(family.parent))
-                       > screen.meters.samples, timeout=10, what="history seeded")
+        await wait_for(
+            pilot,
+            lambda: len(screen.meters.memory(family.parent)) > screen.meters.samples,
+            timeout=10,
+            what="history seeded",
+        )
 
         # A named snapshot taken here appears in the tree under its sandbox.
         await pilot.press("P")
         await wait_for(pilot, lambda: isinstance(app.screen, AskScreen), what="the name")
         app.screen.query_one(Input).value = SNAPSHOT
         await pilot.press("enter")
-        snapshot = lambda: next((n for n in tree._by_id.values()  # noqa: E731
-                                 if n.data is not None and n.data.kind == "snapshot"
-                                 and n.data.label == SNAPSHOT), None)
+
+        def snapshot() -> TreeNode[LineageNode] | None:
+            return next(
+                (
+                    n
+                    for n in tree._by_id.values()
+                    if n.data is not None and n.data.kind == "snapshot" and n.data.label == SNAPSHOT
+                ),
+                None,
+            )
+
         await wait_for(pilot, lambda: snapshot() is not None, timeout=60, what="the snapshot")
         node = snapshot()
         assert node is not None and node.parent is tree._by_id[family.parent]
@@ -135,28 +158,40 @@ async def test_shell_typed_into_and_attached_again(
         view = pane.views[0]
         term = view.terminal
         assert view.shell_id
-        await wait_for(pilot, lambda: any(ln.rstrip().endswith(("#", "$"))
-                                          for ln in term.screen_lines()), timeout=30)
+        await wait_for(
+            pilot,
+            lambda: any(ln.rstrip().endswith(("#", "$")) for ln in term.screen_lines()),
+            timeout=30,
+        )
         await pilot.press(*"echo", "space", *"guest-ok", "enter")
         await wait_for(pilot, lambda: "guest-ok" in term.screen_lines(), timeout=20)
         await pilot.press(*"stty", "space", *"size", "enter")
         size = f"{term.vt.lines} {term.vt.columns}"
-        await wait_for(pilot, lambda: size in term.screen_lines(), timeout=20,
-                       what=f"stty size {size}")
+        await wait_for(
+            pilot, lambda: size in term.screen_lines(), timeout=20, what=f"stty size {size}"
+        )
 
         # Leave the terminal, close the tab (the shell keeps running), then attach again:
         # the scrollback comes back.
         await pilot.press("ctrl+right_square_bracket", "C")
         await wait_for(pilot, lambda: not pane.views, what="the tab to close")
         await pilot.press("o")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), timeout=20,
-                       what="the new-or-attach choice")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, ChooseScreen),
+            timeout=20,
+            what="the new-or-attach choice",
+        )
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: bool(pane.views), timeout=30, what="the attached tab")
         again = pane.views[0]
         assert again.shell_id == view.shell_id
-        await wait_for(pilot, lambda: "guest-ok" in again.terminal.all_lines(), timeout=20,
-                       what="the scrollback replayed")
+        await wait_for(
+            pilot,
+            lambda: "guest-ok" in again.terminal.all_lines(),
+            timeout=20,
+            what="the scrollback replayed",
+        )
 
 
 async def test_service_log_follows_and_errors_carry_the_remedy(
@@ -164,16 +199,21 @@ async def test_service_log_follows_and_errors_carry_the_remedy(
 ) -> None:
     async with dashboard(family, monkeypatch) as (app, pilot, screen):
         await select(pilot, screen, family.parent)
-        await wait_for(pilot, lambda: [s.name for s in screen.services.get(family.parent, [])]
-                       == ["ticker"], timeout=10, what="the service listed")
+        await wait_for(
+            pilot,
+            lambda: [s.name for s in screen.services.get(family.parent, [])] == ["ticker"],
+            timeout=10,
+            what="the service listed",
+        )
         await pilot.press("L")
         await wait_for(pilot, lambda: bool(screen.query(ServiceLogPane)), what="the log tab")
         log = screen.query_one(ServiceLogPane)
         ticks = lambda: [ln for ln in log.view.entries if " tick " in ln]  # noqa: E731
         await wait_for(pilot, lambda: len(ticks()) >= 2, timeout=20, what="ticks")
         seen = len(ticks())
-        await wait_for(pilot, lambda: len(ticks()) >= seen + 2, timeout=20,
-                       what="new lines while following")
+        await wait_for(
+            pilot, lambda: len(ticks()) >= seen + 2, timeout=20, what="new lines while following"
+        )
         assert log.view.follow
 
         # The engine refuses a second service of the same name: a notification with the remedy.
@@ -183,8 +223,12 @@ async def test_service_log_follows_and_errors_carry_the_remedy(
         form.query_one("#service-name", Input).value = "ticker"
         form.query_one("#service-command", Input).value = "sleep 60"
         await pilot.click("#ok")
-        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications),
-                       timeout=20, what="the refusal")
+        await wait_for(
+            pilot,
+            lambda: any(n.severity == "error" for n in app._notifications),
+            timeout=20,
+            what="the refusal",
+        )
         note = next(n for n in app._notifications if n.severity == "error")
         assert "→" in note.message  # the remedy
         app._notifications.clear()
@@ -199,10 +243,14 @@ async def test_terminate_with_confirmation_removes_the_node(
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
         await pilot.press("y")
-        await wait_for(pilot, lambda: family.child not in screen.sandboxes, timeout=60,
-                       what="the fork to go")
-        await wait_for(pilot, lambda: family.child not in [str(k.value) for k in table.rows],
-                       what="its row to go")
+        await wait_for(
+            pilot, lambda: family.child not in screen.sandboxes, timeout=60, what="the fork to go"
+        )
+        await wait_for(
+            pilot,
+            lambda: family.child not in [str(k.value) for k in table.rows],
+            what="its row to go",
+        )
         assert family.child not in tree._by_id
         assert family.parent in tree._by_id
     listed = json.loads(family.grove.ok("ps", "--json").out)  # type: ignore[attr-defined]

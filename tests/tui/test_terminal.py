@@ -105,8 +105,9 @@ async def test_output_scrolls_into_history_and_view_follows() -> None:
         term = app.query_one(PtyTerminal)
         await wait_prompt(pilot, term)
         send_line(app, "seq 1 200")
-        await wait_for(pilot, lambda: term.screen_lines()[-2:-1] == ["200"] or
-                       "200" in term.screen_lines())
+        await wait_for(
+            pilot, lambda: term.screen_lines()[-2:-1] == ["200"] or "200" in term.screen_lines()
+        )
         await pilot.pause(0.1)
         shown = rendered_text(term).splitlines()
         assert "200" in shown and "1" not in shown  # the view follows the bottom
@@ -168,8 +169,11 @@ async def test_colors_render() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         term = app.query_one(PtyTerminal)
         await wait_prompt(pilot, term)
-        send_line(app, r"printf '\033[1;31mRED\033[0m \033[38;5;208mORA\033[0m "
-                       r"\033[38;2;1;2;3mTRUE\033[0m\n'")
+        send_line(
+            app,
+            r"printf '\033[1;31mRED\033[0m \033[38;5;208mORA\033[0m "
+            r"\033[38;2;1;2;3mTRUE\033[0m\n'",
+        )
         await wait_for(pilot, lambda: any(ln.startswith("RED ORA") for ln in term.screen_lines()))
         y = next(i for i, line in enumerate(term.screen_lines()) if line.startswith("RED ORA"))
         history = len(term.vt.scrollback)
@@ -249,8 +253,10 @@ def test_plain_fast_path_matches_pyte() -> None:
     for _ in range(150):
         data = "".join(rng.choice(pieces)() for _ in range(rng.randint(1, 25))).encode()
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 12))))
-        fast, slow = PtyTerminal(cols=80, rows=24, history=300), PtyTerminal(cols=80, rows=24,
-                                                                             history=300)
+        fast, slow = (
+            PtyTerminal(cols=80, rows=24, history=300),
+            PtyTerminal(cols=80, rows=24, history=300),
+        )
         for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
             fast.feed(data[start:end], paint=False)
             fast.drain()

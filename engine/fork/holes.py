@@ -1,0 +1,60 @@
+"""Holes in frozen template files: filled before a fork, given back after it.
+
+A full-RAM copy reads every page of the source's template through its mapping, so before a
+capture the template file's holes are allocated in one go (faulting them in one by one inside
+the source's pause is what makes a pause slow), and the copy writes zero pages into the new
+file. Both files give their zero pages back (``fallocate --dig-holes``) once the children run:
+until then the host's copy-on-write total counts them. A fill waits for a dig still running on
+the same file. Only frozen template files are dug; a live guest's own RAM file could race with
+its writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from engine.fork import capture
+
+# Seconds after a fork before its zero pages are given back (0: at once).
+DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "0"))
+
+
+class Holes:
+    def __init__(self) -> None:
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._digging: dict[str, asyncio.Task[None]] = {}
+
+    async def fill(self, path: str) -> None:
+        timer = self._timers.pop(path, None)
+        if timer is not None:
+            timer.cancel()
+        digging = self._digging.get(path)
+        if digging is not None:  # let it finish, or the pause faults in what it just freed
+            with contextlib.suppress(Exception):
+                await digging
+        await capture.fill_holes(Path(path))
+
+    def dig_later(self, path: str, delay: float = DIG_DELAY_S) -> None:
+        timer = self._timers.pop(path, None)
+        if timer is not None:
+            timer.cancel()
+
+        def dig() -> None:
+            self._timers.pop(path, None)
+            task = asyncio.create_task(capture.dig_holes(Path(path)))
+            self._digging[path] = task
+            task.add_done_callback(lambda _t: self._digging.pop(path, None))
+
+        self._timers[path] = asyncio.get_running_loop().call_later(delay, dig)
+
+    async def dig_now(self, paths: list[str]) -> None:
+        """Engine stop: whatever is still filled is given back before the engine goes."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await asyncio.gather(*self._digging.values(), return_exceptions=True)
+        for path in paths:
+            await capture.dig_holes(Path(path))
