@@ -67,6 +67,7 @@ async def shoot(app: GroveApp, themes: list[str], settle: float, fake: bool) -> 
             screen.open_service_log(next(iter(screen.sandboxes)), "web", "http")
             await screen.open_shell_tab(next(iter(screen.sandboxes)), "web")
         else:
+
             def outcome() -> str | None:
                 for note in app._notifications:
                     if note.title == "Demo ready":
@@ -120,13 +121,18 @@ def to_png(svg: Path) -> Path | None:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--fake", action="store_true", help="FakeEngine instead of the engine")
     parser.add_argument("--keep", action="store_true", help="keep the sandboxes the tour made")
     parser.add_argument("--no-png", action="store_true")
-    parser.add_argument("--settle", type=float, default=20.0,
-                        help="seconds of live metering after the tour, before the first shot")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="seconds of live metering after the tour, before the first shot",
+    )
     args = parser.parse_args(argv)
 
     gateway: EngineGateway
@@ -150,12 +156,12 @@ async def main(argv: list[str] | None = None) -> int:
         except GroveError as exc:
             print(f"screenshots: {exc.message}\n  remedy: {exc.remedy}", file=sys.stderr)
             return 1
-    app = GroveApp(gateway, now=now, user_themes=False, refresh_interval=1.0,
-                   demo=not args.fake)
+    app = GroveApp(gateway, now=now, user_themes=False, refresh_interval=1.0, demo=not args.fake)
     app.animation_level = "none"
     try:
-        saved = await shoot(app, app.grove_theme_names, 0.5 if args.fake else args.settle,
-                            args.fake)
+        saved = await shoot(
+            app, app.grove_theme_names, 0.5 if args.fake else args.settle, args.fake
+        )
     finally:
         if not args.fake and not args.keep:
             from tui.engine.grpc_gateway import GrpcGateway
@@ -167,8 +173,9 @@ async def main(argv: list[str] | None = None) -> int:
                         await cleanup.terminate_sandbox(sandbox.id)
                         print(f"  terminated {sandbox.label}", flush=True)
                     except GroveError as exc:
-                        print(f"  could not terminate {sandbox.label}: {exc.message}",
-                              file=sys.stderr)
+                        print(
+                            f"  could not terminate {sandbox.label}: {exc.message}", file=sys.stderr
+                        )
             await cleanup.close()
     if not args.no_png:
         for svg in saved:

@@ -1,7 +1,7 @@
 """grove ui: the full-screen dashboard.
 
-    grove ui [--theme NAME] [--read-only] [--demo]
-    python -m tui [--theme NAME] [--read-only] [--demo] [--fake]
+grove ui [--theme NAME] [--read-only] [--demo]
+python -m tui [--theme NAME] [--read-only] [--demo] [--fake]
 """
 
 from __future__ import annotations
@@ -78,8 +78,11 @@ class GroveApp(App[None]):
         self.push_screen(MainScreen())
         if self._unknown_theme:
             names = ", ".join(self.grove_theme_names)
-            self.notify(f"No theme named '{self._unknown_theme}'; using {self.theme}.\n"
-                        f"→ choose one of: {names}", severity="warning")
+            self.notify(
+                f"No theme named '{self._unknown_theme}'; using {self.theme}.\n"
+                f"→ choose one of: {names}",
+                severity="warning",
+            )
         for error in self.theme_errors:
             self.notify(error, title="Theme file skipped", severity="warning")
 
@@ -102,16 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grove ui", description="The Grove dashboard.")
     add_arguments(parser)
     parser.add_argument("--fake", action="store_true", help="demo data instead of an engine")
-    parser.add_argument("--fake-sandboxes", type=int, metavar="N",
-                        help="with --fake: N generated sandboxes (for benchmarks)")
+    parser.add_argument(
+        "--fake-sandboxes",
+        type=int,
+        metavar="N",
+        help="with --fake: N generated sandboxes (for benchmarks)",
+    )
     return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", help=f"colour theme (default {DEFAULT_THEME})")
     parser.add_argument("--read-only", action="store_true", help="disable every change")
-    parser.add_argument("--demo", action="store_true",
-                        help="a scripted tour on real sandboxes: a service, forks, a shell")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="a scripted tour on real sandboxes: a service, forks, a shell",
+    )
 
 
 def make_app(

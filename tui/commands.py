@@ -29,13 +29,19 @@ class GroveCommands(Provider):
                 ("terminate", f"Terminate {label}", "Destroy it (asks first)"),
                 ("stop", f"Stop {label}", "Stop it; its disk is kept"),
                 ("start", f"Start {label}", "Boot it again from its disk"),
-                ("open_shell", f"Open a shell in {label}",
-                 "A new shell in a tab, or attach to a running one"),
+                (
+                    "open_shell",
+                    f"Open a shell in {label}",
+                    "A new shell in a tab, or attach to a running one",
+                ),
                 ("fork", f"Fork {label}", "Snapshot-fork it into N children"),
                 ("snapshot", f"Snapshot {label}", "Freeze it as a named lineage node"),
                 ("reset", f"Reset {label}", "Back to a named snapshot or to how it was created"),
-                ("start_service", f"Start a service in {label}",
-                 "A supervised process with an optional readiness probe"),
+                (
+                    "start_service",
+                    f"Start a service in {label}",
+                    "A supervised process with an optional readiness probe",
+                ),
                 ("stop_service", f"Stop a service in {label}", "TERM, then KILL after 5 s"),
                 ("service_logs", f"Follow a service log of {label}", "Opens a log tab"),
                 ("close_tab", "Close the shell or log tab", "A shell keeps running; attach again"),
@@ -47,8 +53,13 @@ class GroveCommands(Provider):
                     continue
                 commands.append((title, help_, partial(screen.run_action_by_name, action)))
         for name in app.grove_theme_names:
-            commands.append((f"Theme: {name}", "Switch the dashboard's colours",
-                             partial(setattr, app, "theme", name)))
+            commands.append(
+                (
+                    f"Theme: {name}",
+                    "Switch the dashboard's colours",
+                    partial(setattr, app, "theme", name),
+                )
+            )
         commands.append(("Show keys", "The key map", app.action_show_keys))
         return commands
 

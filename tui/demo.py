@@ -36,7 +36,7 @@ MEMORY_HOG = (
 )
 #: Typed into the demo shell: a few requests to the service, which then show in its log.
 SHELL_COMMAND = (
-    "python3 -c \"import urllib.request as u; "
+    'python3 -c "import urllib.request as u; '
     f"[print(p, u.urlopen('http://127.0.0.1:{HTTP_PORT}' + p).status) "
     "for p in ('/', '/etc/', '/usr/', '/tmp/')]\"\r"
 )
@@ -72,8 +72,12 @@ class Demo:
         try:
             await self._tour()
         except DemoStopped:
-            self.screen.notify("The demo stopped; what it made so far is still here.",
-                               title="Demo", severity="warning", timeout=10)
+            self.screen.notify(
+                "The demo stopped; what it made so far is still here.",
+                title="Demo",
+                severity="warning",
+                timeout=10,
+            )
         finally:
             self.screen.post_message(Activity(None))
 
@@ -93,39 +97,49 @@ class Demo:
 
     async def _tour(self) -> None:
         screen = self.screen
-        await self.do(f"pulling and booting {ENVIRONMENT} (the first time builds it)",
-                      self._pull)
+        await self.do(f"pulling and booting {ENVIRONMENT} (the first time builds it)", self._pull)
         taken = {s.name for s in await self.gateway.list_sandboxes()}
         base = self._names(taken)
 
         web: SandboxInfo = await self.do(
             f"creating {base} from {ENVIRONMENT}",
-            lambda: self.gateway.create_sandbox(ENVIRONMENT, name=base))
-        screen.notify(f"{web.label} is {web.phase}: a copy-on-write restore of the template.",
-                      title="Demo")
+            lambda: self.gateway.create_sandbox(ENVIRONMENT, name=base),
+        )
+        screen.notify(
+            f"{web.label} is {web.phase}: a copy-on-write restore of the template.", title="Demo"
+        )
 
         await self.do(
             f"starting an HTTP service in {base} (waiting until port {HTTP_PORT} answers)",
             lambda: self.gateway.start_service(
-                web.id, "http", ["python3", "-m", "http.server", str(HTTP_PORT)],
-                ("tcp", f"127.0.0.1:{HTTP_PORT}")))
+                web.id,
+                "http",
+                ["python3", "-m", "http.server", str(HTTP_PORT)],
+                ("tcp", f"127.0.0.1:{HTTP_PORT}"),
+            ),
+        )
         screen.open_service_log(web.id, web.label, "http")
 
         children = await self.do(
             f"forking {base} into two children (memory and disk shared copy-on-write)",
-            lambda: self.gateway.fork(web.id, 2, name_prefix=f"{base}-fork"))
+            lambda: self.gateway.fork(web.id, 2, name_prefix=f"{base}-fork"),
+        )
         grandchildren = await self.do(
             f"forking {children[0].label} once more: a grandchild",
-            lambda: self.gateway.fork(children[0].id, 1, name_prefix=children[0].label))
-        screen.notify(f"{base} → {', '.join(c.label for c in children)} → "
-                      f"{grandchildren[0].label}: each fork runs on from its parent's state, "
-                      "HTTP service included.", title="Demo")
+            lambda: self.gateway.fork(children[0].id, 1, name_prefix=children[0].label),
+        )
+        screen.notify(
+            f"{base} → {', '.join(c.label for c in children)} → "
+            f"{grandchildren[0].label}: each fork runs on from its parent's state, "
+            "HTTP service included.",
+            title="Demo",
+        )
 
         writer = children[1]
         await self.do(
             f"making {writer.label} write 64 MiB of memory (watch its unique memory climb)",
-            lambda: self.gateway.start_service(writer.id, "memhog",
-                                               ["python3", "-c", MEMORY_HOG]))
+            lambda: self.gateway.start_service(writer.id, "memhog", ["python3", "-c", MEMORY_HOG]),
+        )
         screen.select(writer.id)
 
         self.step += 1
@@ -142,4 +156,6 @@ class Demo:
             f"Live now. {writer.label}'s unique memory grows while its siblings stay small; "
             "the host bar sets CoW-aware totals against naive ones. ctrl+] leaves the shell, "
             "? shows the keys.",
-            title="Demo ready", timeout=15)
+            title="Demo ready",
+            timeout=15,
+        )

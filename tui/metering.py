@@ -36,7 +36,8 @@ class MeterHistory:
             # Gaps (None) are skipped rather than drawn as zero.
             if meter.unique_mem is not None:
                 self._series(self._mem, meter.sandbox_id).append(
-                    (sample.ts, float(meter.unique_mem)))
+                    (sample.ts, float(meter.unique_mem))
+                )
             if meter.cpu_percent is not None:
                 self._series(self._cpu, meter.sandbox_id).append((sample.ts, meter.cpu_percent))
 
@@ -49,11 +50,13 @@ class MeterHistory:
             current = self._series(table, sandbox_id)
             first = current[0][0] if current else float("inf")
             older = [
-                (m.sampled_at, float(value)) for m in history
-                if m.sampled_at is not None and m.sampled_at < first - 0.25
+                (m.sampled_at, float(value))
+                for m in history
+                if m.sampled_at is not None
+                and m.sampled_at < first - 0.25
                 and (value := getattr(m, field)) is not None
             ]
-            merged = [*older, *current][-self.size:]
+            merged = [*older, *current][-self.size :]
             if merged != list(current):
                 current.clear()
                 current.extend(merged)

@@ -22,8 +22,19 @@ from engine.config import Paths
 DEFAULT_THEME = "grove-dark"
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled_themes"
 
-_COLORS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel",
-           "boost", "success", "warning", "error")
+_COLORS = (
+    "primary",
+    "secondary",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+    "success",
+    "warning",
+    "error",
+)
 
 #: Every custom variable our .tcss files use; a theme may override any of them.
 VARIABLE_DEFAULTS: dict[str, str] = {

@@ -45,19 +45,48 @@ DEFAULT_FEATURES = frozenset({"metering", "history", "fork", "reset", "shell", "
 def _sandboxes(now: float) -> list[SandboxInfo]:
     base = dict(environment="debian:12", vcpus=1, mem_mib=512)
     return [
-        SandboxInfo(id="sb-1f3a9c20", name="web", phase="running", pid=41001,
-                    created_at=now - 7260, **base),  # type: ignore[arg-type]
-        SandboxInfo(id="sb-2b7e41d5", name="web-fork-1", phase="running", pid=41017,
-                    created_at=now - 1830, parent_id="sb-1f3a9c20", **base),  # type: ignore[arg-type]
-        SandboxInfo(id="sb-3c0d5e6f", name="web-fork-2", phase="paused", pid=41018,
-                    created_at=now - 1829, parent_id="sb-1f3a9c20", **base),  # type: ignore[arg-type]
-        SandboxInfo(id="sb-4d91a2b3", name="web-fork-1a", phase="running", pid=41102,
-                    created_at=now - 245, parent_id="sb-2b7e41d5", **base),  # type: ignore[arg-type]
-        SandboxInfo(id="sb-5e2c8f70", name="build", phase="stopped",
-                    created_at=now - 90061, **base),  # type: ignore[arg-type]
-        SandboxInfo(id="sb-6a4b1c9d", name="batch-7", phase="failed", created_at=now - 5400,
-                    parent_id="sb-0dead000", error="agent did not answer after restore",
-                    **base),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-1f3a9c20", name="web", phase="running", pid=41001, created_at=now - 7260, **base
+        ),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-2b7e41d5",
+            name="web-fork-1",
+            phase="running",
+            pid=41017,
+            created_at=now - 1830,
+            parent_id="sb-1f3a9c20",
+            **base,
+        ),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-3c0d5e6f",
+            name="web-fork-2",
+            phase="paused",
+            pid=41018,
+            created_at=now - 1829,
+            parent_id="sb-1f3a9c20",
+            **base,
+        ),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-4d91a2b3",
+            name="web-fork-1a",
+            phase="running",
+            pid=41102,
+            created_at=now - 245,
+            parent_id="sb-2b7e41d5",
+            **base,
+        ),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-5e2c8f70", name="build", phase="stopped", created_at=now - 90061, **base
+        ),  # type: ignore[arg-type]
+        SandboxInfo(
+            id="sb-6a4b1c9d",
+            name="batch-7",
+            phase="failed",
+            created_at=now - 5400,
+            parent_id="sb-0dead000",
+            error="agent did not answer after restore",
+            **base,
+        ),  # type: ignore[arg-type]
     ]
 
 
@@ -66,9 +95,17 @@ def _population(now: float, n: int) -> list[SandboxInfo]:
     out: list[SandboxInfo] = []
     for i in range(n):
         parent = "" if i % 8 == 0 else out[(i * 7919) % i].id
-        out.append(SandboxInfo(id=f"sb-{0xC0000000 + i:08x}", name=f"box-{i:03d}",
-                               environment="debian:12", phase="running", pid=50000 + i,
-                               created_at=now - 3600 + i * 5, parent_id=parent))
+        out.append(
+            SandboxInfo(
+                id=f"sb-{0xC0000000 + i:08x}",
+                name=f"box-{i:03d}",
+                environment="debian:12",
+                phase="running",
+                pid=50000 + i,
+                created_at=now - 3600 + i * 5,
+                parent_id=parent,
+            )
+        )
     return out
 
 
@@ -176,8 +213,15 @@ class FakeShell:
         return FakeShellView(self, queue)
 
     def info(self) -> ShellInfo:
-        return ShellInfo(self.sandbox_id, self._shell_id, self.state, ("bash", "-l"),
-                         FAKE_NOW - 600, len(self._viewers), self._exit_code)
+        return ShellInfo(
+            self.sandbox_id,
+            self._shell_id,
+            self.state,
+            ("bash", "-l"),
+            FAKE_NOW - 600,
+            len(self._viewers),
+            self._exit_code,
+        )
 
     @property
     def exit_code(self) -> int | None:
@@ -254,8 +298,13 @@ class FakeEngine:
         self.live_interval = live_interval
         self.fail_connect = fail_connect
         self.environments = [
-            EnvironmentInfo("debian:12", "Debian 12 (bookworm), minbase + python3", cached=True,
-                            template_ready=True, size_bytes=_TEMPLATE_DISK),
+            EnvironmentInfo(
+                "debian:12",
+                "Debian 12 (bookworm), minbase + python3",
+                cached=True,
+                template_ready=True,
+                size_bytes=_TEMPLATE_DISK,
+            ),
         ]
         people = _sandboxes(now) if population is None else _population(now, population)
         self.sandboxes = {s.id: s for s in people}
@@ -296,8 +345,9 @@ class FakeEngine:
             self._emit(s.id, "stopped", t + 3600)
 
     def _emit(self, sandbox_id: str, kind: str, ts: float | None = None, **detail: object) -> None:
-        event = EventInfo(len(self._events) + 1, sandbox_id, self.now if ts is None else ts,
-                          kind, dict(detail))
+        event = EventInfo(
+            len(self._events) + 1, sandbox_id, self.now if ts is None else ts, kind, dict(detail)
+        )
         self._events.append(event)
         for wanted, queue in self._subscribers:
             if wanted == sandbox_id:
@@ -306,18 +356,30 @@ class FakeEngine:
     def _seed_service(self, sandbox_id: str) -> None:
         key = (sandbox_id, "http")
         self.services[key] = ServiceInfo(
-            sandbox_id, "http", "running", ready=True, pid=211,
-            argv=("python3", "-m", "http.server", "8000"), probe="tcp:127.0.0.1:8000",
+            sandbox_id,
+            "http",
+            "running",
+            ready=True,
+            pid=211,
+            argv=("python3", "-m", "http.server", "8000"),
+            probe="tcp:127.0.0.1:8000",
         )
         start = self.now - 7200
-        lines = [LogLine(start, "grove", "started pid 211"),
-                 LogLine(start + 6.8, "grove", "ready (tcp 127.0.0.1:8000) in 6812.0 ms")]
+        lines = [
+            LogLine(start, "grove", "started pid 211"),
+            LogLine(start + 6.8, "grove", "ready (tcp 127.0.0.1:8000) in 6812.0 ms"),
+        ]
         for i in range(12):
             path = ("/", "/health", "/api/items", "/static/app.js")[i % 4]
             code = 404 if path == "/api/items" and i % 3 == 0 else 200
             stamp = time.strftime("%d/%b/%Y %H:%M:%S", time.gmtime(start + 60 + i * 37))
-            lines.append(LogLine(start + 60 + i * 37, "stderr",
-                                 f'10.0.2.2 - - [{stamp}] "GET {path} HTTP/1.1" {code} -'))
+            lines.append(
+                LogLine(
+                    start + 60 + i * 37,
+                    "stderr",
+                    f'10.0.2.2 - - [{stamp}] "GET {path} HTTP/1.1" {code} -',
+                )
+            )
         self.service_lines[key] = lines
 
     def log(self, sandbox_id: str, name: str, text: str, stream: str = "stdout") -> None:
@@ -373,9 +435,7 @@ class FakeEngine:
         yield PullUpdate("done", 1.0, done=True)
 
     async def list_sandboxes(self, include_terminated: bool = False) -> list[SandboxInfo]:
-        return [
-            s for s in self.sandboxes.values() if include_terminated or s.phase != "terminated"
-        ]
+        return [s for s in self.sandboxes.values() if include_terminated or s.phase != "terminated"]
 
     def _get(self, ref: str) -> SandboxInfo:
         for s in self.sandboxes.values():
@@ -414,8 +474,9 @@ class FakeEngine:
         self.calls.append(f"stop {ref}")
         sandbox = self._get(ref)
         if sandbox.phase not in ("running", "paused"):
-            raise GroveError("invalid_phase", f"sandbox {sandbox.id} is {sandbox.phase}",
-                             "start it first")
+            raise GroveError(
+                "invalid_phase", f"sandbox {sandbox.id} is {sandbox.phase}", "start it first"
+            )
         self._emit(sandbox.id, "stopped")
         return self._set(sandbox, phase="stopped", pid=None)
 
@@ -423,8 +484,11 @@ class FakeEngine:
         self.calls.append(f"start {ref}")
         sandbox = self._get(ref)
         if sandbox.phase != "stopped":
-            raise GroveError("invalid_phase", f"sandbox {sandbox.id} is {sandbox.phase}; "
-                             "it cannot become running", "stop it first")
+            raise GroveError(
+                "invalid_phase",
+                f"sandbox {sandbox.id} is {sandbox.phase}; it cannot become running",
+                "stop it first",
+            )
         self._emit(sandbox.id, "running")
         return self._set(sandbox, phase="running", pid=43000)
 
@@ -504,8 +568,12 @@ class FakeEngine:
     async def snapshot(self, ref: str, name: str) -> LineageNode:
         self._require("snapshot", "snapshots")
         sandbox = self._get(ref)
-        return LineageNode(id=f"snap-{sandbox.id[3:]}", kind="snapshot",
-                           label=name or f"{sandbox.label}@snap", parent_id=sandbox.id)
+        return LineageNode(
+            id=f"snap-{sandbox.id[3:]}",
+            kind="snapshot",
+            label=name or f"{sandbox.label}@snap",
+            parent_id=sandbox.id,
+        )
 
     async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
         self.calls.append(f"reset {ref} {snapshot}".rstrip())
@@ -517,8 +585,11 @@ class FakeEngine:
     def _running(self, ref: str) -> SandboxInfo:
         sandbox = self._get(ref)
         if sandbox.phase != "running":
-            raise GroveError("sandbox_not_running", f"sandbox {sandbox.label} is {sandbox.phase}",
-                             "start it first")
+            raise GroveError(
+                "sandbox_not_running",
+                f"sandbox {sandbox.label} is {sandbox.phase}",
+                "start it first",
+            )
         return sandbox
 
     async def list_shells(self, ref: str) -> list[ShellInfo]:
@@ -552,11 +623,21 @@ class FakeEngine:
         sandbox = self._running(ref)
         key = (sandbox.id, name)
         if key in self.services and self.services[key].active:
-            raise GroveError("service_exists", f"service {name} is already running",
-                             f"stop it first, or choose another name than {name}")
+            raise GroveError(
+                "service_exists",
+                f"service {name} is already running",
+                f"stop it first, or choose another name than {name}",
+            )
         await asyncio.sleep(0)
-        info = ServiceInfo(sandbox.id, name, "running", ready=True, pid=300 + len(self.services),
-                           argv=tuple(argv), probe=":".join(probe) if probe else "")
+        info = ServiceInfo(
+            sandbox.id,
+            name,
+            "running",
+            ready=True,
+            pid=300 + len(self.services),
+            argv=tuple(argv),
+            probe=":".join(probe) if probe else "",
+        )
         self.services[key] = info
         self.log(sandbox.id, name, f"started pid {info.pid}", "grove")
         self._emit(sandbox.id, "service_started", service=name, pid=info.pid)
@@ -569,8 +650,9 @@ class FakeEngine:
         key = (sandbox.id, name)
         if key not in self.services:
             raise not_found("service", name, "list services with 'grove service ls'")
-        info = self.services[key] = replace(self.services[key], state="stopped", pid=None,
-                                            ready=False)
+        info = self.services[key] = replace(
+            self.services[key], state="stopped", pid=None, ready=False
+        )
         self.log(sandbox.id, name, "stopped (TERM)", "grove")
         return info
 

@@ -160,8 +160,11 @@ def parse_probe(text: str) -> tuple[str, str] | None:
     kind, sep, target = text.partition(":")
     if sep and kind in PROBE_KINDS:
         if not target.strip():
-            raise GroveError("invalid_argument", f"the {kind} probe needs a target",
-                             f"write {kind}:TARGET, e.g. tcp:127.0.0.1:8000")
+            raise GroveError(
+                "invalid_argument",
+                f"the {kind} probe needs a target",
+                f"write {kind}:TARGET, e.g. tcp:127.0.0.1:8000",
+            )
         return parse_probe(target) if kind == "tcp" and target.isdigit() else (kind, target)
     if text.isdigit():
         return ("tcp", f"127.0.0.1:{text}")
@@ -170,8 +173,11 @@ def parse_probe(text: str) -> tuple[str, str] | None:
     host, _, port = text.rpartition(":")
     if host and port.isdigit():
         return ("tcp", text)
-    raise GroveError("invalid_argument", f"cannot read the probe '{text}'",
-                     "write a port (8000), HOST:PORT, an http:// URL, file:PATH or command:CMD")
+    raise GroveError(
+        "invalid_argument",
+        f"cannot read the probe '{text}'",
+        "write a port (8000), HOST:PORT, an http:// URL, file:PATH or command:CMD",
+    )
 
 
 def parse_command(text: str) -> list[str]:
@@ -179,11 +185,15 @@ def parse_command(text: str) -> list[str]:
     try:
         argv = shlex.split(text)
     except ValueError as exc:
-        raise GroveError("invalid_argument", f"cannot read the command: {exc}",
-                         "check the quotes") from None
+        raise GroveError(
+            "invalid_argument", f"cannot read the command: {exc}", "check the quotes"
+        ) from None
     if not argv:
-        raise GroveError("invalid_argument", "no command given",
-                         "type the command to run, e.g. python3 -m http.server 8000")
+        raise GroveError(
+            "invalid_argument",
+            "no command given",
+            "type the command to run, e.g. python3 -m http.server 8000",
+        )
     return argv
 
 

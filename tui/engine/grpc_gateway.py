@@ -146,9 +146,7 @@ class GrpcShell:
         return self.info.shell_id
 
     @classmethod
-    async def open(
-        cls, stub: Any, ref: str, cols: int, rows: int, shell_id: str = ""
-    ) -> GrpcShell:
+    async def open(cls, stub: Any, ref: str, cols: int, rows: int, shell_id: str = "") -> GrpcShell:
         call = stub.Shell()
         try:
             request = pb.ShellOpenRequest(sandbox=ref, cols=cols, rows=rows, shell_id=shell_id)
@@ -367,8 +365,15 @@ class GrpcGateway:
         nodes: list[LineageNode] = []
 
         def walk(node: Any, parent: str) -> None:
-            nodes.append(LineageNode(id=node.id, kind=node.kind, label=node.name or node.id,
-                                     parent_id=parent, phase=node.phase))
+            nodes.append(
+                LineageNode(
+                    id=node.id,
+                    kind=node.kind,
+                    label=node.name or node.id,
+                    parent_id=parent,
+                    phase=node.phase,
+                )
+            )
             for child in node.children:
                 walk(child, node.id)
 
@@ -377,13 +382,20 @@ class GrpcGateway:
         return nodes
 
     async def fork(self, ref: str, count: int = 1, name_prefix: str = "") -> list[SandboxInfo]:
-        reply = await self._optional("ForkSandbox", "ForkRequest", "snapshot-fork",
-                                     sandbox=ref, replicas=count, name_prefix=name_prefix)
+        reply = await self._optional(
+            "ForkSandbox",
+            "ForkRequest",
+            "snapshot-fork",
+            sandbox=ref,
+            replicas=count,
+            name_prefix=name_prefix,
+        )
         return [sandbox_info(child) for child in reply.children]
 
     async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
-        reply = await self._optional("ResetSandbox", "ResetRequest", "reset",
-                                     sandbox=ref, snapshot=snapshot)
+        reply = await self._optional(
+            "ResetSandbox", "ResetRequest", "reset", sandbox=ref, snapshot=snapshot
+        )
         return sandbox_info(reply)
 
     async def metering_history(self, ref: str) -> list[SandboxMeter]:
@@ -391,10 +403,12 @@ class GrpcGateway:
         return [sandbox_meter(m, with_time=True) for m in reply.samples]
 
     async def snapshot(self, ref: str, name: str) -> LineageNode:
-        snap = await self._optional("CreateSnapshot", "SnapshotRequest", "snapshots",
-                                    sandbox=ref, name=name)
-        return LineageNode(id=snap.id, kind="snapshot", label=snap.name or snap.id,
-                           parent_id=snap.source)
+        snap = await self._optional(
+            "CreateSnapshot", "SnapshotRequest", "snapshots", sandbox=ref, name=name
+        )
+        return LineageNode(
+            id=snap.id, kind="snapshot", label=snap.name or snap.id, parent_id=snap.source
+        )
 
     async def metering_stream(self, interval_s: float = 1.0) -> AsyncIterator[MeterSample]:
         if self._stub is None:
@@ -434,13 +448,21 @@ class GrpcGateway:
         self, ref: str, name: str, argv: Sequence[str], probe: tuple[str, str] | None = None
     ) -> ServiceInfo:
         ready = pb.ReadyProbe(kind=probe[0], target=probe[1]) if probe else None
-        reply = await self._optional("ServiceStart", "ServiceStartRequest", "services",
-                                     sandbox=ref, name=name, argv=list(argv), ready=ready)
+        reply = await self._optional(
+            "ServiceStart",
+            "ServiceStartRequest",
+            "services",
+            sandbox=ref,
+            name=name,
+            argv=list(argv),
+            ready=ready,
+        )
         return service_info(reply)
 
     async def stop_service(self, ref: str, name: str) -> ServiceInfo:
-        reply = await self._optional("ServiceStop", "ServiceRef", "services",
-                                     sandbox=ref, name=name)
+        reply = await self._optional(
+            "ServiceStop", "ServiceRef", "services", sandbox=ref, name=name
+        )
         return service_info(reply)
 
     async def service_logs(

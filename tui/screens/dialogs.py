@@ -82,7 +82,8 @@ class AskScreen(ModalScreen[str | None]):
             yield Input(
                 self.value,
                 suggester=SuggestFromList(self.suggestions, case_sensitive=False)
-                if self.suggestions else None,
+                if self.suggestions
+                else None,
                 validators=self.validators,
                 id="answer",
             )
@@ -109,9 +110,7 @@ class AskScreen(ModalScreen[str | None]):
         box = self.query_one("#answer", Input)
         result = box.validate(box.value)
         if result is not None and not result.is_valid:
-            self.query_one("#answer-error", Static).update(
-                "; ".join(result.failure_descriptions)
-            )
+            self.query_one("#answer-error", Static).update("; ".join(result.failure_descriptions))
             return
         answer = box.value.strip()
         self.dismiss(answer if answer or self.allow_empty else None)
@@ -136,8 +135,9 @@ class ChooseScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.prompt, classes="dialog-message")
-            yield OptionList(*(Option(label, id=value) for value, label in self.options),
-                             id="choices")
+            yield OptionList(
+                *(Option(label, id=value) for value, label in self.options), id="choices"
+            )
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)
@@ -171,8 +171,11 @@ class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
             yield Input(name, placeholder="web", id="service-name")
             yield Static("Command", classes="field-label")
             yield Input(command, placeholder="python3 -m http.server 8000", id="service-command")
-            yield Static("Ready when (optional): a port, HOST:PORT, an http:// URL, file:PATH "
-                         "or command:CMD", classes="field-label")
+            yield Static(
+                "Ready when (optional): a port, HOST:PORT, an http:// URL, file:PATH "
+                "or command:CMD",
+                classes="field-label",
+            )
             yield Input(probe, placeholder="8000", id="service-probe")
             yield Static("", id="answer-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
@@ -200,8 +203,9 @@ class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
         name = self.query_one("#service-name", Input).value.strip()
         command = self.query_one("#service-command", Input).value.strip()
         probe = self.query_one("#service-probe", Input).value.strip()
-        missing = [label for label, value in (("a name", name), ("a command", command))
-                   if not value]
+        missing = [
+            label for label, value in (("a name", name), ("a command", command)) if not value
+        ]
         if missing:
             self.query_one("#answer-error", Static).update(f"Give it {' and '.join(missing)}.")
             return

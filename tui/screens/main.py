@@ -63,10 +63,20 @@ if TYPE_CHECKING:
     from tui.app import GroveApp
 
 #: Actions that change sandboxes: disabled in read-only mode.
-MUTATING = frozenset({
-    "create", "terminate", "stop", "start", "fork", "snapshot", "reset", "open_shell",
-    "start_service", "stop_service",
-})
+MUTATING = frozenset(
+    {
+        "create",
+        "terminate",
+        "stop",
+        "start",
+        "fork",
+        "snapshot",
+        "reset",
+        "open_shell",
+        "start_service",
+        "stop_service",
+    }
+)
 EVENT_FLUSH = 0.05
 NEW_SHELL = "+new"
 
@@ -74,8 +84,7 @@ NEW_SHELL = "+new"
 def format_event(event: EventInfo, label: str) -> str:
     stamp = time.strftime("%m-%d %H:%M:%S", time.localtime(event.ts))
     detail = " ".join(
-        f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}"
-        for k, v in event.detail.items()
+        f"{k}={json.dumps(v) if isinstance(v, list | dict) else v}" for k, v in event.detail.items()
     )
     return f"{stamp}  {label:<14} {event.kind:<11} {detail}".rstrip()
 
@@ -89,10 +98,14 @@ def attach_sandboxes(nodes: list[LineageNode], sandboxes: list[SandboxInfo]) -> 
     environments = {n.label: n.id for n in nodes if n.kind == "environment"}
     for sandbox in sandboxes:
         if sandbox.id not in seen:
-            parent = sandbox.parent_id if sandbox.parent_id in seen else environments.get(
-                sandbox.environment, "")
-            attached.append(LineageNode(sandbox.id, "sandbox", sandbox.label, parent,
-                                        sandbox.phase, sandbox))
+            parent = (
+                sandbox.parent_id
+                if sandbox.parent_id in seen
+                else environments.get(sandbox.environment, "")
+            )
+            attached.append(
+                LineageNode(sandbox.id, "sandbox", sandbox.label, parent, sandbox.phase, sandbox)
+            )
     return attached
 
 
@@ -106,30 +119,65 @@ class MainScreen(Screen[None]):
         Binding("d", "terminate", "Terminate", tooltip="Destroy the selected sandbox"),
         Binding("x", "stop", "Stop", tooltip="Stop the sandbox (its disk is kept)"),
         Binding("u", "start", "Start", tooltip="Start a stopped sandbox from its disk"),
-        Binding("o", "open_shell", "Shell",
-                tooltip="Open a shell, or attach to a running one"),
+        Binding("o", "open_shell", "Shell", tooltip="Open a shell, or attach to a running one"),
         Binding("F", "fork", "Fork", tooltip="Snapshot-fork the sandbox into N children"),
-        Binding("P", "snapshot", "Snapshot", show=False,
-                tooltip="Take a named snapshot (a lineage node)"),
-        Binding("R", "reset", "Reset", show=False,
-                tooltip="Reset to a named snapshot, or to how it was created"),
+        Binding(
+            "P",
+            "snapshot",
+            "Snapshot",
+            show=False,
+            tooltip="Take a named snapshot (a lineage node)",
+        ),
+        Binding(
+            "R",
+            "reset",
+            "Reset",
+            show=False,
+            tooltip="Reset to a named snapshot, or to how it was created",
+        ),
         Binding("v", "start_service", "Service", tooltip="Start a service in the sandbox"),
-        Binding("V", "stop_service", "Stop service", show=False,
-                tooltip="Stop one of the sandbox's services"),
-        Binding("L", "service_logs", "Service log", show=False,
-                tooltip="Follow a service's log in a tab"),
-        Binding("C", "close_tab", "Close tab", show=False,
-                tooltip="Close the shell or log tab (a shell keeps running)"),
-        Binding("slash", "filter", "Filter", key_display="/",
-                tooltip="Filter the tree and table (name, id, phase, env)"),
+        Binding(
+            "V",
+            "stop_service",
+            "Stop service",
+            show=False,
+            tooltip="Stop one of the sandbox's services",
+        ),
+        Binding(
+            "L",
+            "service_logs",
+            "Service log",
+            show=False,
+            tooltip="Follow a service's log in a tab",
+        ),
+        Binding(
+            "C",
+            "close_tab",
+            "Close tab",
+            show=False,
+            tooltip="Close the shell or log tab (a shell keeps running)",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            key_display="/",
+            tooltip="Filter the tree and table (name, id, phase, env)",
+        ),
         Binding("s", "sort", "Sort", show=False, tooltip="Sort the table by the next column"),
         Binding("S", "reverse_sort", "Reverse sort", show=False),
-        Binding("r", "reconnect", "Refresh", show=False,
-                tooltip="Refresh now (reconnect if the engine was lost)"),
+        Binding(
+            "r",
+            "reconnect",
+            "Refresh",
+            show=False,
+            tooltip="Refresh now (reconnect if the engine was lost)",
+        ),
         Binding("l", "show_logs", "Events", show=False, tooltip="Show the lifecycle events"),
         Binding("h", "show_shells", "Shells", show=False, tooltip="Show the shell tabs"),
-        Binding("z", "zoom", "Zoom", show=False,
-                tooltip="Zoom: logs and shells take the whole screen"),
+        Binding(
+            "z", "zoom", "Zoom", show=False, tooltip="Zoom: logs and shells take the whole screen"
+        ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -174,8 +222,10 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield EngineHeader(id="header")
         yield ActivityLine(id="activity")
-        yield Input(placeholder="filter sandboxes by name, id, phase or environment (esc clears)",
-                    id="filter")
+        yield Input(
+            placeholder="filter sandboxes by name, id, phase or environment (esc clears)",
+            id="filter",
+        )
         with Horizontal(id="body"):
             yield LineageTree(id="lineage")
             with Vertical(id="main"):
@@ -244,8 +294,9 @@ class MainScreen(Screen[None]):
         self._last_error = None
         self._header()
         if self._refresh_timer is None and self.grove.refresh_interval:
-            self._refresh_timer = self.set_interval(self.grove.refresh_interval,
-                                                    self.refresh_inventory)
+            self._refresh_timer = self.set_interval(
+                self.grove.refresh_interval, self.refresh_inventory
+            )
         self.refresh_inventory()
         if self._metering is None or self._metering.is_finished:
             self._metering = self.consume_metering()
@@ -339,15 +390,19 @@ class MainScreen(Screen[None]):
         needle = self.filter_text.lower().strip()
         if needle:
             # The table lists the matches themselves, not the ancestors kept for context.
-            shown = [s for s in shown if any(needle in f.lower() for f in
-                                             (s.label, s.id, s.phase, s.environment))]
+            shown = [
+                s
+                for s in shown
+                if any(needle in f.lower() for f in (s.label, s.id, s.phase, s.environment))
+            ]
         self.lineage_tree.show(self.lineage, self.filter_text)
         self.metering_table.show(
             [MeterRow(s, self.meters.latest.get(s.id), i) for i, s in enumerate(shown)]
         )
         running = sum(1 for s in self.sandboxes.values() if s.phase == "running")
-        self.query_one(HostBar).show(self.meters.host, len(self.sandboxes), running,
-                                     self.metering_note)
+        self.query_one(HostBar).show(
+            self.meters.host, len(self.sandboxes), running, self.metering_note
+        )
         if self._want_selected in self.sandboxes:
             self.select(self._want_selected)
         if self.selected_id is None or self.selected_id not in self.sandboxes:
@@ -362,8 +417,12 @@ class MainScreen(Screen[None]):
         if sandbox is None:
             panel.show(None, [], [])
             return
-        panel.show(sandbox.label, self.meters.memory(sandbox.id), self.meters.cpu(sandbox.id),
-                   self.services.get(sandbox.id))
+        panel.show(
+            sandbox.label,
+            self.meters.memory(sandbox.id),
+            self.meters.cpu(sandbox.id),
+            self.services.get(sandbox.id),
+        )
 
     def _selection_changed(self) -> None:
         """A new sandbox is selected: give its sparklines a past, and list its services."""
@@ -436,9 +495,14 @@ class MainScreen(Screen[None]):
         # GroveErrors are handled where they happen; anything else is a bug, shown not fatal.
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             error = event.worker.error
-            self._report(GroveError("internal", f"{type(error).__name__}: {error}",
-                                    "please report this with the steps that led to it"),
-                         "finish a background task")
+            self._report(
+                GroveError(
+                    "internal",
+                    f"{type(error).__name__}: {error}",
+                    "please report this with the steps that led to it",
+                ),
+                "finish a background task",
+            )
 
     # -- lifecycle events (one follower per live sandbox; the engine streams per sandbox)
 
@@ -611,14 +675,18 @@ class MainScreen(Screen[None]):
 
     def action_create(self) -> None:
         names = [e.name for e in self.environments]
-        default = next((e.name for e in self.environments if e.template_ready),
-                       names[0] if names else "debian:12")
+        default = next(
+            (e.name for e in self.environments if e.template_ready),
+            names[0] if names else "debian:12",
+        )
 
         def chosen(environment: str | None) -> None:
             if environment:
-                self.engine_action(f"create a sandbox from {environment}",
-                                   lambda: self.grove.gateway.create_sandbox(environment),
-                                   lambda s: f"Created {s.label} from {environment}")
+                self.engine_action(
+                    f"create a sandbox from {environment}",
+                    lambda: self.grove.gateway.create_sandbox(environment),
+                    lambda s: f"Created {s.label} from {environment}",
+                )
 
         self.app.push_screen(
             AskScreen("Create sandbox", "Environment:", default, suggestions=names), chosen
@@ -632,9 +700,11 @@ class MainScreen(Screen[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.engine_action(f"terminate {label}",
-                                   lambda: self.grove.gateway.terminate_sandbox(sid),
-                                   lambda _s: f"Terminated {label}")
+                self.engine_action(
+                    f"terminate {label}",
+                    lambda: self.grove.gateway.terminate_sandbox(sid),
+                    lambda _s: f"Terminated {label}",
+                )
 
         self.app.push_screen(
             ConfirmScreen(
@@ -649,14 +719,20 @@ class MainScreen(Screen[None]):
     def action_stop(self) -> None:
         if (sandbox := self._need_selection()) is not None:
             sid, label = sandbox.id, sandbox.label
-            self.engine_action(f"stop {label}", lambda: self.grove.gateway.stop_sandbox(sid),
-                               lambda _s: f"Stopped {label}")
+            self.engine_action(
+                f"stop {label}",
+                lambda: self.grove.gateway.stop_sandbox(sid),
+                lambda _s: f"Stopped {label}",
+            )
 
     def action_start(self) -> None:
         if (sandbox := self._need_selection()) is not None:
             sid, label = sandbox.id, sandbox.label
-            self.engine_action(f"start {label}", lambda: self.grove.gateway.start_sandbox(sid),
-                               lambda _s: f"Started {label}")
+            self.engine_action(
+                f"start {label}",
+                lambda: self.grove.gateway.start_sandbox(sid),
+                lambda _s: f"Started {label}",
+            )
 
     def action_fork(self) -> None:
         sandbox = self._need_selection()
@@ -667,12 +743,16 @@ class MainScreen(Screen[None]):
         def chosen(answer: str | None) -> None:
             if answer:
                 count = int(answer)
-                self.engine_action(f"fork {label}", lambda: self.grove.gateway.fork(sid, count),
-                                   lambda kids: f"Forked {label} into {len(kids)}")
+                self.engine_action(
+                    f"fork {label}",
+                    lambda: self.grove.gateway.fork(sid, count),
+                    lambda kids: f"Forked {label} into {len(kids)}",
+                )
 
         self.app.push_screen(
-            AskScreen(f"Fork {label}", "How many forks?", "1",
-                      validators=[Integer(minimum=1, maximum=32)]),
+            AskScreen(
+                f"Fork {label}", "How many forks?", "1", validators=[Integer(minimum=1, maximum=32)]
+            ),
             chosen,
         )
 
@@ -684,12 +764,15 @@ class MainScreen(Screen[None]):
 
         def named(name: str | None) -> None:
             if name:
-                self.engine_action(f"snapshot {label}",
-                                   lambda: self.grove.gateway.snapshot(sid, name),
-                                   lambda node: f"Snapshot {node.label} taken")
+                self.engine_action(
+                    f"snapshot {label}",
+                    lambda: self.grove.gateway.snapshot(sid, name),
+                    lambda node: f"Snapshot {node.label} taken",
+                )
 
-        self.app.push_screen(AskScreen(f"Snapshot {label}", "Snapshot name:", f"{label}-snap"),
-                             named)
+        self.app.push_screen(
+            AskScreen(f"Snapshot {label}", "Snapshot name:", f"{label}-snap"), named
+        )
 
     def action_reset(self) -> None:
         sandbox = self._need_selection()
@@ -702,16 +785,22 @@ class MainScreen(Screen[None]):
             if snapshot is None:
                 return
             target = snapshot or "how it was created"
-            self.engine_action(f"reset {label}",
-                               lambda: self.grove.gateway.reset_sandbox(sid, snapshot),
-                               lambda _s: f"Reset {label} to {target}")
+            self.engine_action(
+                f"reset {label}",
+                lambda: self.grove.gateway.reset_sandbox(sid, snapshot),
+                lambda _s: f"Reset {label} to {target}",
+            )
 
         hint = f" Named snapshots: {', '.join(snapshots)}." if snapshots else ""
         self.app.push_screen(
-            AskScreen(f"Reset {label}",
-                      f"Back to which snapshot? Leave it empty for how {label} was created. "
-                      f"What changed since is lost.{hint}",
-                      "", suggestions=snapshots, allow_empty=True),
+            AskScreen(
+                f"Reset {label}",
+                f"Back to which snapshot? Leave it empty for how {label} was created. "
+                f"What changed since is lost.{hint}",
+                "",
+                suggestions=snapshots,
+                allow_empty=True,
+            ),
             chosen,
         )
 
@@ -740,14 +829,22 @@ class MainScreen(Screen[None]):
             for shell in shells:
                 here = " · open in a tab" if pane.find(sandbox_id, shell.shell_id) else ""
                 command = " ".join(shell.argv) or "shell"
-                options.append((shell.shell_id,
-                                f"Attach to {shell.shell_id} · {command} · up "
-                                f"{fmt.age(shell.created_at, now)} · {shell.viewers} viewer"
-                                f"{'s' if shell.viewers != 1 else ''}{here}"))
+                options.append(
+                    (
+                        shell.shell_id,
+                        f"Attach to {shell.shell_id} · {command} · up "
+                        f"{fmt.age(shell.created_at, now)} · {shell.viewers} viewer"
+                        f"{'s' if shell.viewers != 1 else ''}{here}",
+                    )
+                )
             picked = await self.app.push_screen_wait(
-                ChooseScreen(f"Shell in {label}",
-                             "Open a new shell, or attach to one that is still running "
-                             "(its scrollback comes back):", options))
+                ChooseScreen(
+                    f"Shell in {label}",
+                    "Open a new shell, or attach to one that is still running "
+                    "(its scrollback comes back):",
+                    options,
+                )
+            )
             if picked is None:
                 return
             choice = picked
@@ -782,8 +879,10 @@ class MainScreen(Screen[None]):
         if bottom.active == "shells":
             view = await self.query_one(ShellsPane).close_active()
             if view is not None and view.shell_id and not view.closed:
-                self.notify(f"Closed the tab; {view.shell_id} keeps running in its sandbox "
-                            "(o attaches to it again).")
+                self.notify(
+                    f"Closed the tab; {view.shell_id} keeps running in its sandbox "
+                    "(o attaches to it again)."
+                )
         elif active is not None and active.id and active.query(ServiceLogPane):
             await bottom.remove_pane(active.id)
             bottom.active = "logs"
@@ -808,8 +907,10 @@ class MainScreen(Screen[None]):
             self.engine_action(
                 f"start service {name} in {label}" + (" (waiting until ready)" if probe else ""),
                 lambda: self.grove.gateway.start_service(sid, name, argv, probe),
-                lambda info: f"Service {info.name} in {label} is {info.state}"
-                + (", ready" if info.ready else ""),
+                lambda info: (
+                    f"Service {info.name} in {label} is {info.state}"
+                    + (", ready" if info.ready else "")
+                ),
                 then=lambda: self.open_service_log(sid, label, name),
             )
 
@@ -834,25 +935,35 @@ class MainScreen(Screen[None]):
             services = [s for s in services if s.active]
         if not services:
             hint = "v starts one" if what == "logs" else "nothing to stop"
-            self.notify(f"{label} has no {'running ' if what == 'stop' else ''}services ({hint}).",
-                        severity="warning")
+            self.notify(
+                f"{label} has no {'running ' if what == 'stop' else ''}services ({hint}).",
+                severity="warning",
+            )
             return
         name: str | None = services[0].name
         if len(services) > 1:
-            options = [(s.name, f"{s.name} · {s.state}{' · ready' if s.ready else ''} · "
-                                f"{' '.join(s.argv)}") for s in services]
+            options = [
+                (
+                    s.name,
+                    f"{s.name} · {s.state}{' · ready' if s.ready else ''} · {' '.join(s.argv)}",
+                )
+                for s in services
+            ]
             verb = "Stop" if what == "stop" else "Follow the log of"
             name = await self.app.push_screen_wait(
-                ChooseScreen(f"Services in {label}", f"{verb} which service?", options))
+                ChooseScreen(f"Services in {label}", f"{verb} which service?", options)
+            )
         if name is None:
             return
         if what == "logs":
             self.open_service_log(sandbox_id, label, name)
             return
         chosen = name
-        self.engine_action(f"stop service {chosen} in {label}",
-                           lambda: self.grove.gateway.stop_service(sandbox_id, chosen),
-                           lambda info: f"Service {info.name} in {label} is {info.state}")
+        self.engine_action(
+            f"stop service {chosen} in {label}",
+            lambda: self.grove.gateway.stop_service(sandbox_id, chosen),
+            lambda info: f"Service {info.name} in {label} is {info.state}",
+        )
 
     def open_service_log(self, sandbox_id: str, label: str, service: str) -> None:
         """A tab following the service's log (switched to if it is already open)."""
@@ -867,8 +978,7 @@ class MainScreen(Screen[None]):
         log = ServiceLogPane(self.grove.gateway, sandbox_id, label, service)
 
         async def add() -> None:
-            await bottom.add_pane(TabPane(f"{service} @ {label}", log, id=tab_id),
-                                  before="shells")
+            await bottom.add_pane(TabPane(f"{service} @ {label}", log, id=tab_id), before="shells")
             bottom.active = tab_id
 
         self.call_later(add)
@@ -927,8 +1037,12 @@ class MainScreen(Screen[None]):
             self._last_error = None
             return
         body = error.message + (f"\n→ {error.remedy}" if error.remedy else "")
-        self.notify(body, title=f"Could not {what}" if what != "engine" else "Engine",
-                    severity="error", timeout=8)
+        self.notify(
+            body,
+            title=f"Could not {what}" if what != "engine" else "Engine",
+            severity="error",
+            timeout=8,
+        )
 
     # -- demo
 

@@ -62,7 +62,9 @@ class ActivityLine(Static):
         self.update(
             Content.from_markup(
                 "[b $accent]⟳[/] $text  [$accent]$bar[/] $pct",
-                text=text, bar=bar, pct=f"{fraction * 100:3.0f}%",
+                text=text,
+                bar=bar,
+                pct=f"{fraction * 100:3.0f}%",
             ),
             layout=False,
         )
@@ -74,31 +76,38 @@ class HostBar(Static):
     """
 
     def show(self, host: HostTotals | None, sandboxes: int, running: int, note: str = "") -> None:
-        counts = Content.from_markup("[b]$r[/] of $n sandboxes running",
-                                     r=str(running), n=str(sandboxes))
+        counts = Content.from_markup(
+            "[b]$r[/] of $n sandboxes running", r=str(running), n=str(sandboxes)
+        )
         if host is None:
-            first = Content.from_markup("[b]host[/]  [dim]$note[/]",
-                                        note=note or "waiting for the first metering sample")
+            first = Content.from_markup(
+                "[b]host[/]  [dim]$note[/]", note=note or "waiting for the first metering sample"
+            )
             self.update(Content("\n").join([first, Content("      ") + counts]), layout=False)
             return
         cores = f" of {host.cpu_count} cores" if host.cpu_count else ""
-        cpu = Content.from_markup("CPU [b $grove-cpu]$cpu[/]$cores",
-                                  cpu=fmt.percent(host.cpu_percent), cores=cores)
-        mem = _line("[b]host[/]  memory", host.mem_cow, host.mem_naive, host.mem_saved,
-                    host.template_mem)
+        cpu = Content.from_markup(
+            "CPU [b $grove-cpu]$cpu[/]$cores", cpu=fmt.percent(host.cpu_percent), cores=cores
+        )
+        mem = _line(
+            "[b]host[/]  memory", host.mem_cow, host.mem_naive, host.mem_saved, host.template_mem
+        )
         disk = _line("      disk  ", host.disk_cow, host.disk_naive, None)
         # Fixed height: no layout pass for an update every second.
-        self.update(Content("\n").join([mem + "   " + cpu, disk + "   " + counts]),
-                    layout=False)
+        self.update(Content("\n").join([mem + "   " + cpu, disk + "   " + counts]), layout=False)
 
 
 def _line(
-    label: str, cow: int | None, naive: int | None, saved: int | None,
+    label: str,
+    cow: int | None,
+    naive: int | None,
+    saved: int | None,
     templates: int | None = None,
 ) -> Content:
     return Content.from_markup(
         f"{label} [b $grove-shared]$cow[/] CoW-aware  $naive naive  ",
-        cow=f"{fmt.size(cow):>9}", naive=f"{fmt.size(naive):>9}",
+        cow=f"{fmt.size(cow):>9}",
+        naive=f"{fmt.size(naive):>9}",
     ) + _saving(saved, cow, naive, templates)
 
 
@@ -123,5 +132,6 @@ def _saving(
         text = f"templates hold {fmt.size(templates)}" if templates else "no saving yet"
         return Content.from_markup("[dim]$t[/]", t=f"{text:<{width}}")
     percent = f"({saved / naive * 100:.0f}%)"
-    return Content.from_markup("saves [b $grove-shared]$s[/] $p", s=f"{fmt.size(saved):>9}",
-                               p=f"{percent:<{width - 16}}")
+    return Content.from_markup(
+        "saves [b $grove-shared]$s[/] $p", s=f"{fmt.size(saved):>9}", p=f"{percent:<{width - 16}}"
+    )

@@ -102,8 +102,9 @@ class LineageTree(Tree[LineageNode]):
         palette = self.palette
         if node.kind == "environment":
             color = "grove-environment"
-            return Text.assemble(("◆ ", palette.style(color)),
-                                 (node.label, palette.style(color, bold=True)))
+            return Text.assemble(
+                ("◆ ", palette.style(color)), (node.label, palette.style(color, bold=True))
+            )
         if node.kind == "snapshot":
             return Text.assemble(("◇ ", palette.style("grove-environment")), node.label)
         text = Text.assemble((palette.icon(node.phase) + " ", palette.phase(node.phase)))

@@ -40,8 +40,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("n", "next_match", "Next match", show=False),
         Binding("N", "previous_match", "Previous match", show=False),
         Binding("f", "toggle_follow", "Follow", tooltip="Follow new lines (on/off)"),
-        Binding("p", "toggle_pause", "Pause",
-                tooltip="Pause the view (new lines wait, counted)"),
+        Binding("p", "toggle_pause", "Pause", tooltip="Pause the view (new lines wait, counted)"),
         Binding("w", "toggle_wrap", "Wrap", tooltip="Wrap long lines (on/off)"),
         Binding("y", "copy", "Copy", tooltip="Copy matching lines (all without a search)"),
         Binding("home", "scroll_home", "Top", show=False),
@@ -149,8 +148,7 @@ class LogView(ScrollView, can_focus=True):
         if first_row == 0:
             self._matches = []
         self._matches.extend(
-            y for y in range(first_row, len(self._rows))
-            if needle in self._row_text(y).lower()
+            y for y in range(first_row, len(self._rows)) if needle in self._row_text(y).lower()
         )
 
     def _row_text(self, y: int) -> str:
@@ -166,8 +164,11 @@ class LogView(ScrollView, can_focus=True):
         base = self.rich_style
         if row >= len(self._rows):
             return Strip.blank(width, base)
-        current = self._matches[self.current_match] if 0 <= self.current_match < len(
-            self._matches) else -1
+        current = (
+            self._matches[self.current_match]
+            if 0 <= self.current_match < len(self._matches)
+            else -1
+        )
         index, start, end = self._rows[row]
         key = (index, start, end, self.search, int(row == current))
         strip = self._cache.get(key)
@@ -308,8 +309,11 @@ class LogPane(Vertical):
         self.title = title
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="search (enter: find, n/N: next/previous, esc: clear)",
-                    id="log-search", classes="log-search")
+        yield Input(
+            placeholder="search (enter: find, n/N: next/previous, esc: clear)",
+            id="log-search",
+            classes="log-search",
+        )
         yield LogView(id="log-view")
         yield Static(id="log-status", classes="log-status")
 
@@ -335,8 +339,9 @@ class LogPane(Vertical):
         for name, on_ in flags:
             parts.append(Content.from_markup("[b $success]$n[/]" if on_ else "[dim]$n[/]", n=name))
         if view.paused:
-            parts.append(Content.from_markup("[b $warning]paused[/] ($n new)",
-                                             n=str(len(view.pending))))
+            parts.append(
+                Content.from_markup("[b $warning]paused[/] ($n new)", n=str(len(view.pending)))
+            )
         if view.search:
             where = f"{view.current_match + 1}/{view.match_count}" if view.match_count else "0"
             parts.append(Content.from_markup("search [b]$s[/] $w", s=view.search, w=where))

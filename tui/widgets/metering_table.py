@@ -78,8 +78,13 @@ class MeterRow:
         for column in COLUMNS:
             style = palette.phase(s.phase) if column.key == "phase" else ""
             cells.append(
-                Text(text[column.key], style=style, justify="right" if column.numeric else "left",
-                     no_wrap=True, overflow="ellipsis")
+                Text(
+                    text[column.key],
+                    style=style,
+                    justify="right" if column.numeric else "left",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
             )
         return cells
 
@@ -112,8 +117,9 @@ class MeteringTable(DataTable[Text]):
     def show(self, rows: Sequence[MeterRow]) -> None:
         self._rows = list(rows)
         now = self.now()
-        ordered = sorted(self._rows, key=lambda r: self._sort_value(r, now),
-                         reverse=self.sort_reverse)
+        ordered = sorted(
+            self._rows, key=lambda r: self._sort_value(r, now), reverse=self.sort_reverse
+        )
         order = [r.sandbox.id for r in ordered]
         cells = {r.sandbox.id: self._row_cells(r, now) for r in ordered}
         if order == self._order:
@@ -149,8 +155,11 @@ class MeteringTable(DataTable[Text]):
         value = row.value(self.sort_key, now)
         missing = value is None
         # Missing data sorts last whichever the direction.
-        return (int(missing) if not self.sort_reverse else -int(missing), value if not missing
-                else 0, row.sandbox.label.lower())
+        return (
+            int(missing) if not self.sort_reverse else -int(missing),
+            value if not missing else 0,
+            row.sandbox.label.lower(),
+        )
 
     def sort_by(self, key: str, reverse: bool | None = None) -> None:
         if key not in _BY_KEY and key != TREE_ORDER:

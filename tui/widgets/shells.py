@@ -145,8 +145,11 @@ class ShellsPane(Vertical):
             return None
         tabs = self.tabs
         if len(self.views) == 1:
-            await tabs.add_pane(TabPane("no shells", Static(PLACEHOLDER, classes="placeholder"),
-                                        id="shell-placeholder"))
+            await tabs.add_pane(
+                TabPane(
+                    "no shells", Static(PLACEHOLDER, classes="placeholder"), id="shell-placeholder"
+                )
+            )
         await tabs.remove_pane(pane.id)
         return view
 

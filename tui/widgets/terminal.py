@@ -358,15 +358,42 @@ def _style(key: _CellStyle) -> Style:
 
 
 _CSI = "\x1b["
-_TILDE = {"insert": 2, "delete": 3, "pageup": 5, "pagedown": 6, "f5": 15, "f6": 17, "f7": 18,
-          "f8": 19, "f9": 20, "f10": 21, "f11": 23, "f12": 24}
+_TILDE = {
+    "insert": 2,
+    "delete": 3,
+    "pageup": 5,
+    "pagedown": 6,
+    "f5": 15,
+    "f6": 17,
+    "f7": 18,
+    "f8": 19,
+    "f9": 20,
+    "f10": 21,
+    "f11": 23,
+    "f12": 24,
+}
 _SS3_FUNCTION = {"f1": "P", "f2": "Q", "f3": "R", "f4": "S"}
 _CURSOR = {"up": "A", "down": "B", "right": "C", "left": "D", "home": "H", "end": "F"}
-_PLAIN = {"enter": "\r", "tab": "\t", "shift+tab": "\x1b[Z", "backspace": "\x7f",
-          "escape": "\x1b", "space": " ", "ctrl+space": "\x00", "ctrl+@": "\x00"}
-_CTRL_SYMBOLS = {"left_square_bracket": "\x1b", "backslash": "\x1c", "right_square_bracket": "\x1d",
-                 "circumflex_accent": "\x1e", "underscore": "\x1f", "question_mark": "\x7f",
-                 "at": "\x00", "space": "\x00"}
+_PLAIN = {
+    "enter": "\r",
+    "tab": "\t",
+    "shift+tab": "\x1b[Z",
+    "backspace": "\x7f",
+    "escape": "\x1b",
+    "space": " ",
+    "ctrl+space": "\x00",
+    "ctrl+@": "\x00",
+}
+_CTRL_SYMBOLS = {
+    "left_square_bracket": "\x1b",
+    "backslash": "\x1c",
+    "right_square_bracket": "\x1d",
+    "circumflex_accent": "\x1e",
+    "underscore": "\x1f",
+    "question_mark": "\x7f",
+    "at": "\x00",
+    "space": "\x00",
+}
 # xterm's modifier parameter: 1 + shift(1) + alt(2) + ctrl(4).
 _MODIFIER_BITS = {"shift": 1, "alt": 2, "meta": 2, "ctrl": 4}
 
@@ -409,8 +436,13 @@ class PtyTerminal(ScrollView, can_focus=True):
 
     RELEASE_KEY = "ctrl+right_square_bracket"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(RELEASE_KEY, "release", "Leave terminal", key_display="ctrl+]",
-                tooltip="Leave the shell; all other keys go to it"),
+        Binding(
+            RELEASE_KEY,
+            "release",
+            "Leave terminal",
+            key_display="ctrl+]",
+            tooltip="Leave the shell; all other keys go to it",
+        ),
     ]
     # Kept inline (tiny): the widget is reused outside the dashboard, e.g. in tests.
     DEFAULT_CSS = """
@@ -505,8 +537,10 @@ class PtyTerminal(ScrollView, can_focus=True):
             last = data.rfind(b"\n", pos, plain_end)
             if last >= 0 and self._parser_idle() and vt.plain_ready():
                 lines = data[pos:last].decode("ascii").split("\n")
-                if all(len(line) <= vt.columns + 1 and line.endswith("\r")
-                       and "\r" not in line[:-1] for line in lines):
+                if all(
+                    len(line) <= vt.columns + 1 and line.endswith("\r") and "\r" not in line[:-1]
+                    for line in lines
+                ):
                     vt.plain_lines([line[:-1] for line in lines])
                     pos = last + 1
                     continue
@@ -658,15 +692,18 @@ class PtyTerminal(ScrollView, can_focus=True):
         return strip.crop_extend(scroll_x, scroll_x + self.size.width, base)
 
     @staticmethod
-    def _segments(
-        row: Row, columns: int, cursor_x: int | None, base: Style
-    ) -> Iterable[Segment]:
+    def _segments(row: Row, columns: int, cursor_x: int | None, base: Style) -> Iterable[Segment]:
         run: list[str] = []
         key: _CellStyle | None = None
         for x in range(columns):
             ch = row[x]
             cell = _CellStyle(
-                ch.fg, ch.bg, ch.bold, ch.italics, ch.underscore, ch.strikethrough,
+                ch.fg,
+                ch.bg,
+                ch.bold,
+                ch.italics,
+                ch.underscore,
+                ch.strikethrough,
                 ch.reverse != (x == cursor_x),
             )
             if cell != key:
@@ -688,7 +725,8 @@ class PtyTerminal(ScrollView, can_focus=True):
         """Scrollback plus the visible rows, as text."""
         self.drain()
         history = [
-            row.rstrip() if isinstance(row, str)
+            row.rstrip()
+            if isinstance(row, str)
             else "".join(row[x].data for x in range(self.vt.columns)).rstrip()
             for _, row in self.vt.scrollback
         ]

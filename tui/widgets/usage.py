@@ -12,8 +12,12 @@ from textual.widgets import Sparkline, Static
 from tui import format as fmt
 from tui.models import ServiceInfo
 
-_SERVICE_STYLE = {"running": "$grove-running", "starting": "$grove-pending",
-                  "backoff": "$grove-pending", "failed": "$grove-failed"}
+_SERVICE_STYLE = {
+    "running": "$grove-running",
+    "starting": "$grove-pending",
+    "backoff": "$grove-pending",
+    "failed": "$grove-failed",
+}
 
 
 class UsagePanel(Horizontal):
@@ -40,8 +44,9 @@ class UsagePanel(Horizontal):
         who = name or "no sandbox selected"
         # One-line labels: no layout pass for an update every second.
         self.query_one("#mem-label", Static).update(
-            Content.from_markup("[b]memory[/] unique · $who  [b $grove-unique]$v[/]",
-                                who=who, v=mem_now),
+            Content.from_markup(
+                "[b]memory[/] unique · $who  [b $grove-unique]$v[/]", who=who, v=mem_now
+            ),
             layout=False,
         )
         self.query_one("#cpu-label", Static).update(
@@ -66,6 +71,9 @@ def _services(services: Sequence[ServiceInfo] | None) -> Content | str:
         style = _SERVICE_STYLE.get(service.state, "$grove-stopped")
         icon = "●" if service.active else "○"
         state = "ready" if service.ready and service.state == "running" else service.state
-        parts.append(Content.from_markup(f"$name [{style}]$icon[/] $state", name=service.name,
-                                         icon=icon, state=state))
+        parts.append(
+            Content.from_markup(
+                f"$name [{style}]$icon[/] $state", name=service.name, icon=icon, state=state
+            )
+        )
     return Content("services: ") + Content(" · ").join(parts)
