@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from engine.errors import GroveError, not_found
 from tui.engine.gateway import ShellSession, derive_lineage, not_supported
@@ -43,11 +44,11 @@ DEFAULT_FEATURES = frozenset({"metering", "history", "fork", "reset", "shell", "
 
 
 def _sandboxes(now: float) -> list[SandboxInfo]:
-    base = dict(environment="debian:12", vcpus=1, mem_mib=512)
+    base: dict[str, Any] = {"environment": "debian:12", "vcpus": 1, "mem_mib": 512}
     return [
         SandboxInfo(
             id="sb-1f3a9c20", name="web", phase="running", pid=41001, created_at=now - 7260, **base
-        ),  # type: ignore[arg-type]
+        ),
         SandboxInfo(
             id="sb-2b7e41d5",
             name="web-fork-1",
@@ -56,7 +57,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             created_at=now - 1830,
             parent_id="sb-1f3a9c20",
             **base,
-        ),  # type: ignore[arg-type]
+        ),
         SandboxInfo(
             id="sb-3c0d5e6f",
             name="web-fork-2",
@@ -65,7 +66,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             created_at=now - 1829,
             parent_id="sb-1f3a9c20",
             **base,
-        ),  # type: ignore[arg-type]
+        ),
         SandboxInfo(
             id="sb-4d91a2b3",
             name="web-fork-1a",
@@ -74,10 +75,10 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             created_at=now - 245,
             parent_id="sb-2b7e41d5",
             **base,
-        ),  # type: ignore[arg-type]
+        ),
         SandboxInfo(
             id="sb-5e2c8f70", name="build", phase="stopped", created_at=now - 90061, **base
-        ),  # type: ignore[arg-type]
+        ),
         SandboxInfo(
             id="sb-6a4b1c9d",
             name="batch-7",
@@ -86,7 +87,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             parent_id="sb-0dead000",
             error="agent did not answer after restore",
             **base,
-        ),  # type: ignore[arg-type]
+        ),
     ]
 
 
