@@ -23,9 +23,8 @@ from engine.images import disks
 from engine.images.environments import EnvironmentImage, boot_args
 from engine.store.db import Store
 from engine.store.records import TemplatePhase, TemplateRecord
-from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
-from engine.vmm.vm import Vm, VmFiles
+from engine.vmm.vm import Vm, VmFiles, boot_spec
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +107,10 @@ class Templates:
         vm: Vm | None = None
         try:
             await disks.create_overlay(disk, Path(image.rootfs))
-            spec = cmdline.VmSpec(
-                accel=self._accel,
-                vcpus=vcpus,
-                mem_mib=mem_mib,
-                mem_path=mem_path,
-                mem_shared=True,
-                disk=disk,
-                qmp_socket=files.qmp,
-                ctl_socket=files.ctl,
-                console_log=files.console,
-                kernel=Path(boot["kernel"]),
-                initrd=Path(boot["initrd"]),
-                append=boot["append"],
-                tag=self._paths.vm_tag(template_id),
-            )
+            spec = boot_spec(
+                self._accel, vcpus, mem_mib, mem_path, disk, files, boot,
+                self._paths.vm_tag(template_id),
+            )  # fmt: skip
             say(f"booting {image.name} once to make its template", None)
             started = time.monotonic()
             vm = await Vm.launch(spec, files)

@@ -28,7 +28,7 @@ from engine.store.db import Store
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
-from engine.vmm.vm import Vm
+from engine.vmm.vm import Vm, boot_spec
 
 log = logging.getLogger(__name__)
 
@@ -209,21 +209,10 @@ class Lifecycle:
             files = self._vms.files(record.id)
             mem_path = self._paths.memory_dir / f"{record.id}.mem"
             mem_path.unlink(missing_ok=True)
-            spec = cmdline.VmSpec(
-                accel=self._accel,
-                vcpus=record.vcpus,
-                mem_mib=record.mem_mib,
-                mem_path=mem_path,
-                mem_shared=True,
-                disk=Path(record.disk_path),
-                qmp_socket=files.qmp,
-                ctl_socket=files.ctl,
-                console_log=files.console,
-                kernel=Path(boot["kernel"]),
-                initrd=Path(boot["initrd"]),
-                append=boot["append"],
-                tag=self._paths.vm_tag(record.id),
-            )
+            spec = boot_spec(
+                self._accel, record.vcpus, record.mem_mib, mem_path, Path(record.disk_path),
+                files, boot, self._paths.vm_tag(record.id),
+            )  # fmt: skip
             self._vms.set_phase(record, Phase.STARTING, mem_path=str(mem_path), boot=boot)
             try:
                 vm = await Vm.launch(spec, files)

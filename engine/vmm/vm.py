@@ -13,6 +13,7 @@ from typing import Any
 from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
 from engine.vmm import cmdline
+from engine.vmm.accel import Accelerator
 from engine.vmm.process import QemuProcess
 from engine.vmm.qmp import Qmp, QmpError, migration_caps
 
@@ -53,6 +54,34 @@ class VmFiles:
             sock.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.sock_dir.rmdir()
+
+
+def boot_spec(
+    accel: Accelerator,
+    vcpus: int,
+    mem_mib: int,
+    mem_path: Path,
+    disk: Path,
+    files: VmFiles,
+    boot: dict[str, str],
+    tag: str,
+) -> cmdline.VmSpec:
+    """A cold boot from a disk: its RAM is a shared file of its own (it may become a template)."""
+    return cmdline.VmSpec(
+        accel=accel,
+        vcpus=vcpus,
+        mem_mib=mem_mib,
+        mem_path=mem_path,
+        mem_shared=True,
+        disk=disk,
+        qmp_socket=files.qmp,
+        ctl_socket=files.ctl,
+        console_log=files.console,
+        kernel=Path(boot["kernel"]),
+        initrd=Path(boot["initrd"]),
+        append=boot["append"],
+        tag=tag,
+    )
 
 
 class Vm:
