@@ -15,6 +15,7 @@ def _json_error(grove: Grove, *args: str) -> dict[str, str]:
     cut = own.index("--") if "--" in own else len(own)
     result = grove.run(*own[:cut], "--json", *own[cut:])
     assert result.code != 0, f"expected failure: {args}"
+    assert result.out.startswith("{"), f"not JSON: out={result.out!r} err={result.err!r}"
     data = result.json()
     assert isinstance(data, dict) and set(data) == {"error"}, result.out
     error = data["error"]
