@@ -122,11 +122,15 @@ class Forks:
             source.id, "forked" if replicas else "snapshot", template=template.id,
             children=[c.id for c in forked.children], paused_ms=round(forked.paused_ms, 1),
         )  # fmt: skip
+        # The new file's zero pages go at once: no running guest maps it but the children. The
+        # source's template waits for forking to go quiet: digging it unmaps the zero pages
+        # the source maps, and the next fork's copy would fault them back in inside its pause.
+        self._holes.dig_later(template.mem_path, delay=0.0)
         frozen = {
             t.mem_path for t in self._store.list_templates() if t.phase is TemplatePhase.READY
         }
-        for path in {template.mem_path, source.mem_path} & frozen:
-            self._holes.dig_later(path)
+        if source.mem_path in frozen and source.mem_path != template.mem_path:
+            self._holes.dig_later(source.mem_path)
         return forked
 
     async def _steps(
