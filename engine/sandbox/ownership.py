@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Paths
-from engine.sandbox.phase import Phase
 from engine.store.db import Store
 from engine.vmm import cmdline
 
@@ -47,14 +46,14 @@ class Reaped:
 
 
 def claims(store: Store, live_pids: set[int]) -> Claims:
-    sandboxes = [r for r in store.list_sandboxes(include_terminated=False)]
+    sandboxes = store.list_sandboxes(include_terminated=False)
     templates = store.list_templates()
     files = {r.disk_path for r in sandboxes} | {r.mem_path for r in sandboxes}
     files |= {t.disk_path for t in templates} | {t.mem_path for t in templates}
     return Claims(
         pids=frozenset(live_pids),
         files=frozenset(f for f in files if f),
-        sandboxes=frozenset(r.id for r in sandboxes if r.phase is not Phase.TERMINATED),
+        sandboxes=frozenset(r.id for r in sandboxes),
         templates=frozenset(t.id for t in templates),
     )
 
