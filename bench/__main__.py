@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import fork, foundation, idle, metering, shells, tui
+from bench import density, fork, foundation, idle, metering, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--only",
-        choices=["foundation", "fork", "idle", "metering", "shells", "tui"],
+        choices=["foundation", "fork", "idle", "metering", "shells", "tui", "density"],
         default=None,
     )
     parser.add_argument(
@@ -49,6 +49,8 @@ def main() -> int:
             metered += idle.run(client, args.rounds)
         if args.only in (None, "metering"):
             metered += metering.run(client, args.rounds)
+        if args.only in (None, "density"):
+            metered += density.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
     results += metered + dashboard
     report["results"] = results

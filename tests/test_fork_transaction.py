@@ -58,6 +58,7 @@ class World:
     source: SandboxRecord
     fail_at: str
     made: list[FakeVm] = field(default_factory=list)
+    source_phases: list[Phase] = field(default_factory=list)
 
     def vm(self) -> FakeVm:
         made = FakeVm(pid=10_000 + len(self.made))
@@ -149,14 +150,17 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> Worl
 
     async def fake_capture(
         *, paths: Paths, loader: capture.Loader, source: SandboxRecord, source_vm: Any,
-        name: str | None, on_disk_frozen: Any,
+        name: str | None, on_paused: Any, on_resumed: Any,
     ) -> capture.Captured:  # fmt: skip
         await loader.vm.kill()  # a capture always ends its loader
         if fail_at == "capture":
             raise Boom("capture")
         new_top = paths.disks / "sb-source-1.qcow2"
         new_top.write_bytes(b"")
-        on_disk_frozen(new_top)
+        on_paused(new_top)
+        world.source_phases.append(world.store.get_sandbox(source.id).phase)  # type: ignore[union-attr]
+        on_resumed()
+        world.source_phases.append(world.store.get_sandbox(source.id).phase)  # type: ignore[union-attr]
         state = paths.template_dir(loader.template_id) / "state.bin"
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_bytes(b"state")
@@ -185,6 +189,8 @@ async def test_a_fork_that_succeeds_keeps_everything(
     child_vms = [w.vms.vm(c.id) for c in forked.children]
     assert all(vm is not None and not vm.killed for vm in child_vms)  # type: ignore[attr-defined]
     assert w.store.get_sandbox(w.source.id).disk_base == template.id  # type: ignore[union-attr]
+    # The source's row says paused exactly while QEMU holds it stopped, then running again.
+    assert w.source_phases == [Phase.PAUSED, Phase.RUNNING]
     w.store.close()
 
 

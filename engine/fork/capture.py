@@ -1,11 +1,13 @@
 """Capture a running sandbox as a frozen template, keeping the sandbox running.
 
 The source's RAM is private (MAP_PRIVATE over its own template), so its memory must be copied
-into a new shareable file. A *loader* QEMU, started paused on that new file, receives a full
-migration from the source; the source is paused only for that copy and then continues in the
-same process. The loader never runs a vCPU: it writes its device state (RAM excluded, since it
-already sits in the file) and exits. The source's disk layer is frozen at the same instant with
-blockdev-snapshot-sync, so memory and disk of the template describe one moment.
+into a new shareable file. A *loader* QEMU, started paused on that new file, receives a live
+(pre-copy) migration from the source: RAM is copied while the guest runs, and the guest stops
+only for the pages it dirtied meanwhile and its device state. QEMU holds it stopped before that
+last part (pause-before-switchover) while the source's disk layer is frozen with
+blockdev-snapshot-sync, so memory and disk of the template describe one moment; then the
+source continues in the same process. The loader never runs a vCPU: it writes its device
+state (RAM excluded, since it already sits in the file) and exits.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine import crashpoints
 from engine.config import Paths
@@ -28,6 +32,10 @@ from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
 
 log = logging.getLogger(__name__)
+
+#: The longest stop QEMU may plan for the last part of a live copy (QEMU's default is 300 ms).
+#: An idle guest dirties little, so the copy converges in a pass or two.
+DOWNTIME_LIMIT_MS = int(os.environ.get("GROVE_DOWNTIME_MS", "20"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,11 @@ def loader_key(source: SandboxRecord) -> tuple[int, int, str, str, str]:
 
 
 async def start_loader(
-    paths: Paths, accel: Accelerator, source: SandboxRecord, template_id: str = ""
+    paths: Paths,
+    accel: Accelerator,
+    source: SandboxRecord,
+    template_id: str = "",
+    background: bool = False,
 ) -> Loader:
     template_id = template_id or new_template_id()
     boot = dict(source.boot)
@@ -92,12 +104,9 @@ async def start_loader(
         append=boot["append"],
         incoming=True,
         start_paused=True,
-        # Allocating 512 MiB of tmpfs pages is slow on nested hosts; do it before the source
-        # pauses, not while it waits. Zero pages are given back afterwards (dig_holes).
-        prealloc=True,
         tag=paths.vm_tag(f"{template_id}-ld"),
     )
-    vm = await Vm.launch(spec, files)
+    vm = await Vm.launch(spec, files, background=background)
     try:
         channel = files.sock_dir / "mig.sock"
         await vm.migrate_in(f"unix:{channel}", ignore_shared=False)
@@ -121,8 +130,13 @@ async def capture(
     source: SandboxRecord,
     source_vm: Vm,
     name: str | None,
-    on_disk_frozen: Callable[[Path], None],
+    on_paused: Callable[[Path], None],
+    on_resumed: Callable[[], None],
 ) -> Captured:
+    """Copy the running source into the loader's new memory file and freeze its disk.
+
+    on_paused(new_top) runs while the source is stopped, once its disk writes to new_top;
+    on_resumed() once it runs again (also after a failure)."""
     started = time.monotonic()
     template_id, mem = loader.template_id, loader.mem
     boot = dict(source.boot)
@@ -134,14 +148,21 @@ async def capture(
     new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
     paused_ms = 0.0
     try:
-        pause_started = time.monotonic()
-        await source_vm.quiesce_and_stop()
-        crashpoints.reached("capture.paused")
+        await source_vm.quiesce()
+        stopped = source_vm.qmp.subscribe(_event("STOP"))
+        resumed = source_vm.qmp.subscribe(_event("RESUME"))
+        pause_started = 0.0
         try:
+            # The guest runs while its RAM is copied; QEMU stops it for the last dirty pages
+            # and holds it there (pre-switchover) for the disk freeze, so memory and disk
+            # describe one moment.
+            await source_vm.migrate_live(f"unix:{loader.channel}", DOWNTIME_LIMIT_MS)
+            pause_started = time.monotonic()
+            crashpoints.reached("capture.paused")
             await source_vm.freeze_disk(new_top)
-            on_disk_frozen(new_top)
+            on_paused(new_top)
             crashpoints.reached("capture.disk_frozen")
-            await source_vm.migrate_out(f"unix:{loader.channel}", ignore_shared=False)
+            await source_vm.finish_switchover()
             crashpoints.reached("capture.migrated")
         except BaseException as exc:
             log.warning("capture of %s failed: %s", source.id, exc)
@@ -151,7 +172,11 @@ async def capture(
         finally:
             # The source always resumes, whatever happened to the copy.
             await source_vm.resume_after_migration()
-            paused_ms = (time.monotonic() - pause_started) * 1000
+            if pause_started:
+                paused_ms = await _paused_ms(stopped, resumed, pause_started)
+            stopped.cancel()
+            resumed.cancel()
+            on_resumed()
         crashpoints.reached("capture.resumed")
         await loader.vm.wait_incoming()
         tmp = state.with_suffix(".tmp")
@@ -185,6 +210,27 @@ async def capture(
     return Captured(record, paused_ms, total_ms)
 
 
+async def _paused_ms(
+    stopped: asyncio.Future[Any], resumed: asyncio.Future[Any], fallback_started: float
+) -> float:
+    """How long the guest was stopped, from QEMU's own STOP and RESUME event timestamps (our
+    clock would add the monitor's round trips); our clock if an event does not come."""
+    fallback = (time.monotonic() - fallback_started) * 1000
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(stopped, resumed), 1.0)
+        return (_stamp(resumed.result()) - _stamp(stopped.result())) * 1000
+    return fallback
+
+
+def _stamp(event: dict[str, Any]) -> float:
+    stamp = event.get("timestamp", {})
+    return float(stamp.get("seconds", 0)) + float(stamp.get("microseconds", 0)) / 1e6
+
+
+def _event(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: message.get("event") == name
+
+
 async def _wait_for_socket(path: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -206,8 +252,9 @@ async def fill_holes(path: Path) -> None:
 
 async def dig_holes(path: Path) -> None:
     """Give back the zero pages a full-RAM copy allocated (safe while restores map the file)."""
+    # At idle priority: it reads the whole file, and no sandbox in use should wait for that.
     proc = await asyncio.create_subprocess_exec(
-        "fallocate", "-d", str(path),
+        "chrt", "--idle", "0", "fallocate", "-d", str(path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     await proc.wait()

@@ -1,9 +1,9 @@
-"""Warm fork loaders: a paused QEMU with its new memory file already allocated.
+"""Warm fork loaders: a paused QEMU already listening for a source's memory.
 
-Allocating a 512 MiB tmpfs file is most of a fork's cost on a nested host. After a sandbox of
-some size has been forked once, one loader for that size waits ready for the next fork, so a
-fork only pays for the pause and the restores. Each waiting loader holds its memory size in
-host RAM; GROVE_WARM_LOADERS=0 turns this off.
+After a sandbox of some size has been forked once, one loader for that size waits for the next
+fork, so a fork does not wait for QEMU to start. A waiting loader holds no guest memory (its
+file is sparse until the fork allocates it) and runs at idle priority.
+GROVE_WARM_LOADERS=0 turns this off.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ class LoaderPool:
 
     def take(self, key: Key) -> capture.Loader | None:
         loader = self._ready.pop(key, None)
-        if loader is not None and not loader.vm.process.alive():
+        if loader is None or not loader.vm.process.alive():
             return None
+        loader.vm.process.set_background(False)
         return loader
 
     def refill(self, source: SandboxRecord) -> None:
@@ -47,7 +48,9 @@ class LoaderPool:
 
     async def _fill(self, key: Key, source: SandboxRecord) -> None:
         try:
-            self._ready[key] = await capture.start_loader(self._paths, self._accel, source)
+            self._ready[key] = await capture.start_loader(
+                self._paths, self._accel, source, background=True
+            )
         except Exception as exc:  # only the next fork's speed depends on it
             log.warning("could not pre-start a fork loader: %s", exc)
 

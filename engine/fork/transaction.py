@@ -110,8 +110,11 @@ class Forks:
             source, vm = self._vms.live_vm(source.id)
             async with contextlib.AsyncExitStack() as undo:
                 undo.callback(self._collector.collect)  # runs last: frees what the undos left
+                # Whatever happens, the source's template gives back what the fork filled.
+                undo.callback(self._dig_source_template, source.mem_path)
                 forked = await self._steps(undo, source, vm, replicas, name_prefix, snapshot_name)
                 undo.pop_all()  # done: nothing to undo
+            self._dig_source_template(source.mem_path)
         self._loaders.refill(source)  # the next fork of this size finds a loader waiting
         template = forked.template
         for child in forked.children:
@@ -122,16 +125,16 @@ class Forks:
             source.id, "forked" if replicas else "snapshot", template=template.id,
             children=[c.id for c in forked.children], paused_ms=round(forked.paused_ms, 1),
         )  # fmt: skip
-        # The new file's zero pages go at once: no running guest maps it but the children. The
-        # source's template waits for forking to go quiet: digging it unmaps the zero pages
-        # the source maps, and the next fork's copy would fault them back in inside its pause.
+        # The new file's zero pages go as soon as its children run (see Holes).
         self._holes.dig_later(template.mem_path, delay=0.0)
-        frozen = {
-            t.mem_path for t in self._store.list_templates() if t.phase is TemplatePhase.READY
-        }
-        if source.mem_path in frozen and source.mem_path != template.mem_path:
-            self._holes.dig_later(source.mem_path)
         return forked
+
+    def _dig_source_template(self, mem_path: str) -> None:
+        if mem_path in self._frozen_memory():
+            self._holes.dig_later(mem_path)
+
+    def _frozen_memory(self) -> set[str]:
+        return {t.mem_path for t in self._store.list_templates() if t.phase is TemplatePhase.READY}
 
     async def _steps(
         self,
@@ -190,11 +193,11 @@ class Forks:
             self._restorer.launch_target(child, placeholder, Path(source.disk_path), disk)
             for child, disk in zip(children, child_disks, strict=True)
         ]
-        frozen = {
-            t.mem_path for t in self._store.list_templates() if t.phase is TemplatePhase.READY
-        }
-        if source.mem_path in frozen:
+        if source.mem_path in self._frozen_memory():
             launches.append(self._holes.fill(source.mem_path))
+        # The new file is allocated in one call too: the copy then writes into pages that
+        # exist instead of faulting each in (a waiting loader holds no memory until now).
+        launches.append(capture.fill_holes(mem))
         results = await asyncio.gather(*launches, return_exceptions=True)
         if starting is not None:
             loader_box.append(await starting)
@@ -204,16 +207,18 @@ class Forks:
         crashpoints.reached("capture.targets_started")
 
         # Step: the capture (the source's pause). It consumes the loader.
-        def disk_frozen(new_top: Path) -> None:
-            # Recorded at once: from here on the source writes only to new_top.
-            source.disk_path = str(new_top)
-            source.disk_base = template_id
-            self._store.update_sandbox(source.id, disk_path=str(new_top), disk_base=template_id)
+        def paused(new_top: Path) -> None:
+            # Recorded at once, in one write: from here on the source writes only to new_top.
+            self._vms.set_phase(source, Phase.PAUSED, disk_path=str(new_top), disk_base=template_id)
+
+        def resumed() -> None:
+            if source.phase is Phase.PAUSED:
+                self._vms.set_phase(source, Phase.RUNNING)
 
         loader = loader_box.pop()
         captured = await capture.capture(
             paths=self._paths, loader=loader, source=source, source_vm=vm,
-            name=snapshot_name, on_disk_frozen=disk_frozen,
+            name=snapshot_name, on_paused=paused, on_resumed=resumed,
         )  # fmt: skip
         # Step: the template is ready (its undo no longer applies).
         template = captured.template

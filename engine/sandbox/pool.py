@@ -90,6 +90,7 @@ class WarmPool:
         while ready:
             warm = ready.pop()
             if warm.vm.process.alive() and warm.vm.agent is not None and warm.vm.agent.connected:
+                warm.vm.process.set_background(False)
                 return warm
             task = asyncio.create_task(self._discard(warm))
             self._tasks.add(task)
@@ -138,7 +139,7 @@ class WarmPool:
         vm: Vm | None = None
         try:
             spec = restore_spec(self._accel, template, files, disk, self._paths.vm_tag(token))
-            vm = await Vm.launch(spec, files)
+            vm = await Vm.launch(spec, files, background=True)
             crashpoints.reached("pool.spawned")
             await vm.restore(Path(template.state_path), WARM_RESTORE_TIMEOUT)
             agent = await vm.connect_agent(WARM_AGENT_TIMEOUT)

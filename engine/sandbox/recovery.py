@@ -134,10 +134,15 @@ class Recovery:
                      record.disk_path)  # fmt: skip
             record.disk_path = actual
             self._store.update_sandbox(record.id, disk_path=actual, disk_base=record.disk_base)
-        if record.phase is Phase.RUNNING and await vm.status() in ("paused", "postmigrate"):
-            # Paused for a capture that never finished: a source always resumes.
-            await vm.resume()
+        if await vm.status() in ("paused", "postmigrate", "finish-migrate"):
+            # Stopped for a capture that never finished, perhaps held before its switchover
+            # (finish-migrate): a source always resumes.
+            with contextlib.suppress(GroveError):
+                await vm.qmp.execute("migrate_cancel")
+            await vm.resume_after_migration()
             log.info("resumed sandbox %s left paused by an interrupted fork", record.id)
+        if record.phase is Phase.PAUSED:
+            self._vms.set_phase(record, Phase.RUNNING)
 
     async def _reap_unfinished_templates(self) -> None:
         """Captures the previous engine never finished: kill their loaders, drop their memory.

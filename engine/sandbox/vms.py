@@ -54,7 +54,9 @@ class SandboxVms:
     def live_vm(self, ref: str) -> tuple[SandboxRecord, Vm]:
         record = self.get(ref)
         vm = self._vms.get(record.id)
-        if record.phase is not Phase.RUNNING or vm is None or vm.agent is None:
+        # PAUSED lasts tens of ms (a capture's switchover): a request then waits in the
+        # channel until the VM runs again, rather than failing.
+        if record.phase not in (Phase.RUNNING, Phase.PAUSED) or vm is None or vm.agent is None:
             raise GroveError(
                 "sandbox_not_running",
                 f"sandbox {record.id} is {record.phase.value}, not running",

@@ -21,7 +21,7 @@ class Accelerator:
         # +arat (an always-running APIC timer): without it the guest kernel keeps its lapic
         # tick periodic (the microvm machine has no HPET to fall back on), and every one of
         # its 250 ticks a second is emulated: an idle guest cost ~7% of a core, with it ~1%.
-        return ["-accel", "tcg,tb-size=16", "-cpu", "qemu64,+arat"]
+        return ["-accel", "tcg,tb-size=48", "-cpu", "qemu64,+arat"]
 
 
 def _cpu_has_virt() -> bool:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import GroveError
+
+# Raising a thread back from SCHED_IDLE needs root or an RLIMIT_NICE that allows nice 0;
+# without it, VMs started ahead of need stay at normal priority rather than stay starved.
+_CAN_RAISE = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
 
 
 def process_start_time(pid: int) -> int | None:
@@ -77,6 +82,21 @@ class QemuProcess:
         if self._popen is not None:
             return self._popen.poll() is None
         return is_same_process(self.pid, self.start, self.exe)
+
+    def set_background(self, background: bool) -> None:
+        """Run every thread at SCHED_IDLE (background) or normal priority. A VM started ahead
+        of need (a warm pool VM, a fork loader) then only takes CPU that no sandbox in use
+        wants, and is raised back when it is handed out. Threads QEMU starts later inherit."""
+        if not _CAN_RAISE:
+            return
+        policy = os.SCHED_IDLE if background else os.SCHED_OTHER
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{self.pid}/task")]
+        except OSError:
+            return
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(tid, policy, os.sched_param(0))
 
     async def wait(self) -> None:
         """Return when the process has exited (works for adopted, non-child processes too).

@@ -96,9 +96,12 @@ class Vm:
         return self.process.pid
 
     @classmethod
-    async def launch(cls, spec: cmdline.VmSpec, files: VmFiles) -> Vm:
+    async def launch(cls, spec: cmdline.VmSpec, files: VmFiles, background: bool = False) -> Vm:
+        """Start QEMU; background=True for a VM started ahead of need (see set_background)."""
         files.prepare()
         process = QemuProcess.spawn(cmdline.build(spec), files.qemu_log)
+        if background:
+            process.set_background(True)
         try:
             qmp = await Qmp.connect(files.qmp, timeout=15.0)
         except BaseException:
@@ -157,16 +160,17 @@ class Vm:
             ) from exc
         return self.agent
 
-    async def quiesce_and_stop(self) -> None:
-        """Pause with no engine->agent frame half-delivered.
-
-        A ping round trip right before `stop` means nothing is in flight on the channel. The
-        connection stays open: the frozen agent then sits in a plain read, and a restored copy
-        wakes on the first bytes its new engine sends instead of polling for a reconnect.
-        """
+    async def quiesce(self) -> None:
+        """A ping round trip: no engine->agent frame is half-delivered when the VM stops soon
+        after. The connection stays open: the frozen agent then sits in a plain read, and a
+        restored copy wakes on the first bytes its new engine sends instead of polling for a
+        reconnect (a frame torn anyway is dropped by the agent at the next hello)."""
         if self.agent is not None:
             with contextlib.suppress(AgentError):
                 await self.agent.ping(timeout=10)
+
+    async def quiesce_and_stop(self) -> None:
+        await self.quiesce()
         await self.qmp.execute("stop")
 
     async def save(self, state: Path) -> None:
@@ -202,6 +206,27 @@ class Vm:
         )
         await self.qmp.execute("migrate", uri=uri)
         await self.qmp.wait_migration()
+
+    async def migrate_live(self, uri: str, downtime_ms: int, timeout: float = 60.0) -> None:
+        """Copy RAM while the guest runs (pre-copy), then stop it for the last dirty pages only.
+
+        QEMU stops the VM once what is left to send fits in `downtime_ms` at the measured
+        bandwidth, and with pause-before-switchover holds it stopped before sending that last
+        part and the device state: the caller acts on the stopped VM (freezes its disk), then
+        calls finish_switchover.
+        """
+        params: dict[str, Any] = {"max-bandwidth": 64 << 30, "downtime-limit": downtime_ms}
+        await self.qmp.execute("migrate-set-parameters", **params)
+        await self.qmp.execute(
+            "migrate-set-capabilities",
+            capabilities=migration_caps(x_ignore_shared=False, pause_before_switchover=True),
+        )
+        await self.qmp.execute("migrate", uri=uri)
+        await self.qmp.wait_migration(timeout, until="pre-switchover")
+
+    async def finish_switchover(self, timeout: float = 60.0) -> None:
+        await self.qmp.execute("migrate-continue", state="pre-switchover")
+        await self.qmp.wait_migration(timeout)
 
     async def migrate_in(self, uri: str, ignore_shared: bool) -> None:
         await self.qmp.execute(

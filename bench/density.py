@@ -1,0 +1,205 @@
+"""Density: how many idle fork children of one parent this host holds, and what each costs.
+
+- Fan-out: one parent is forked into idle children, STEP at a time (one fork call each), until a
+  child no longer answers `exec true` within ANSWER_S, the host's available memory falls under
+  MIN_AVAILABLE, or MAX_CHILDREN is reached. Reported: the count at which every child still
+  answered, the CoW-aware memory each child costs, the host CPU the idle children take, and the
+  CoW-aware/naive ratios (guest memory and whole footprint) at STEP children and at the maximum.
+- Chain: a sandbox forked into a child, that child into a grandchild, 4 generations deep; the
+  template memory each generation adds (read from the engine's metering once its holes are dug),
+  beside the unique memory of the sandbox it was forked from.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+import grpc
+import psutil
+
+from bench.foundation import ENV
+from engine.api import grove_pb2 as pb
+from engine.client import EngineClient
+
+STEP = 8
+ANSWER_S = 5.0
+MIN_AVAILABLE = 2 << 30
+MAX_CHILDREN = int(os.environ.get("GROVE_DENSITY_MAX", "128"))
+SETTLE_S = 5.0
+CPU_WINDOW_S = 10.0
+GENERATIONS = 4
+MIB = 1 << 20
+
+
+def answers(client: EngineClient, sandbox_id: str, timeout: float = ANSWER_S) -> bool:
+    start = pb.ExecInput(start=pb.ExecStart(sandbox=sandbox_id, argv=["true"]))
+    try:
+        for message in client.stub.Exec(iter([start]), timeout=timeout):
+            if message.WhichOneof("kind") == "exit":
+                return bool(message.exit.exit_code == 0)
+    except grpc.RpcError:
+        return False
+    return False
+
+
+def fresh_top(client: EngineClient, after: float) -> Any:
+    """A metering sample taken after `after` (time.time()), so it sees what just changed."""
+    deadline = time.monotonic() + 30
+    while True:
+        top = client.call("Top", pb.TopRequest())
+        if top.sampled_at > after or time.monotonic() > deadline:
+            return top
+        time.sleep(0.2)
+
+
+def ratios(host: Any) -> dict[str, float | None]:
+    def ratio(num: int, den: int) -> float | None:
+        return round(num / den, 3) if num and den else None
+
+    return {
+        "guest": ratio(host.cow_aware_guest_mem_bytes, host.naive_guest_mem_bytes),
+        "overall": ratio(host.cow_aware_mem_bytes, host.naive_mem_bytes),
+    }
+
+
+def idle_cpu_share(client: EngineClient, ids: list[str]) -> float:
+    """Host CPU the idle children take together, in cores, over CPU_WINDOW_S."""
+    listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
+    procs = [psutil.Process(s.pid) for s in listed.sandboxes if s.id in set(ids) and s.pid]
+    before = [sum(p.cpu_times()[:2]) for p in procs]
+    started = time.monotonic()
+    time.sleep(CPU_WINDOW_S)
+    elapsed = time.monotonic() - started
+    after = [sum(p.cpu_times()[:2]) for p in procs]
+    return sum(a - b for a, b in zip(after, before, strict=True)) / elapsed
+
+
+def fan_out(client: EngineClient) -> list[dict[str, Any]]:
+    parent = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+    children: list[str] = []
+    answered = 0
+    stopped_by = f"reached the cap of {MAX_CHILDREN} (GROVE_DENSITY_MAX)"
+    baseline = fresh_top(client, time.time()).host
+    at_step: Any = None
+    last: Any = None
+    try:
+        while len(children) < MAX_CHILDREN:
+            if psutil.virtual_memory().available < MIN_AVAILABLE:
+                stopped_by = "host memory available fell under 2 GiB"
+                break
+            try:
+                reply = client.call(
+                    "ForkSandbox", pb.ForkRequest(sandbox=parent.id, replicas=STEP), timeout=600
+                )
+            except Exception as exc:  # the host said no: that is the limit
+                stopped_by = f"fork failed: {exc}"
+                break
+            children += [c.id for c in reply.children]
+            time.sleep(SETTLE_S)
+            slow = [c for c in children if not answers(client, c)]
+            if slow:
+                stopped_by = f"{len(slow)} of {len(children)} did not answer within {ANSWER_S} s"
+                break
+            answered = len(children)
+            last = fresh_top(client, time.time()).host
+            if answered == STEP:
+                at_step = last
+        cpu = idle_cpu_share(client, children[:answered]) if answered else 0.0
+    finally:
+        for child in children:
+            client.call("TerminateSandbox", pb.SandboxRef(ref=child))
+        client.call("TerminateSandbox", pb.SandboxRef(ref=parent.id))
+    per_child = (
+        (last.cow_aware_mem_bytes - baseline.cow_aware_mem_bytes) / answered / MIB
+        if last is not None and answered
+        else None
+    )
+    at8 = ratios(at_step) if at_step is not None else {"guest": None, "overall": None}
+    atmax = ratios(last) if last is not None else {"guest": None, "overall": None}
+    return [
+        {
+            "name": "idle fork children that all answered",
+            "value": answered,
+            "target": 64,
+            "meets_target": answered >= 64,
+            "stopped_by": stopped_by,
+        },
+        {
+            "name": "  CoW-aware memory per idle child (MiB)",
+            "value": None if per_child is None else round(per_child, 2),
+        },
+        {
+            "name": "  host CPU of all those idle children (cores)",
+            "value": round(cpu, 3),
+            "per_child": round(cpu / answered, 4) if answered else None,
+        },
+        {
+            "name": f"  CoW-aware/naive guest memory, {STEP} children",
+            "value": at8["guest"],
+            "target": 0.25,
+            "meets_target": None if at8["guest"] is None else at8["guest"] <= 0.25,
+        },
+        {
+            "name": f"  CoW-aware/naive whole footprint, {STEP} children",
+            "value": at8["overall"],
+            "target": 0.45,
+            "meets_target": None if at8["overall"] is None else at8["overall"] <= 0.45,
+        },
+        {"name": f"  CoW-aware/naive guest memory, {answered} children", "value": atmax["guest"]},
+        {
+            "name": f"  CoW-aware/naive whole footprint, {answered} children",
+            "value": atmax["overall"],
+        },
+    ]
+
+
+def template_bytes_settled(client: EngineClient) -> int:
+    """Template memory once the holes a fork filled are dug (it stops shrinking)."""
+    previous = -1
+    for _ in range(30):
+        host = fresh_top(client, time.time()).host
+        if host.template_mem_bytes == previous:
+            return int(previous)
+        previous = host.template_mem_bytes
+        time.sleep(1.0)
+    return int(previous)
+
+
+def chain(client: EngineClient) -> list[dict[str, Any]]:
+    current = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV)).id
+    made = [current]
+    added: list[float] = []
+    unique: list[float] = []
+    try:
+        before = template_bytes_settled(client)
+        for _ in range(GENERATIONS):
+            source = next(s for s in fresh_top(client, time.time()).sandboxes if s.id == current)
+            unique.append(source.unique_mem_bytes / MIB)
+            reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=current, replicas=1))
+            current = reply.children[0].id
+            made.append(current)
+            assert answers(client, current)
+            after = template_bytes_settled(client)
+            added.append((after - before) / MIB)
+            before = after
+    finally:
+        for sandbox_id in made:
+            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+    return [
+        {
+            "name": f"template MiB each of {GENERATIONS} fork generations adds (p50)",
+            "value": round(statistics.median(added), 1),
+            "each": [round(a, 1) for a in added],
+            "source_unique_mib": [round(u, 1) for u in unique],
+            "target_rule": "each <= 1.2 x its source's unique MiB + 2",
+            "meets_target": all(a <= 1.2 * u + 2 for a, u in zip(added, unique, strict=True)),
+        }
+    ]
+
+
+def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+    del rounds  # one fan-out to the limit is the measurement
+    return [*chain(client), *fan_out(client)]
