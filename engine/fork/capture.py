@@ -27,7 +27,7 @@ from typing import Any
 from engine import crashpoints
 from engine.config import Paths
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
-from engine.vmm import cmdline
+from engine.vmm import cmdline, memfile
 from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
 
@@ -47,13 +47,6 @@ class Captured:
 
 def new_template_id() -> str:
     return "snap-" + secrets.token_hex(5)
-
-
-def prepare_memory(path: Path, mem_mib: int) -> None:
-    """Create the (sparse) memory file up front so restore targets can map it before it fills."""
-    path.unlink(missing_ok=True)
-    with open(path, "wb") as f:
-        f.truncate(mem_mib << 20)
 
 
 @dataclass
@@ -87,7 +80,7 @@ async def start_loader(
     tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     mem = paths.memory_dir / f"{template_id}.mem"
     if not mem.exists():  # restore targets may already map it: never recreate it under them
-        prepare_memory(mem, source.mem_mib)
+        memfile.prepare(mem, source.mem_mib)
     files = VmFiles(paths.socket_dir / f"{template_id}-ld", tdir)
     spec = cmdline.VmSpec(
         accel=accel,
@@ -237,24 +230,3 @@ async def _wait_for_socket(path: Path, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"loader did not open {path}")
         await asyncio.sleep(0.001)
-
-
-async def fill_holes(path: Path) -> None:
-    """Allocate a template file's holes ahead of a capture: the full-RAM copy reads every page
-    through the source's mapping, and faulting holes in one by one inside the source's pause
-    is what makes a pause slow."""
-    proc = await asyncio.create_subprocess_exec(
-        "fallocate", "-l", str(path.stat().st_size), str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    await proc.wait()
-
-
-async def dig_holes(path: Path) -> None:
-    """Give back the zero pages a full-RAM copy allocated (safe while restores map the file)."""
-    # At idle priority: it reads the whole file, and no sandbox in use should wait for that.
-    proc = await asyncio.create_subprocess_exec(
-        "chrt", "--idle", "0", "fallocate", "-d", str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    await proc.wait()

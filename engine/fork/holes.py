@@ -1,11 +1,12 @@
-"""Holes in frozen template files: filled before a fork, given back right after it.
+"""Holes in frozen template files: filled before a fork, given back after it.
 
 A full-RAM copy reads every page of the source's template through its mapping and writes every
 page of the new file, so before a capture both files are allocated in one call each
 (``fallocate``): faulting 128k pages in one by one makes the copy several times slower on a
 nested host. The copy runs while the guest runs, so none of this is inside the source's pause.
-Once the children run, both files give their zero pages back (``fallocate --dig-holes``, at
-idle priority): a template is fully resident only while a fork from it is under way. A fill
+Once the children run, the new file gives its zero pages back (``fallocate --dig-holes``, at
+idle priority); the source's template does so once forking from it has been quiet for
+DIG_DELAY_S, so a series of forks does not refault it each time. A fill
 waits for a dig still running on the same file. Only frozen template files are dug; a live
 guest's own RAM file could race with its writes.
 """
@@ -17,12 +18,12 @@ import contextlib
 import os
 from pathlib import Path
 
-from engine.fork import capture
+from engine.vmm import memfile
 
-# Seconds after a fork before a template gives its zero pages back. Measured on a 2-core TCG
-# host, five forks 2 s apart: 0 s costs each fork about 100 ms more than 20 s (the next copy
-# faults the pages back in) and saves 512 MiB of RAM for those 20 s.
-DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "0"))
+# Seconds of no forking from a template before it gives its zero pages back. Digging unmaps the
+# zero pages a running source maps, and the next fork's copy faults all 128k back in: measured
+# on a 2-core TCG host, forks 2 s apart took 100-800 ms longer each with no delay.
+DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "5"))
 
 
 class Holes:
@@ -38,7 +39,7 @@ class Holes:
         if digging is not None:  # let it finish, or the pause faults in what it just freed
             with contextlib.suppress(Exception):
                 await digging
-        await capture.fill_holes(Path(path))
+        await memfile.fill(Path(path))
 
     def dig_later(self, path: str, delay: float = DIG_DELAY_S) -> None:
         timer = self._timers.pop(path, None)
@@ -47,7 +48,7 @@ class Holes:
 
         def dig() -> None:
             self._timers.pop(path, None)
-            task = asyncio.create_task(capture.dig_holes(Path(path)))
+            task = asyncio.create_task(memfile.dig(Path(path)))
             self._digging[path] = task
             task.add_done_callback(lambda _t: self._digging.pop(path, None))
 
@@ -60,4 +61,4 @@ class Holes:
         self._timers.clear()
         await asyncio.gather(*self._digging.values(), return_exceptions=True)
         for path in paths:
-            await capture.dig_holes(Path(path))
+            await memfile.dig(Path(path))

@@ -32,6 +32,7 @@ from engine.sandbox.restore import Restorer
 from engine.sandbox.vms import SandboxVms
 from engine.store.db import Store
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
+from engine.vmm import memfile
 from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm
 
@@ -149,7 +150,7 @@ class Forks:
         template_id = warm_loader.template_id if warm_loader else capture.new_template_id()
         mem = self._paths.memory_dir / f"{template_id}.mem"
         if warm_loader is None:
-            capture.prepare_memory(mem, source.mem_mib)
+            memfile.prepare(mem, source.mem_mib)
         # Step: child rows (undo: every child's VM, files and row).
         children: list[SandboxRecord] = []
         undo.push_async_callback(self._discard_all, children)
@@ -197,7 +198,7 @@ class Forks:
             launches.append(self._holes.fill(source.mem_path))
         # The new file is allocated in one call too: the copy then writes into pages that
         # exist instead of faulting each in (a waiting loader holds no memory until now).
-        launches.append(capture.fill_holes(mem))
+        launches.append(memfile.fill(mem))
         results = await asyncio.gather(*launches, return_exceptions=True)
         if starting is not None:
             loader_box.append(await starting)
