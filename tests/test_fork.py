@@ -241,3 +241,27 @@ def test_fork_validation(grove: Grove, parent: str) -> None:
     grove.ok("sandbox", "stop", parent)
     stopped = grove.run("sandbox", "fork", parent, "--json")
     assert stopped.json()["error"]["code"] == "sandbox_not_running"  # type: ignore[index]
+
+
+# Rewrites 8 MiB of tmpfs and frees it again, over and over: the copy of a fork runs while
+# pages change and are freed under it.
+CHURN = (
+    "nohup sh -c 'while :; do head -c 8388608 /dev/urandom > /dev/shm/churn; "
+    "rm /dev/shm/churn; done' > /dev/null 2>&1 &"
+)
+
+
+def test_forks_of_a_source_busy_writing_memory_are_consistent(grove: Grove) -> None:
+    """A copy that misses a page changed under it gives children a corrupt memory: their
+    kernel crashes (they do not answer) or their files differ from the source's."""
+    sid = grove.ok("sandbox", "create", ENV).out.strip()
+    try:
+        sh(grove, sid, "echo data > /root/f; " + CHURN)
+        for _ in range(4):
+            for child in fork(grove, sid, "--replicas", "2")["children"]:
+                cid = child["id"]
+                out = sh(grove, cid, "cat /root/f; head -c 1048576 /dev/urandom | wc -c")
+                assert out == "data\n1048576\n", out
+                grove.run("sandbox", "terminate", cid)
+    finally:
+        terminate_lineage(grove, sid)

@@ -1,8 +1,9 @@
 """Warm fork loaders: a paused QEMU already listening for a source's memory.
 
 After a sandbox of some size has been forked once, one loader for that size waits for the next
-fork, so a fork does not wait for QEMU to start. A waiting loader holds no guest memory (its
-file is sparse until the fork allocates it) and runs at idle priority.
+fork, so a fork only pays for the pause and the restores. A waiting loader has its memory
+file already allocated (it holds the guest's memory size in host RAM) and runs at idle
+priority.
 GROVE_WARM_LOADERS=0 turns this off.
 """
 

@@ -196,9 +196,6 @@ class Forks:
         ]
         if source.mem_path in self._frozen_memory():
             launches.append(self._holes.fill(source.mem_path))
-        # The new file is allocated in one call too: the copy then writes into pages that
-        # exist instead of faulting each in (a waiting loader holds no memory until now).
-        launches.append(memfile.fill(mem))
         results = await asyncio.gather(*launches, return_exceptions=True)
         if starting is not None:
             loader_box.append(await starting)

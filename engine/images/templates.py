@@ -122,8 +122,8 @@ class Templates:
             await agent.sync()
             boot_s = time.monotonic() - started
             say(f"agent ready after {boot_s:.1f} s; freezing the template", None)
-            # What boot read is cache no sandbox needs: freed (and zeroed, init_on_free), it
-            # is dug out of the file below, and every restore maps only what the guest uses.
+            # What boot read is cache no sandbox needs: freed pages that were never written
+            # stay zero and are dug out of the file below.
             await agent.run(["sh", "-c", TRIM], timeout_s=60)
             await vm.save(state)
             await vm.kill()

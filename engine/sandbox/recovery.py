@@ -135,8 +135,7 @@ class Recovery:
             record.disk_path = actual
             self._store.update_sandbox(record.id, disk_path=actual, disk_base=record.disk_base)
         if await vm.status() in ("paused", "postmigrate", "finish-migrate"):
-            # Stopped for a capture that never finished, perhaps held before its switchover
-            # (finish-migrate): a source always resumes.
+            # Stopped for a capture that never finished: a source always resumes.
             with contextlib.suppress(GroveError):
                 await vm.qmp.execute("migrate_cancel")
             await vm.resume_after_migration()

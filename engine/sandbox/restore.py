@@ -147,6 +147,7 @@ async def new_identity(record: SandboxRecord, agent: AgentClient) -> None:
     except AgentError as exc:
         reply = {"error": str(exc)}
     if not reply.get("reseeded"):
+        log.warning("identity of %s not restored: %s", record.id, reply.get("error", reply))
         # Fail closed: two sandboxes must never share an RNG stream.
         raise GroveError(
             "reseed_failed",

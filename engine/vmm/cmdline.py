@@ -41,6 +41,7 @@ class VmSpec:
     incoming: bool = False
     # -S: never run a vCPU (the fork loader only holds memory and device state).
     start_paused: bool = False
+    prealloc: bool = False
     forwards: tuple[PortForward, ...] = field(default_factory=tuple)
     network: bool = True
     # -name guest=TAG: who owns this QEMU (Paths.vm_tag), readable from /proc by the next
@@ -65,6 +66,8 @@ def build(spec: VmSpec) -> list[str]:
         f"memory-backend-file,id=mem,size={mem},mem-path={spec.mem_path},"
         f"share={'on' if spec.mem_shared else 'off'}"
     )
+    if spec.prealloc:
+        backend += ",prealloc=on"
     argv = [
         qemu_binary(),
         *spec.accel.qemu_args(),

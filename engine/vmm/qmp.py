@@ -128,9 +128,9 @@ class Qmp:
             )
         return reply.get("return")
 
-    async def wait_migration(self, timeout: float = 60.0, until: str = "completed") -> None:
-        """Wait for this VM's migration to reach `until` (completed, or pre-switchover for a
-        live copy held before its end); failed or cancelled raises with QEMU's own text."""
+    async def wait_migration(self, timeout: float = 60.0) -> None:
+        """Wait for this VM's migration to end: completed returns, failed or cancelled raises
+        with QEMU's own error text."""
 
         async def ended() -> bool:
             info = await self.execute("query-migrate")
@@ -141,7 +141,7 @@ class Qmp:
                     f"snapshot transfer {status}: {info.get('error-desc', 'no detail')}",
                     "see the sandbox's qemu.log",
                 )
-            return bool(status == until)
+            return bool(status == "completed")
 
         if not await self.poll(ended, timeout, _migration_event):
             raise QmpError("migration_timeout", "snapshot transfer timed out", "retry")

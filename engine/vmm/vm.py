@@ -207,27 +207,6 @@ class Vm:
         await self.qmp.execute("migrate", uri=uri)
         await self.qmp.wait_migration()
 
-    async def migrate_live(self, uri: str, downtime_ms: int, timeout: float = 60.0) -> None:
-        """Copy RAM while the guest runs (pre-copy), then stop it for the last dirty pages only.
-
-        QEMU stops the VM once what is left to send fits in `downtime_ms` at the measured
-        bandwidth, and with pause-before-switchover holds it stopped before sending that last
-        part and the device state: the caller acts on the stopped VM (freezes its disk), then
-        calls finish_switchover.
-        """
-        params: dict[str, Any] = {"max-bandwidth": 64 << 30, "downtime-limit": downtime_ms}
-        await self.qmp.execute("migrate-set-parameters", **params)
-        await self.qmp.execute(
-            "migrate-set-capabilities",
-            capabilities=migration_caps(x_ignore_shared=False, pause_before_switchover=True),
-        )
-        await self.qmp.execute("migrate", uri=uri)
-        await self.qmp.wait_migration(timeout, until="pre-switchover")
-
-    async def finish_switchover(self, timeout: float = 60.0) -> None:
-        await self.qmp.execute("migrate-continue", state="pre-switchover")
-        await self.qmp.wait_migration(timeout)
-
     async def migrate_in(self, uri: str, ignore_shared: bool) -> None:
         await self.qmp.execute(
             "migrate-set-capabilities", capabilities=migration_caps(x_ignore_shared=ignore_shared)

@@ -49,9 +49,6 @@ def kernel_cmdline(
         f"lpj={lpj(hz)}",
         "root=/dev/vda",
         f"grove.hostname={hostname}",
-        # Freed pages are zeroed, so a template or snapshot file gives them back when its
-        # zero pages are dug, instead of holding whatever the guest once kept there.
-        "init_on_free=1",
         *extra,
     ]
     return " ".join(args)
