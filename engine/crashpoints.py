@@ -25,8 +25,8 @@ POINTS: tuple[str, ...] = (
     "create.running",  # the row says running; the caller has no reply yet
     "capture.children_recorded",  # fork: child rows and dirs exist; nothing started
     "capture.targets_started",  # loader and child QEMUs wait for state
-    "capture.paused",  # RAM copied live; the source is held before switchover, disk not frozen
-    "capture.disk_frozen",  # the source (phase paused) writes a new top layer; last RAM not sent
+    "capture.paused",  # the source is stopped; its disk is not frozen yet
+    "capture.disk_frozen",  # the source (phase paused) writes a new top layer; RAM not copied
     "capture.migrated",  # the source's RAM is in the loader; the source is still paused
     "capture.resumed",  # the source runs again; the loader has not written its state
     "capture.state_written",  # the template's state file exists; its row still says building

@@ -5,9 +5,9 @@ capture the template file's holes are allocated in one go (faulting them in one 
 the source's pause is what makes a pause slow), and the copy writes zero pages into the new
 file. The new file gives its zero pages back (``fallocate --dig-holes``, at idle priority) as
 soon as the children run: until then the host's copy-on-write total counts them. The source's
-template does so once forking from it has been quiet for DIG_DELAY_S. A fill
-waits for a dig still running on the same file. Only frozen template files are dug; a live
-guest's own RAM file could race with its writes.
+template does so once forking from it has been quiet for DIG_DELAY_S. A fill waits for a dig
+still running on the same file. Only frozen template files are dug; a live guest's own RAM
+file could race with its writes.
 """
 
 from __future__ import annotations

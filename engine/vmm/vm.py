@@ -160,17 +160,16 @@ class Vm:
             ) from exc
         return self.agent
 
-    async def quiesce(self) -> None:
-        """A ping round trip: no engine->agent frame is half-delivered when the VM stops soon
-        after. The connection stays open: the frozen agent then sits in a plain read, and a
-        restored copy wakes on the first bytes its new engine sends instead of polling for a
-        reconnect (a frame torn anyway is dropped by the agent at the next hello)."""
+    async def quiesce_and_stop(self) -> None:
+        """Pause with no engine->agent frame half-delivered.
+
+        A ping round trip right before `stop` means nothing is in flight on the channel. The
+        connection stays open: the frozen agent then sits in a plain read, and a restored copy
+        wakes on the first bytes its new engine sends instead of polling for a reconnect.
+        """
         if self.agent is not None:
             with contextlib.suppress(AgentError):
                 await self.agent.ping(timeout=10)
-
-    async def quiesce_and_stop(self) -> None:
-        await self.quiesce()
         await self.qmp.execute("stop")
 
     async def save(self, state: Path) -> None:
