@@ -23,6 +23,7 @@ import psutil
 from bench.foundation import ENV
 from engine.api import grove_pb2 as pb
 from engine.client import EngineClient
+from engine.fork.holes import DIG_DELAY_S
 
 STEP = 8
 ANSWER_S = 5.0
@@ -157,15 +158,20 @@ def fan_out(client: EngineClient) -> list[dict[str, Any]]:
 
 
 def template_bytes_settled(client: EngineClient) -> int:
-    """Template memory once the holes a fork filled are dug (it stops shrinking)."""
-    previous = -1
-    for _ in range(30):
-        host = fresh_top(client, time.time()).host
-        if host.template_mem_bytes == previous:
-            return int(previous)
-        previous = host.template_mem_bytes
+    """Template memory once the holes a fork filled are dug: the source's template is dug only
+    after DIG_DELAY_S without forks, so wait until the figure has held still that long."""
+    hold = DIG_DELAY_S + 3.0
+    value = fresh_top(client, time.time()).host.template_mem_bytes
+    since = time.monotonic()
+    deadline = since + hold + 60
+    while time.monotonic() < deadline:
         time.sleep(1.0)
-    return int(previous)
+        now = fresh_top(client, time.time()).host.template_mem_bytes
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= hold:
+            break
+    return int(value)
 
 
 def chain(client: EngineClient) -> list[dict[str, Any]]:
