@@ -54,8 +54,8 @@ class SandboxVms:
     def live_vm(self, ref: str) -> tuple[SandboxRecord, Vm]:
         record = self.get(ref)
         vm = self._vms.get(record.id)
-        # PAUSED lasts tens of ms (a capture's switchover): a request then waits in the
-        # channel until the VM runs again, rather than failing.
+        # PAUSED lasts about as long as a capture's pause (~150 ms): a request then waits in
+        # the channel until the VM runs again, rather than failing.
         if record.phase not in (Phase.RUNNING, Phase.PAUSED) or vm is None or vm.agent is None:
             raise GroveError(
                 "sandbox_not_running",
