@@ -44,6 +44,10 @@ def test_create_contract_and_ls(grove: Grove) -> None:
     assert grove.ok("sandbox", "exec", "contract-test", "--", "hostname").out.strip() == (
         "contract-test"
     )
+    # The files say so too, not the name of the warm VM the sandbox was made from.
+    files = grove.ok("sandbox", "exec", "contract-test", "--", "sh", "-c",
+                     "cat /etc/hostname; grep ^127.0.1.1 /etc/hosts").out.split()  # fmt: skip
+    assert files == ["contract-test", "127.0.1.1", "contract-test"]
     grove.ok("sandbox", "terminate", created["id"])
     assert created["id"] not in grove.ok("ps").out
     assert created["id"] in grove.ok("ps", "--all").out
