@@ -17,12 +17,10 @@ import statistics
 import time
 from typing import Any
 
-import grpc
 import psutil
 
 from bench.foundation import ENV
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from engine.client import Grove, GroveError, HostMeter, MeterSample
 from engine.fork.holes import DIG_DELAY_S
 
 STEP = 8
@@ -35,29 +33,25 @@ GENERATIONS = 4
 MIB = 1 << 20
 
 
-def answers(client: EngineClient, sandbox_id: str, timeout: float = ANSWER_S) -> bool:
-    start = pb.ExecInput(start=pb.ExecStart(sandbox=sandbox_id, argv=["true"]))
+def answers(client: Grove, sandbox_id: str, timeout: float = ANSWER_S) -> bool:
     try:
-        for message in client.stub.Exec(iter([start]), timeout=timeout):
-            if message.WhichOneof("kind") == "exit":
-                return bool(message.exit.exit_code == 0)
-    except grpc.RpcError:
+        return client.exec(sandbox_id, ["true"], deadline_s=timeout).exit_code == 0
+    except GroveError:
         return False
-    return False
 
 
-def fresh_top(client: EngineClient, after: float) -> Any:
+def fresh_top(client: Grove, after: float) -> MeterSample:
     """A metering sample taken after `after` (time.time()), so it sees what just changed."""
     deadline = time.monotonic() + 30
     while True:
-        top = client.call("Top", pb.TopRequest())
-        if top.sampled_at > after or time.monotonic() > deadline:
+        top = client.top()
+        if (top.sampled_at or 0.0) > after or time.monotonic() > deadline:
             return top
         time.sleep(0.2)
 
 
-def ratios(host: Any) -> dict[str, float | None]:
-    def ratio(num: int, den: int) -> float | None:
+def ratios(host: HostMeter) -> dict[str, float | None]:
+    def ratio(num: int | None, den: int | None) -> float | None:
         return round(num / den, 3) if num and den else None
 
     return {
@@ -66,10 +60,9 @@ def ratios(host: Any) -> dict[str, float | None]:
     }
 
 
-def idle_cpu_share(client: EngineClient, ids: list[str]) -> float:
+def idle_cpu_share(client: Grove, ids: list[str]) -> float:
     """Host CPU the idle children take together, in cores, over CPU_WINDOW_S."""
-    listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
-    procs = [psutil.Process(s.pid) for s in listed.sandboxes if s.id in set(ids) and s.pid]
+    procs = [psutil.Process(s.pid) for s in client.sandboxes() if s.id in set(ids) and s.pid]
     before = [sum(p.cpu_times()[:2]) for p in procs]
     started = time.monotonic()
     time.sleep(CPU_WINDOW_S)
@@ -78,23 +71,21 @@ def idle_cpu_share(client: EngineClient, ids: list[str]) -> float:
     return sum(a - b for a, b in zip(after, before, strict=True)) / elapsed
 
 
-def fan_out(client: EngineClient) -> list[dict[str, Any]]:
-    parent = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+def fan_out(client: Grove) -> list[dict[str, Any]]:
+    parent = client.create(ENV)
     children: list[str] = []
     answered = 0
     stopped_by = f"reached the cap of {MAX_CHILDREN} (GROVE_DENSITY_MAX)"
     baseline = fresh_top(client, time.time()).host
-    at_step: Any = None
-    last: Any = None
+    at_step: HostMeter | None = None
+    last: HostMeter | None = None
     try:
         while len(children) < MAX_CHILDREN:
             if psutil.virtual_memory().available < MIN_AVAILABLE:
                 stopped_by = "host memory available fell under 2 GiB"
                 break
             try:
-                reply = client.call(
-                    "ForkSandbox", pb.ForkRequest(sandbox=parent.id, replicas=STEP), timeout=600
-                )
+                reply = client.fork(parent.id, replicas=STEP)
             except Exception as exc:  # the host said no: that is the limit
                 stopped_by = f"fork failed: {exc}"
                 break
@@ -111,10 +102,10 @@ def fan_out(client: EngineClient) -> list[dict[str, Any]]:
         cpu = idle_cpu_share(client, children[:answered]) if answered else 0.0
     finally:
         for child in children:
-            client.call("TerminateSandbox", pb.SandboxRef(ref=child))
-        client.call("TerminateSandbox", pb.SandboxRef(ref=parent.id))
+            client.terminate(child)
+        client.terminate(parent.id)
     per_child = (
-        (last.cow_aware_mem_bytes - baseline.cow_aware_mem_bytes) / answered / MIB
+        ((last.cow_aware_mem_bytes or 0) - (baseline.cow_aware_mem_bytes or 0)) / answered / MIB
         if last is not None and answered
         else None
     )
@@ -157,16 +148,16 @@ def fan_out(client: EngineClient) -> list[dict[str, Any]]:
     ]
 
 
-def template_bytes_settled(client: EngineClient) -> int:
+def template_bytes_settled(client: Grove) -> int:
     """Template memory once the holes a fork filled are dug: the source's template is dug only
     after DIG_DELAY_S without forks, so wait until the figure has held still that long."""
     hold = DIG_DELAY_S + 3.0
-    value = fresh_top(client, time.time()).host.template_mem_bytes
+    value = fresh_top(client, time.time()).host.template_mem_bytes or 0
     since = time.monotonic()
     deadline = since + hold + 60
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = fresh_top(client, time.time()).host.template_mem_bytes
+        now = fresh_top(client, time.time()).host.template_mem_bytes or 0
         if now != value:
             value, since = now, time.monotonic()
         elif time.monotonic() - since >= hold:
@@ -174,8 +165,8 @@ def template_bytes_settled(client: EngineClient) -> int:
     return int(value)
 
 
-def chain(client: EngineClient) -> list[dict[str, Any]]:
-    current = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV)).id
+def chain(client: Grove) -> list[dict[str, Any]]:
+    current = client.create(ENV).id
     made = [current]
     added: list[float] = []
     unique: list[float] = []
@@ -183,8 +174,8 @@ def chain(client: EngineClient) -> list[dict[str, Any]]:
         before = template_bytes_settled(client)
         for _ in range(GENERATIONS):
             source = next(s for s in fresh_top(client, time.time()).sandboxes if s.id == current)
-            unique.append(source.unique_mem_bytes / MIB)
-            reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=current, replicas=1))
+            unique.append((source.unique_mem_bytes or 0) / MIB)
+            reply = client.fork(current, replicas=1)
             current = reply.children[0].id
             made.append(current)
             assert answers(client, current)
@@ -193,7 +184,7 @@ def chain(client: EngineClient) -> list[dict[str, Any]]:
             before = after
     finally:
         for sandbox_id in made:
-            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+            client.terminate(sandbox_id)
     return [
         {
             "name": f"template MiB each of {GENERATIONS} fork generations adds (p50)",
@@ -206,6 +197,6 @@ def chain(client: EngineClient) -> list[dict[str, Any]]:
     ]
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
     del rounds  # one fan-out to the limit is the measurement
     return [*chain(client), *fan_out(client)]

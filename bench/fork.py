@@ -9,8 +9,7 @@ from typing import Any
 
 from bench.foundation import ENV, exec_true
 from bench.harness import Series, timed
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from engine.client import ForkResult, Grove
 
 
 def guest_private_kib(pid: int, mem_path: str) -> int | None:
@@ -28,16 +27,16 @@ def guest_private_kib(pid: int, mem_path: str) -> int | None:
     return None
 
 
-def fork_and_answer(client: EngineClient, source: str, replicas: int = 1) -> tuple[float, Any]:
+def fork_and_answer(client: Grove, source: str, replicas: int = 1) -> tuple[float, ForkResult]:
     started = time.perf_counter()
-    reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=source, replicas=replicas))
+    reply = client.fork(source, replicas=replicas)
     for child in reply.children:
         assert exec_true(client, child.id) == 0
     return (time.perf_counter() - started) * 1000, reply
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
-    source = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
+    source = client.create(ENV)
     one = Series("fork -> child's first exec answered", target_ms=150)
     paused = Series("source paused during fork", target_ms=150)
     grand = Series("fork of a fork -> grandchild answering", target_ms=400)
@@ -52,7 +51,7 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
     made: list[str] = []
     for _ in range(rounds):
         started = time.perf_counter()
-        reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=source.id, replicas=1))
+        reply = client.fork(source.id, replicas=1)
         forked = time.perf_counter()
         child = reply.children[0].id
         assert exec_true(client, child) == 0
@@ -69,28 +68,27 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
         grand.add(ms)
         made.append(reply.children[0].id)
         for sandbox_id in made:
-            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+            client.terminate(sandbox_id)
         made.clear()
     private: list[int] = []
     for _ in range(max(1, rounds // 3)):
         ms, reply = fork_and_answer(client, source.id, replicas=8)
         fan.add(ms)
         time.sleep(3)  # idle children settle
-        listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
-        pids = {s.id: s.pid for s in listed.sandboxes}
+        pids = {s.id: s.pid for s in client.sandboxes()}
         mem = next((str(p) for p in Path("/dev/shm").glob(f"grove-*/{reply.snapshot}.mem")), "")
-        for child in reply.children:
-            kib = guest_private_kib(pids[child.id], mem) if mem else None
+        for kid in reply.children:
+            pid = pids.get(kid.id)
+            kib = guest_private_kib(pid, mem) if mem and pid is not None else None
             if kib is not None:
                 private.append(kib)
-            client.call("TerminateSandbox", pb.SandboxRef(ref=child.id))
-    client.call("StopSandbox", pb.SandboxRef(ref=source.id))
+            client.terminate(kid.id)
+    client.stop(source.id)
     for _ in range(2):
-        ms, _ = timed(lambda: client.call("StartSandbox", pb.SandboxRef(ref=source.id),
-                                          timeout=600))  # fmt: skip
+        ms, _ = timed(lambda: client.start(source.id))
         cold.add(ms)
-        client.call("StopSandbox", pb.SandboxRef(ref=source.id))
-    client.call("TerminateSandbox", pb.SandboxRef(ref=source.id))
+        client.stop(source.id)
+    client.terminate(source.id)
     results = [s.summary() for s in (one, rpc, first, second, paused, grand, fan, cold)]
     boot, forked = cold.summary()["p50_ms"], one.summary()["p50_ms"]
     results.append({

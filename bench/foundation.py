@@ -7,27 +7,20 @@ import time
 from typing import Any
 
 from bench.harness import Series, timed
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from engine.client import Grove
 
 ENV = "debian:12"
 POOL_REFILL_S = 6.0  # > the engine's wait before it warms the next restore, plus its warm-up
 
 
-def exec_true(client: EngineClient, sandbox: str) -> int:
-    code = -1
-    for message in client.stub.Exec(iter([pb.ExecInput(start=pb.ExecStart(
-            sandbox=sandbox, argv=["true"]))])):  # fmt: skip
-        if message.WhichOneof("kind") == "exit":
-            code = message.exit.exit_code
-    return code
+def exec_true(client: Grove, sandbox: str) -> int:
+    return client.exec(sandbox, ["true"]).exit_code
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
     # First create in a fresh home boots the environment once and freezes it as a template.
-    template_ms, first = timed(lambda: client.call(
-        "CreateSandbox", pb.CreateSandboxRequest(environment=ENV)))  # fmt: skip
-    client.call("TerminateSandbox", pb.SandboxRef(ref=first.id))
+    template_ms, first = timed(lambda: client.create(ENV))
+    client.terminate(first.id)
 
     create = Series("sandbox create -> first exec answered", target_ms=150)
     burst = Series("  same, back-to-back (warm pool still refilling)")
@@ -42,32 +35,33 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
         # As a person creates sandboxes: the engine's warm restore is ready by then.
         time.sleep(POOL_REFILL_S)
         started = time.perf_counter()
-        sandbox = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+        sandbox = client.create(ENV)
         assert exec_true(client, sandbox.id) == 0
         create.add((time.perf_counter() - started) * 1000)
-        create_engine.add(sandbox.create_ms)
+        if sandbox.create_ms is not None:
+            create_engine.add(sandbox.create_ms)
         ids.append(sandbox.id)
     for _ in range(rounds):
         started = time.perf_counter()
-        sandbox = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+        sandbox = client.create(ENV)
         assert exec_true(client, sandbox.id) == 0
         burst.add((time.perf_counter() - started) * 1000)
-        ms, _ = timed(lambda: client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox.id)))  # noqa: B023
+        ms, _ = timed(lambda: client.terminate(sandbox.id))  # noqa: B023
         terminate.add(ms)
     probe = ids[0]
     for _ in range(200):
-        ping.add(client.call("PingAgent", pb.SandboxRef(ref=probe)).round_trip_ms)
+        ping.add(client.ping(probe))
     for _ in range(rounds * 3):
         ms, code = timed(lambda: exec_true(client, probe))
         assert code == 0
         exec_rt.add(ms)
     for _ in range(min(3, rounds)):
-        client.call("StopSandbox", pb.SandboxRef(ref=probe))
-        ms, _ = timed(lambda: client.call("StartSandbox", pb.SandboxRef(ref=probe), timeout=600))
+        client.stop(probe)
+        ms, _ = timed(lambda: client.start(probe))
         assert exec_true(client, probe) == 0
         cold.add(ms)
     for sandbox_id in ids:
-        ms, _ = timed(lambda: client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id)))  # noqa: B023
+        ms, _ = timed(lambda: client.terminate(sandbox_id))  # noqa: B023
         terminate.add(ms)
     template = Series("first create in a fresh home (template boot)")
     template.add(template_ms)

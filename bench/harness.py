@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.client import EngineClient
+from engine.client import Grove
 from engine.config import Paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 @contextmanager
-def private_engine(image_cache: Path | None) -> Iterator[EngineClient]:
+def private_engine(image_cache: Path | None) -> Iterator[Grove]:
     """A throwaway GROVE_HOME with the image layers linked in, and an engine serving it."""
     home = Path(tempfile.mkdtemp(prefix="gb", dir="/tmp"))
     if image_cache is not None:
@@ -64,11 +64,13 @@ def private_engine(image_cache: Path | None) -> Iterator[EngineClient]:
                 subprocess.run(["cp", "-al", str(image_cache / part), str(home / part)], check=True)
     os.environ["GROVE_HOME"] = str(home)
     paths = Paths(home)
-    client = EngineClient(paths)
     try:
-        yield client
+        client = Grove.connect(paths)
+        try:
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
         subprocess.run(
             [sys.executable, "-m", "engine.cli.main", "engine", "stop"],
             env={**os.environ, "GROVE_HOME": str(home)},
@@ -77,6 +79,11 @@ def private_engine(image_cache: Path | None) -> Iterator[EngineClient]:
         )
         shutil.rmtree(paths.memory_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def engine_paths(client: Grove) -> Paths:
+    """The paths of the engine the client talks to (its GROVE_HOME, as the engine says)."""
+    return Paths(Path(client.status().home))
 
 
 def print_table(results: list[dict[str, Any]]) -> None:

@@ -16,8 +16,7 @@ from typing import Any
 import psutil
 
 from bench.foundation import ENV, exec_true
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from engine.client import Grove
 
 IDLE_SANDBOXES = 8
 SETTLE_S = 5.0
@@ -31,17 +30,13 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def idle_cpu(client: EngineClient) -> dict[str, Any]:
-    ids = [
-        client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV)).id
-        for _ in range(IDLE_SANDBOXES)
-    ]
+def idle_cpu(client: Grove) -> dict[str, Any]:
+    ids = [client.create(ENV).id for _ in range(IDLE_SANDBOXES)]
     try:
         for sandbox_id in ids:
             assert exec_true(client, sandbox_id) == 0
         time.sleep(SETTLE_S)
-        listed = client.call("ListSandboxes", pb.ListSandboxesRequest())
-        pids = [s.pid for s in listed.sandboxes if s.id in ids]
+        pids = [s.pid for s in client.sandboxes() if s.id in ids and s.pid is not None]
         before = {pid: _cpu_seconds(pid) for pid in pids}
         started = time.monotonic()
         time.sleep(WINDOW_S)
@@ -49,7 +44,7 @@ def idle_cpu(client: EngineClient) -> dict[str, Any]:
         shares = sorted((_cpu_seconds(pid) - before[pid]) / elapsed for pid in pids)
     finally:
         for sandbox_id in ids:
-            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+            client.terminate(sandbox_id)
     median = statistics.median(shares)
     return {
         "name": f"idle sandbox CPU, {len(shares)} idle over {WINDOW_S:.0f} s (core share, p50)",
@@ -60,22 +55,22 @@ def idle_cpu(client: EngineClient) -> dict[str, Any]:
     }
 
 
-def totals_after_fork(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
-    source = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
+def totals_after_fork(client: Grove, rounds: int) -> list[dict[str, Any]]:
+    source = client.create(ENV)
     ratios: list[float] = []
     pauses: list[float] = []
     try:
         for _ in range(max(1, rounds // 2)):
-            reply = client.call("ForkSandbox", pb.ForkRequest(sandbox=source.id, replicas=4))
+            reply = client.fork(source.id, replicas=4)
             pauses.append(reply.paused_ms)
             time.sleep(3.0)
-            host = client.call("Top", pb.TopRequest()).host
-            if host.HasField("cow_aware_mem_bytes") and host.naive_mem_bytes:
+            host = client.top().host
+            if host.cow_aware_mem_bytes is not None and host.naive_mem_bytes:
                 ratios.append(host.cow_aware_mem_bytes / host.naive_mem_bytes)
             for child in reply.children:
-                client.call("TerminateSandbox", pb.SandboxRef(ref=child.id))
+                client.terminate(child.id)
     finally:
-        client.call("TerminateSandbox", pb.SandboxRef(ref=source.id))
+        client.terminate(source.id)
     ratio = statistics.median(ratios) if ratios else None
     return [
         {
@@ -93,7 +88,7 @@ def totals_after_fork(client: EngineClient, rounds: int) -> list[dict[str, Any]]
     ]
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
     return [idle_cpu(client), *totals_after_fork(client, rounds)]
 
 

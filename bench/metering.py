@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 from bench.foundation import ENV, exec_true
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from bench.harness import engine_paths
+from engine.client import Grove
 from engine.metering.meter import DEFAULT_MAX_WALK_AGE_S, Meter, Target
 from engine.metering.sample import Reading
 from engine.metering.sampler import Sampler
@@ -30,20 +30,12 @@ SETTLE_S = 25.0  # > the engine's 20 s delay before it gives back a fork's zero 
 CORE_BUDGET = 0.05  # sampling may cost at most 5% of one core at 100 sandboxes
 
 
-def _make_family(client: EngineClient) -> tuple[list[str], list[str]]:
+def _make_family(client: Grove) -> tuple[list[str], list[str]]:
     """(the measured sandboxes, everything to terminate afterwards)."""
-    if hasattr(client.stub, "ForkSandbox"):
-        parent = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV))
-        reply = client.call(
-            "ForkSandbox", pb.ForkRequest(sandbox=parent.id, replicas=SANDBOXES), timeout=600
-        )
-        children = [c.id for c in reply.children]
-        return children, [parent.id, *children]
-    ids = [
-        client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV)).id
-        for _ in range(SANDBOXES)
-    ]
-    return ids, ids
+    parent = client.create(ENV)
+    reply = client.fork(parent.id, replicas=SANDBOXES)
+    children = [c.id for c in reply.children]
+    return children, [parent.id, *children]
 
 
 def _targets(store: Store, ids: Sequence[str]) -> list[Target]:
@@ -165,9 +157,9 @@ async def _loop_stall(targets: list[Target], in_thread: bool, seconds: float) ->
     return worst
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
     ids, made = _make_family(client)
-    store = Store(client.paths.database)
+    store = Store(engine_paths(client).database)
     try:
         for sandbox_id in ids:
             assert exec_true(client, sandbox_id) == 0
@@ -188,7 +180,7 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
     finally:
         store.close()
         for sandbox_id in made:
-            client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox_id))
+            client.terminate(sandbox_id)
     per_sandbox = at8["cpu_s_per_s"] / len(targets)
     extrapolated = per_sandbox * EMULATED
     emulated_100 = at100["cpu_s_per_s"] / len(emulated) * EMULATED

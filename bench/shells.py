@@ -8,15 +8,13 @@ each costly under TCG. Every byte still arrives (checked line by line).
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 from bench.harness import Series
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient
+from engine.client import Grove, GroveError, Probe
 
 ENV = "debian:12"
 SEQ_N = 200_000
@@ -26,32 +24,27 @@ PROMPT = b"# "
 class ShellStream:
     """One client of the bidirectional Shell RPC, read on a thread (as the CLI does)."""
 
-    def __init__(self, client: EngineClient, sandbox: str) -> None:
-        self._outbox: queue.Queue[pb.ShellInput | None] = queue.Queue()
-        request = pb.ShellOpenRequest(sandbox=sandbox, cols=120, rows=40)
-        self._responses = client.stub.Shell(self._inputs(pb.ShellInput(open=request)))
-        self.shell_id = next(self._responses).opened.shell_id
+    def __init__(self, client: Grove, sandbox: str) -> None:
+        self._stream = client.shell(sandbox, cols=120, rows=40)
+        self.shell_id = self._stream.info.shell_id
         self._buf = bytearray()
         self._cond = threading.Condition()
         self.received = 0
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
-    def _inputs(self, first: pb.ShellInput) -> Iterator[pb.ShellInput]:
-        yield first
-        while (message := self._outbox.get()) is not None:
-            yield message
-
     def _read(self) -> None:
-        for message in self._responses:
-            if message.WhichOneof("kind") == "output":
+        try:
+            for data in self._stream.output():
                 with self._cond:
-                    self._buf += message.output
-                    self.received += len(message.output)
+                    self._buf += data
+                    self.received += len(data)
                     self._cond.notify_all()
+        except (CancelledError, GroveError):
+            pass  # detached: the read in flight is cancelled with the stream
 
     def send(self, data: bytes) -> None:
-        self._outbox.put(pb.ShellInput(stdin=data))
+        self._stream.write(data)
 
     def mark(self) -> int:
         with self._cond:
@@ -81,8 +74,7 @@ class ShellStream:
             self._buf.clear()
 
     def detach(self) -> None:
-        self._outbox.put(pb.ShellInput(detach=True))
-        self._outbox.put(None)
+        self._stream.detach()
         self._thread.join(timeout=10)
 
 
@@ -116,28 +108,22 @@ def _seq_through_shell(shell: ShellStream) -> tuple[float, bool]:
     return elapsed, intact
 
 
-def _seq_through_exec(client: EngineClient, sandbox: str) -> tuple[float, bool]:
-    start = pb.ExecStart(sandbox=sandbox, argv=["seq", "1", str(SEQ_N)])
-    out = bytearray()
+def _seq_through_exec(client: Grove, sandbox: str) -> tuple[float, bool]:
     started = time.perf_counter()
-    for message in client.stub.Exec(iter([pb.ExecInput(start=start)])):
-        if message.WhichOneof("kind") == "stdout":
-            out += message.stdout
+    out = client.exec(sandbox, ["seq", "1", str(SEQ_N)]).stdout
     elapsed = (time.perf_counter() - started) * 1000
     expected = "".join(f"{i}\n" for i in range(1, SEQ_N + 1)).encode()
-    return elapsed, bytes(out) == expected
+    return elapsed, out == expected
 
 
-def _exec_ms(client: EngineClient, sandbox: str, argv: list[str]) -> float:
-    start = pb.ExecStart(sandbox=sandbox, argv=argv)
+def _exec_ms(client: Grove, sandbox: str, argv: list[str]) -> float:
     started = time.perf_counter()
-    for _ in client.stub.Exec(iter([pb.ExecInput(start=start)])):
-        pass
+    client.exec(sandbox, argv)
     return (time.perf_counter() - started) * 1000
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
-    sandbox = client.call("CreateSandbox", pb.CreateSandboxRequest(environment=ENV)).id
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
+    sandbox = client.create(ENV).id
     results: list[dict[str, Any]] = []
     try:
         echo = Series("shell: key press -> echo at the client", target_ms=15)
@@ -169,9 +155,9 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
         for stream in streams:
             stream.send(b"\x03")
             stream.detach()
-            client.call("ShellClose", pb.ShellRef(sandbox=sandbox, shell_id=stream.shell_id))
+            client.shell_close(sandbox, stream.shell_id)
         shell.detach()
-        client.call("ShellClose", pb.ShellRef(sandbox=sandbox, shell_id=shell.shell_id))
+        client.shell_close(sandbox, shell.shell_id)
 
         ready = Series("service start --ready-file, over command", target_ms=300)
         engine_ready = Series("service: spawn -> ready seen (engine-side)")
@@ -179,16 +165,14 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
             name = f"b{i}"
             marker = f"/tmp/ready-{i}"
             own = _exec_ms(client, sandbox, ["sh", "-c", f"touch {marker}.own"])
-            request = pb.ServiceStartRequest(
-                sandbox=sandbox, name=name, argv=["sh", "-c", f"touch {marker}; exec sleep 600"],
-                ready=pb.ReadyProbe(kind="file", target=marker),
-            )  # fmt: skip
+            argv = ["sh", "-c", f"touch {marker}; exec sleep 600"]
             started = time.perf_counter()
-            info = client.call("ServiceStart", request)
+            info = client.service_start(sandbox, name, argv, probe=Probe("file", marker))
             total = (time.perf_counter() - started) * 1000
             ready.add(max(total - own, 0.0))
-            engine_ready.add(info.ready_ms)
-            client.call("ServiceStop", pb.ServiceRef(sandbox=sandbox, name=name))
+            if info.ready_ms is not None:
+                engine_ready.add(info.ready_ms)
+            client.service_stop(sandbox, name)
 
         results += [s.summary() for s in (echo, busy, seq_shell, seq_exec, ready, engine_ready)]
         results.append({"name": "shell/exec bulk output: bytes lost", "lost_runs": lost,
@@ -196,5 +180,5 @@ def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
         results.append({"name": "4 shells streaming: client throughput",
                         "bytes_per_s": round(rate)})  # fmt: skip
     finally:
-        client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox))
+        client.terminate(sandbox)
     return results

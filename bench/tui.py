@@ -40,8 +40,8 @@ from typing import Any
 import psutil
 import pyte
 
-from bench.harness import REPO, Series
-from engine.client import EngineClient
+from bench.harness import REPO, Series, engine_paths
+from engine.client import Grove
 
 COLS, ROWS = 140, 40
 SANDBOXES = 200
@@ -394,8 +394,8 @@ def terminal_app() -> None:
     TerminalBench().run()
 
 
-def run(client: EngineClient, rounds: int) -> list[dict[str, Any]]:
-    results = [first_frame(client.paths.home, max(3, min(rounds, 10))).summary()]
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
+    results = [first_frame(engine_paths(client).home, max(3, min(rounds, 10))).summary()]
     results.append(cpu_with_sandboxes())
     results += [s.summary() for s in terminal_burst(rounds)]
     return results

@@ -458,24 +458,20 @@ def test_disk_write_grows_unique_disk(grove: Grove, family: list[str]) -> None:
 
 
 def test_history_keeps_samples_for_sparklines(grove: Grove, family: list[str]) -> None:
-    from engine.api import grove_pb2 as pb
-    from engine.client import EngineClient
+    from engine.client import Grove as Client
     from engine.config import Paths
 
-    client = EngineClient(Paths(grove.home), autostart=False)
-    try:
+    with Client.connect(Paths(grove.home), autostart=False) as client:
         # The sampler adds one sample per interval: run alone, this test may come early.
         reply = wait_for(
-            lambda: client.call("MeteringHistory", pb.SandboxRef(ref=family[0]), timeout=30),
+            lambda: client.metering_history(family[0]),
             120, "three samples with memory data in the history",
             ready=lambda r: len(r.samples) >= 3
-            and all(s.HasField("unique_mem_bytes") for s in r.samples[-3:]),
+            and all(s.unique_mem_bytes is not None for s in r.samples[-3:]),
         )  # fmt: skip
-    finally:
-        client.close()
-    assert reply.sandbox_id == family[0] and reply.interval_s > 0
-    stamps = [s.sampled_at for s in reply.samples]
-    assert stamps == sorted(stamps)
+    assert reply.sandbox_id == family[0] and reply.interval_s
+    stamps = [s.sampled_at or 0.0 for s in reply.samples]
+    assert stamps == sorted(stamps) and all(stamps)
 
 
 def test_stopped_and_terminated_sandboxes_have_no_datum(grove: Grove) -> None:

@@ -121,7 +121,8 @@ def test_spec_validation_and_parsers() -> None:
         assert info.value.code == "invalid_argument" and info.value.remedy
     assert parse_publish("8080:80") == PortRequest(80, 8080)
     assert parse_publish("80") == PortRequest(80, 0)
-    assert cli_publish("8080:80").host_port == 8080
+    assert cli_publish("8080:80") == (80, 8080)  # (guest port, host port)
+    assert cli_publish("80") == (80, 0)
     for text in ("80:x", "x", "0", "70000"):
         with pytest.raises(GroveError):
             cli_publish(text)

@@ -18,6 +18,7 @@ from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import services as services_api
 from engine.api import shells as shells_api
 from engine.api.status import abort as _abort
+from engine.api.version import API_VERSION
 from engine.errors import GroveError, invalid
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def Status(self, request: pb.Empty, context: Any) -> pb.EngineStatus:
-        return pb.EngineStatus(**asdict(self.engine.status()))
+        return pb.EngineStatus(**asdict(self.engine.status()), api_version=API_VERSION)
 
     @unary
     async def Shutdown(self, request: pb.Empty, context: Any) -> pb.Empty:

@@ -23,6 +23,8 @@ _STATUS = {
     "already_terminated": grpc.StatusCode.FAILED_PRECONDITION,
     "sandbox_not_running": grpc.StatusCode.FAILED_PRECONDITION,
     "name_taken": grpc.StatusCode.ALREADY_EXISTS,
+    "service_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "internal": grpc.StatusCode.INTERNAL,
 }
 
 MAX_MESSAGE = 500
@@ -34,7 +36,9 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def status_code(code: str) -> grpc.StatusCode:
     if code.endswith("_not_found"):
         return grpc.StatusCode.NOT_FOUND
-    return _STATUS.get(code, grpc.StatusCode.INTERNAL)
+    # Any other code is a failure the engine understood (a phase, a policy, a missing tool):
+    # the request cannot be served as things are, which is not an engine bug.
+    return _STATUS.get(code, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def one_line(text: str, limit: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from engine.client import EngineClient
+from engine.client import Grove
 from engine.config import Paths
 
 
@@ -13,16 +13,16 @@ from engine.config import Paths
 class Context:
     args: argparse.Namespace
     paths: Paths
-    _client: EngineClient | None = field(default=None, init=False)
+    _client: Grove | None = field(default=None, init=False)
 
     @property
     def json(self) -> bool:
         return bool(getattr(self.args, "json", False))
 
     @property
-    def client(self) -> EngineClient:
+    def client(self) -> Grove:
         if self._client is None:
-            self._client = EngineClient(self.paths)
+            self._client = Grove.connect(self.paths)
         return self._client
 
     def close(self) -> None:

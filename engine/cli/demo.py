@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import Progress
 
@@ -14,35 +13,31 @@ def _say(text: str) -> None:
 
 
 def _exec(ctx: Context, sandbox: str, argv: list[str]) -> None:
-    for message in ctx.client.stub.Exec(iter([pb.ExecInput(start=pb.ExecStart(
-            sandbox=sandbox, argv=argv))])):  # fmt: skip
-        kind = message.WhichOneof("kind")
-        if kind in ("stdout", "stderr"):
-            print(getattr(message, kind).decode(errors="replace"), end="", flush=True)
+    for chunk in ctx.client.exec_stream(sandbox, argv).output():
+        print(chunk.data.decode(errors="replace"), end="", flush=True)
 
 
 def demo(ctx: Context) -> int:
     client = ctx.client
     _say("Pulling debian:12 (built locally from Debian packages; cached after the first time)")
     progress = Progress()
-    for update in client.stream("PullEnvironment", pb.PullRequest(name="debian:12", warm=True)):
+    for update in client.pull("debian:12", warm=True):
         if not update.done:
-            progress.update(update.stage, None if update.fraction < 0 else update.fraction)
+            progress.update(update.stage, update.fraction)
     progress.finish("debian:12 ready")
     status = client.status()
     _say(f"Engine pid {status.pid} on {status.accelerator} ({status.accelerator_reason})")
     _say("Creating a sandbox by restoring the environment's booted template")
     started = time.monotonic()
-    sandbox = client.call("CreateSandbox", pb.CreateSandboxRequest(environment="debian:12"))
+    sandbox = client.create("debian:12")
     print(f"{sandbox.id} running, created in {(time.monotonic() - started) * 1000:.0f} ms")
     try:
         _say("Running commands inside it")
         _exec(ctx, sandbox.id, ["uname", "-a"])
         _exec(ctx, sandbox.id, ["sh", "-c", "cat /etc/os-release | head -2; hostname; nproc; "
                                 "free -m | head -2"])  # fmt: skip
-        ping = client.call("PingAgent", pb.SandboxRef(ref=sandbox.id))
-        _say(f"Agent round trip: {ping.round_trip_ms:.2f} ms")
+        _say(f"Agent round trip: {client.ping(sandbox.id):.2f} ms")
     finally:
-        client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox.id))
+        client.terminate(sandbox.id)
         _say(f"Terminated {sandbox.id}. Try: grove run debian:12 -- python3 -c 'print(6*7)'")
     return 0

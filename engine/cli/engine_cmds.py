@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 from engine import daemon
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import emit_json
-from engine.client import EngineClient, socket_alive, start_engine
+from engine.client import Grove, socket_alive, start_engine
 from engine.vmm import accel
 
 
@@ -29,10 +28,10 @@ def stop(ctx: Context) -> int:
         else:
             print("engine is not running")
         return 0
-    client = EngineClient(ctx.paths, autostart=False)
-    pid = client.status().pid
-    client.call("Shutdown", pb.Empty(), timeout=10)
-    client.close()
+    # Any engine can be stopped, also one of another version (that is how one upgrades).
+    with Grove.connect(ctx.paths, autostart=False, check_version=False) as client:
+        pid = client.status().pid
+        client.shutdown()
     # Shutdown stops every VM first; wait until the socket is gone and the process ended.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (socket_alive(ctx.paths) or _alive(pid)):
@@ -61,15 +60,12 @@ def status(ctx: Context) -> int:
         else:
             print(f"engine not running (socket {ctx.paths.socket}); would use {probe.reason}")
         return 3  # like systemctl status: not running
-    st = EngineClient(ctx.paths, autostart=False).status()
+    with Grove.connect(ctx.paths, autostart=False, check_version=False) as client:
+        st = client.status()
     if ctx.json:
-        emit_json({
-            "running": True, "pid": st.pid, "socket": st.socket, "accelerator": st.accelerator,
-            "accelerator_reason": st.accelerator_reason, "home": st.home,
-            "version": st.version, "sandboxes_running": st.sandboxes_running,
-        })  # fmt: skip
+        emit_json({"running": True, **st.to_json()})
     else:
-        print(f"engine running, pid {st.pid}, version {st.version}")
+        print(f"engine running, pid {st.pid}, version {st.version} (API {st.api_version})")
         print(f"  socket       {st.socket}")
         print(f"  home         {st.home}")
         print(f"  accelerator  {st.accelerator} ({st.accelerator_reason})")

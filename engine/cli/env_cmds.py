@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import Progress, emit_json, iec, table
-
-
-def env_dict(env: pb.Environment) -> dict[str, Any]:
-    return {
-        "name": env.name,
-        "description": env.description,
-        "cached": env.cached,
-        "recipe_hash": env.recipe_hash or None,
-        "size_bytes": env.size_bytes if env.cached else None,
-        "created_at": env.created_at or None,
-        "template_ready": env.template_ready,
-        "kernel": env.kernel or None,
-        "initramfs": env.initramfs or None,
-        "rootfs": env.rootfs or None,
-    }
+from engine.client import GroveError, PullProgress
 
 
 def list_(ctx: Context) -> int:
-    reply = ctx.client.call("ListEnvironments", pb.Empty())
+    environments = ctx.client.environments()
     if ctx.json:
-        emit_json([env_dict(e) for e in reply.environments])
+        emit_json([e.to_json() for e in environments])
         return 0
     rows = [
         [e.name, "cached" if e.cached else "not pulled", iec(e.size_bytes) if e.cached else "-",
          "ready" if e.template_ready else "-", e.description]
-        for e in reply.environments
+        for e in environments
     ]  # fmt: skip
     print(table(["NAME", "STATUS", "SIZE", "TEMPLATE", "DESCRIPTION"], rows))
     return 0
@@ -43,18 +27,19 @@ def pull(ctx: Context) -> int:
     a = ctx.args
     progress = Progress(enabled=not ctx.json)
     started = time.monotonic()
-    final: pb.PullProgress | None = None
-    for update in ctx.client.stream(
-        "PullEnvironment", pb.PullRequest(name=a.name, force=a.force, warm=not a.no_warm)
-    ):
+    final: PullProgress | None = None
+    for update in ctx.client.pull(a.name, force=a.force, warm=not a.no_warm):
         if update.done:
             final = update
         else:
-            progress.update(update.stage, None if update.fraction < 0 else update.fraction)
-    assert final is not None
+            progress.update(update.stage, update.fraction)
+    if final is None or final.environment is None:
+        raise GroveError(
+            "pull_failed", f"the pull of {a.name} ended early", "retry; see the engine log"
+        )
     took = time.monotonic() - started
     if ctx.json:
-        emit_json({**env_dict(final.environment), "cache_hit": final.cache_hit,
+        emit_json({**final.environment.to_json(), "cache_hit": final.cache_hit,
                    "seconds": round(took, 2)})  # fmt: skip
     else:
         how = "cache hit" if final.cache_hit else "built"
@@ -63,19 +48,19 @@ def pull(ctx: Context) -> int:
 
 
 def inspect(ctx: Context) -> int:
-    env = ctx.client.call("InspectEnvironment", pb.EnvironmentRef(name=ctx.args.name))
+    env = ctx.client.environment(ctx.args.name)
     if ctx.json:
-        emit_json(env_dict(env))
+        emit_json(env.to_json())
     else:
-        for key, value in env_dict(env).items():
+        for key, value in env.to_json().items():
             print(f"{key:15} {'-' if value is None else value}")
     return 0
 
 
 def prune(ctx: Context) -> int:
-    reply = ctx.client.call("PruneEnvironments", pb.Empty())
+    reply = ctx.client.prune()
     if ctx.json:
-        emit_json({"bytes_freed": reply.bytes_freed, "removed": list(reply.removed)})
+        emit_json(reply.to_json())
     else:
         print(f"freed {iec(reply.bytes_freed)}; removed {len(reply.removed)} unused item(s)")
     return 0

@@ -7,16 +7,12 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import grpc
-
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import emit_json
-from engine.cli.sandbox_cmds import create_request, parse_pairs
-from engine.client import grove_error
+from engine.cli.sandbox_cmds import create_sandbox, parse_pairs
+from engine.client import ExecOutput, SyncExecStream
 from engine.errors import GroveError, invalid
 
 # Like `docker run`: 125 means Grove itself failed, so it never hides the command's own code.
@@ -42,28 +38,19 @@ def command_argv(ctx: Context) -> list[str]:
     return argv
 
 
-def _inputs(
-    start: pb.ExecStart, outbox: queue.Queue[pb.ExecInput | None]
-) -> Iterator[pb.ExecInput]:
-    yield pb.ExecInput(start=start)
-    while (message := outbox.get()) is not None:
-        yield message
-
-
-def _pump_stdin(outbox: queue.Queue[pb.ExecInput | None]) -> None:
+def _pump_stdin(stream: SyncExecStream) -> None:
     fd = sys.stdin.fileno()
-    while chunk := os.read(fd, 65536):
-        outbox.put(pb.ExecInput(stdin=chunk))
-    outbox.put(pb.ExecInput(stdin_eof=True))
+    with contextlib.suppress(GroveError):
+        while chunk := os.read(fd, 65536):
+            stream.write(chunk)
+        stream.close_stdin()
 
 
-def _receive(
-    responses: Iterator[pb.ExecOutput], inbox: queue.Queue[pb.ExecOutput | grpc.RpcError | None]
-) -> None:
+def _receive(stream: SyncExecStream, inbox: queue.Queue[ExecOutput | GroveError | None]) -> None:
     try:
-        for message in responses:
-            inbox.put(message)
-    except grpc.RpcError as exc:
+        for chunk in stream.output():
+            inbox.put(chunk)
+    except GroveError as exc:
         inbox.put(exc)
     finally:
         inbox.put(None)
@@ -73,67 +60,53 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
     a = ctx.args
     if a.timeout is not None and a.timeout <= 0:
         raise invalid(f"invalid --timeout {a.timeout}", "pass a positive number of seconds")
-    start = pb.ExecStart(
-        sandbox=sandbox,
-        argv=argv,
+    stream = ctx.client.exec_stream(
+        sandbox,
+        argv,
         env=parse_pairs(a.env, "--env"),
         cwd=a.cwd or "",
         timeout_s=a.timeout or 0,
         stdin=bool(a.interactive),
     )
-    outbox: queue.Queue[pb.ExecInput | None] = queue.Queue()
     if a.interactive:
-        threading.Thread(target=_pump_stdin, args=(outbox,), daemon=True).start()
-    responses = ctx.client.stub.Exec(_inputs(start, outbox))
-    # The stream is read on a thread: a Ctrl+C that lands inside a gRPC read breaks the call
+        threading.Thread(target=_pump_stdin, args=(stream,), daemon=True).start()
+    # The stream is read on a thread: a Ctrl+C that lands inside a read would end the call
     # for good, while one that lands in the queue wait here is just a signal to forward.
-    inbox: queue.Queue[pb.ExecOutput | grpc.RpcError | None] = queue.Queue()
-    threading.Thread(target=_receive, args=(responses, inbox), daemon=True).start()
-    outcome: ExecOutcome | None = None
+    inbox: queue.Queue[ExecOutput | GroveError | None] = queue.Queue()
+    threading.Thread(target=_receive, args=(stream, inbox), daemon=True).start()
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     stdout = bytearray()
     stderr = bytearray()
     interrupts = 0
-    try:
-        while True:
-            try:
-                message = inbox.get()
-            except KeyboardInterrupt:
-                # First Ctrl+C goes to the guest process group; a second one kills it, a third
-                # gives up on it.
-                interrupts += 1
-                outbox.put(pb.ExecInput(signal="INT" if interrupts == 1 else "KILL"))
-                if interrupts > 2:
-                    responses.cancel()
-                    raise
-                continue
-            if message is None:
-                break
-            if isinstance(message, grpc.RpcError):
-                raise grove_error(message) from None
-            kind = message.WhichOneof("kind")
-            if kind == "stdout":
-                if capture:
-                    stdout += message.stdout
-                else:
-                    out.write(message.stdout)
-                    out.flush()
-            elif kind == "stderr":
-                if capture:
-                    stderr += message.stderr
-                else:
-                    err.write(message.stderr)
-                    err.flush()
-            elif kind == "exit":
-                ex = message.exit
-                outcome = ExecOutcome(ex.exit_code, ex.signal, ex.timed_out, ex.duration_ms)
-    finally:
-        outbox.put(None)
-    if outcome is None:
+    while True:
+        try:
+            message = inbox.get()
+        except KeyboardInterrupt:
+            # First Ctrl+C goes to the guest process group; a second one kills it, a third
+            # gives up on it.
+            interrupts += 1
+            if interrupts > 2:
+                stream.cancel()
+                raise
+            with contextlib.suppress(GroveError):
+                stream.signal("INT" if interrupts == 1 else "KILL")
+            continue
+        if message is None:
+            break
+        if isinstance(message, GroveError):
+            raise message
+        if capture:
+            (stdout if message.stream == "stdout" else stderr).extend(message.data)
+        else:
+            sink = out if message.stream == "stdout" else err
+            sink.write(message.data)
+            sink.flush()
+    ex = stream.exit
+    if ex is None:
         raise GroveError("exec_lost", "the command's exit status never arrived", "retry")
-    outcome.stdout, outcome.stderr = stdout, stderr
-    return outcome
+    return ExecOutcome(ex.exit_code, ex.signal or "", ex.timed_out, ex.duration_ms,
+                       stdout, stderr)  # fmt: skip
 
 
 def _exit_code(outcome: ExecOutcome) -> int:
@@ -182,10 +155,10 @@ def run(ctx: Context) -> int:
     a = ctx.args
     argv = command_argv(ctx)
     parse_pairs(a.env, "--env")  # fail on bad input before booting anything
-    sandbox = ctx.client.call("CreateSandbox", create_request(a))
+    sandbox = create_sandbox(ctx)
     try:
         outcome = run_exec(ctx, sandbox.id, argv, capture=ctx.json)
     finally:
         with contextlib.suppress(GroveError):
-            ctx.client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox.id))
+            ctx.client.terminate(sandbox.id)
     return report(ctx, outcome)

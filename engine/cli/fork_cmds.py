@@ -7,10 +7,9 @@ import sys
 import time
 from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table, waiting
-from engine.cli.sandbox_cmds import sandbox_dict
+from engine.client import ForkResult, LineageNode
 from engine.errors import invalid
 
 PHASE_MARK = {
@@ -60,26 +59,14 @@ def fork(ctx: Context) -> int:
     return _print_fork(ctx, reply)
 
 
-def _fork_call(ctx: Context, a: Any) -> pb.ForkReply:
-    reply: pb.ForkReply = ctx.client.call(
-        "ForkSandbox",
-        pb.ForkRequest(
-            sandbox=a.id,
-            replicas=a.replicas,
-            name_prefix=a.name or "",
-            allow_secrets=a.allow_secrets,
-        ),
-    )
-    return reply
+def _fork_call(ctx: Context, a: Any) -> ForkResult:
+    return ctx.client.fork(a.id, replicas=a.replicas, name_prefix=a.name or "",
+                           allow_secrets=a.allow_secrets)  # fmt: skip
 
 
-def _print_fork(ctx: Context, reply: pb.ForkReply) -> int:
+def _print_fork(ctx: Context, reply: ForkResult) -> int:
     if ctx.json:
-        emit_json({
-            "source": reply.source, "snapshot": reply.snapshot,
-            "children": [sandbox_dict(c) for c in reply.children],
-            "paused_ms": round(reply.paused_ms, 1),
-        })  # fmt: skip
+        emit_json({**reply.to_json(), "paused_ms": round(reply.paused_ms, 1)})
     else:
         for child in reply.children:
             print(child.id)
@@ -89,11 +76,9 @@ def _print_fork(ctx: Context, reply: pb.ForkReply) -> int:
 
 def reset(ctx: Context) -> int:
     a = ctx.args
-    sandbox = ctx.client.call(
-        "ResetSandbox", pb.ResetRequest(sandbox=a.id, snapshot=a.snapshot or ""), timeout=600
-    )
+    sandbox = ctx.client.reset(a.id, snapshot=a.snapshot or "")
     if ctx.json:
-        emit_json(sandbox_dict(sandbox))
+        emit_json(sandbox.to_json())
     else:
         print(f"{sandbox.id} reset")
     return 0
@@ -111,25 +96,14 @@ def _against(words: list[str]) -> str:
 
 def diff(ctx: Context) -> int:
     a = ctx.args
-    reply = ctx.client.call(
-        "DiffSandbox",
-        pb.DiffRequest(sandbox=a.id, against_snapshot=_against(a.against), paths=a.path or []),
-        timeout=900,
-    )
+    reply = ctx.client.diff(a.id, against_snapshot=_against(a.against), paths=a.path or [])
     if ctx.json:
-        emit_json({
-            "sandbox": reply.sandbox, "against": reply.against,
-            "changes": [{
-                "path": c.path, "change": c.change, "kind": c.kind,
-                "old_sha256": c.old_sha256 or None, "new_sha256": c.new_sha256 or None,
-                "old_size": c.old_size, "new_size": c.new_size, "patch": c.patch or None,
-            } for c in reply.changes],
-        })  # fmt: skip
+        emit_json(reply.to_json())
         return 0
     mark = {"added": "A", "modified": "M", "deleted": "D"}
     print(f"# {reply.sandbox} against {reply.against}: {len(reply.changes)} change(s)")
     for c in reply.changes:
-        digest = (c.new_sha256 or c.old_sha256)[:12]
+        digest = (c.new_sha256 or c.old_sha256 or "")[:12]
         print(f"{mark.get(c.change, '?')} {c.path}{'/' if c.kind == 'dir' else ''}  {digest}")
     for c in reply.changes:
         if c.patch:
@@ -137,77 +111,68 @@ def diff(ctx: Context) -> int:
     return 0
 
 
-def _snapshot_dict(s: pb.Snapshot) -> dict[str, Any]:
-    return {
-        "name": s.name, "id": s.id, "source": s.source or None, "created_at": s.created_at,
-        "dependents": list(s.dependents), "environment": s.environment,
-    }  # fmt: skip
-
-
 def snapshot_create(ctx: Context) -> int:
-    snap = ctx.client.call(
-        "CreateSnapshot", pb.SnapshotRequest(sandbox=ctx.args.id, name=ctx.args.name)
-    )
+    snap = ctx.client.snapshot(ctx.args.id, name=ctx.args.name)
     if ctx.json:
-        emit_json(_snapshot_dict(snap))
+        emit_json(snap.to_json())
     else:
         print(snap.name)
     return 0
 
 
 def snapshot_ls(ctx: Context) -> int:
-    reply = ctx.client.call("ListSnapshots", pb.SandboxRef(ref=ctx.args.id))
+    snapshots = ctx.client.snapshots(ctx.args.id)
     if ctx.json:
-        emit_json([_snapshot_dict(s) for s in reply.snapshots])
+        emit_json([s.to_json() for s in snapshots])
         return 0
-    if not reply.snapshots:
+    if not snapshots:
         print("no snapshots; take one with 'grove snapshot create ID NAME'")
         return 0
     now = time.time()
-    rows = [[s.name, s.source, s.environment, age(s.created_at, now),
-             ", ".join(s.dependents) or "-"] for s in reply.snapshots]  # fmt: skip
+    rows = [[s.name, s.source or "-", s.environment or "-", age(s.created_at, now),
+             ", ".join(s.dependents) or "-"] for s in snapshots]  # fmt: skip
     print(table(["NAME", "SOURCE", "ENV", "AGE", "DEPENDENTS"], rows))
     return 0
 
 
 def snapshot_rm(ctx: Context) -> int:
-    snap = ctx.client.call("DeleteSnapshot", pb.SnapshotRef(name=ctx.args.name))
+    snap = ctx.client.delete_snapshot(ctx.args.name)
     if ctx.json:
-        emit_json(_snapshot_dict(snap))
+        emit_json(snap.to_json())
     else:
         print(f"{snap.name} removed")
     return 0
 
 
-def _node_dict(node: pb.LineageNode, now: float) -> dict[str, Any]:
+def _node_dict(node: LineageNode, now: float) -> dict[str, Any]:
+    """The node as JSON, with its age (the tree's own view) next to each created_at."""
     return {
-        "id": node.id, "kind": node.kind, "name": node.name, "phase": node.phase,
-        "created_at": node.created_at or None,
+        **node.to_json(), "phase": node.phase or "",
         "age_s": round(now - node.created_at, 1) if node.created_at else None,
         "children": [_node_dict(c, now) for c in node.children],
     }  # fmt: skip
 
 
 def tree(ctx: Context) -> int:
-    reply = ctx.client.call("Lineage", pb.SandboxRef(ref=ctx.args.id))
+    roots = ctx.client.lineage(ctx.args.id)
     now = time.time()
     if ctx.json:
-        emit_json([_node_dict(r, now) for r in reply.roots])
+        emit_json([_node_dict(r, now) for r in roots])
         return 0
 
-    def render(node: pb.LineageNode, prefix: str, last: bool, top: bool) -> None:
+    def render(node: LineageNode, prefix: str, last: bool, top: bool) -> None:
         branch = "" if top else ("└─ " if last else "├─ ")
-        mark = PHASE_MARK.get(node.phase, "?")
+        mark = PHASE_MARK.get(node.phase or "", "?")
         label = node.name if node.name == node.id else f"{node.name} ({node.id})"
         when = f"  {age(node.created_at, now)}" if node.created_at else ""
         kind = "" if node.kind == "sandbox" else f" [{node.kind}]"
-        print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase}{when}")
+        print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase or ''}{when}")
         child_prefix = prefix + ("" if top else ("   " if last else "│  "))
         for i, child in enumerate(node.children):
             render(child, child_prefix, i == len(node.children) - 1, False)
 
-    if not reply.roots:
+    if not roots:
         print("nothing yet; pull an environment with 'grove env pull debian:12'")
-    for root in reply.roots:
+    for root in roots:
         render(root, "", True, True)
     return 0

@@ -5,28 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table, waiting
+from engine.client import Sandbox
 from engine.errors import GroveError, invalid
-
-
-def sandbox_dict(sandbox: pb.Sandbox) -> dict[str, Any]:
-    return {
-        "id": sandbox.id,
-        "name": sandbox.name,
-        "environment": sandbox.environment,
-        "phase": sandbox.phase,
-        "vcpus": sandbox.vcpus,
-        "mem_mib": sandbox.mem_mib,
-        "pid": sandbox.pid or None,
-        "parent_id": sandbox.parent_id or None,
-        "created_at": sandbox.created_at,
-        "error": sandbox.error or None,
-        "create_ms": sandbox.create_ms or None,
-    }
 
 
 def parse_pairs(items: list[str] | None, what: str, from_env: bool = False) -> dict[str, str]:
@@ -49,14 +34,15 @@ def parse_pairs(items: list[str] | None, what: str, from_env: bool = False) -> d
     return pairs
 
 
-def create_request(a: Any, secrets: dict[str, str] | None = None) -> pb.CreateSandboxRequest:
+def create_sandbox(ctx: Context, secrets: dict[str, str] | None = None) -> Sandbox:
     """0 means 'default' on the wire, so an explicit 0 or negative size is refused here."""
+    a = ctx.args
     if a.vcpus is not None and a.vcpus < 1:
         raise invalid(f"invalid vcpus {a.vcpus}", "pass --vcpus 1 or more")
     if a.mem_mib is not None and a.mem_mib < 1:
         raise invalid(f"invalid memory size {a.mem_mib} MiB", "pass --mem-mib 128 or more")
-    return pb.CreateSandboxRequest(
-        environment=a.environment,
+    return ctx.client.create(
+        environment=a.environment or "",
         name=a.name or "",
         vcpus=a.vcpus or 0,
         mem_mib=a.mem_mib or 0,
@@ -72,24 +58,24 @@ def create(ctx: Context) -> int:
     secrets = parse_pairs(a.secret, "--secret", from_env=True)
     what = "creating sandbox (the first one of an environment boots it once)"
     with waiting(what, enabled=not ctx.json):
-        sandbox = ctx.client.call("CreateSandbox", create_request(a, secrets))
+        sandbox = create_sandbox(ctx, secrets)
     if ctx.json:
-        emit_json(sandbox_dict(sandbox))
+        emit_json(sandbox.to_json())
     else:
         print(sandbox.id)
     return 0
 
 
 def ls(ctx: Context) -> int:
-    reply = ctx.client.call("ListSandboxes", pb.ListSandboxesRequest(all=ctx.args.all))
+    sandboxes = ctx.client.sandboxes(all=ctx.args.all)
     if ctx.json:
-        emit_json([sandbox_dict(s) for s in reply.sandboxes])
+        emit_json([s.to_json() for s in sandboxes])
         return 0
     now = time.time()
     rows = [
         [s.id, s.name, s.environment, s.phase, str(s.vcpus), f"{s.mem_mib}M",
          age(s.created_at, now), s.parent_id or ""]
-        for s in reply.sandboxes
+        for s in sandboxes
     ]  # fmt: skip
     if not rows:
         print("no sandboxes; create one with 'grove sandbox create debian:12'")
@@ -98,22 +84,22 @@ def ls(ctx: Context) -> int:
     return 0
 
 
-def _lifecycle(ctx: Context, method: str, verb: str) -> int:
-    sandbox = ctx.client.call(method, pb.SandboxRef(ref=ctx.args.id))
+def _lifecycle(ctx: Context, call: Callable[[str], Sandbox], verb: str) -> int:
+    sandbox = call(ctx.args.id)
     if ctx.json:
-        emit_json(sandbox_dict(sandbox))
+        emit_json(sandbox.to_json())
     else:
         print(f"{sandbox.id} {verb}")
     return 0
 
 
 def stop(ctx: Context) -> int:
-    return _lifecycle(ctx, "StopSandbox", "stopped")
+    return _lifecycle(ctx, ctx.client.stop, "stopped")
 
 
 def start(ctx: Context) -> int:
     with waiting("booting from its disk", enabled=not ctx.json):
-        return _lifecycle(ctx, "StartSandbox", "running")
+        return _lifecycle(ctx, ctx.client.start, "running")
 
 
 def terminate(ctx: Context) -> int:
@@ -121,13 +107,11 @@ def terminate(ctx: Context) -> int:
     if a.all == bool(a.id):
         raise invalid("pass exactly one of ID or --all", "e.g. 'grove sandbox terminate sb-1234'")
     if not a.all:
-        return _lifecycle(ctx, "TerminateSandbox", "terminated")
-    reply = ctx.client.call("ListSandboxes", pb.ListSandboxesRequest(all=False))
+        return _lifecycle(ctx, ctx.client.terminate, "terminated")
     done: list[dict[str, Any]] = []
-    for sandbox in reply.sandboxes:
+    for sandbox in ctx.client.sandboxes(all=False):
         try:
-            ended = ctx.client.call("TerminateSandbox", pb.SandboxRef(ref=sandbox.id))
-            done.append(sandbox_dict(ended))
+            done.append(ctx.client.terminate(sandbox.id).to_json())
         except GroveError as exc:
             if exc.code != "already_terminated":
                 raise
@@ -140,32 +124,20 @@ def terminate(ctx: Context) -> int:
 
 
 def ping(ctx: Context) -> int:
-    reply = ctx.client.call("PingAgent", pb.SandboxRef(ref=ctx.args.id))
+    round_trip_ms = ctx.client.ping(ctx.args.id)
     if ctx.json:
-        emit_json({"round_trip_ms": reply.round_trip_ms})
+        emit_json({"round_trip_ms": round_trip_ms})
     else:
-        print(f"agent round trip {reply.round_trip_ms:.3f} ms")
+        print(f"agent round trip {round_trip_ms:.3f} ms")
     return 0
 
 
 def logs(ctx: Context) -> int:
     a = ctx.args
-    stream = ctx.client.stream("SandboxEvents", pb.EventsRequest(sandbox=a.id, follow=a.follow))
-    for event in stream:
-        detail = json.loads(event.detail_json or "{}")
+    for event in ctx.client.events(a.id, follow=a.follow):
+        detail = event.detail
         if ctx.json:
-            print(
-                json.dumps(
-                    {
-                        "seq": event.seq,
-                        "ts": event.ts,
-                        "kind": event.kind,
-                        "sandbox_id": event.sandbox_id,
-                        "detail": detail,
-                    }
-                ),
-                flush=True,
-            )
+            print(json.dumps(event.to_json()), flush=True)
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.ts))
             if event.kind == "console":  # a guest console line: print it as it was

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.exec_cmds import command_argv
 from engine.cli.output import age, emit_json, table
 from engine.cli.sandbox_cmds import parse_pairs
+from engine.client import Probe, Service
 from engine.errors import invalid
 
 PROBES = ("file", "tcp", "http", "command")
@@ -23,35 +23,13 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def service_dict(info: pb.ServiceInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "state": info.state,
-        "pid": info.pid or None,
-        "ready": info.ready,
-        "published_ports": [
-            {"host": p.host, "host_port": p.host_port, "guest_port": p.guest_port}
-            for p in info.published_ports
-        ],
-        "sandbox_id": info.sandbox_id,
-        "restart": info.restart,
-        "restarts": info.restarts,
-        "exit_code": info.exit_code if info.HasField("exit_code") else None,
-        "signal": info.signal or None,
-        "error": info.error or None,
-        "started_at": info.started_at or None,
-        "ready_ms": info.ready_ms or None,
-        "probe": info.probe or None,
-        "argv": list(info.argv),
-    }
-
-
-def parse_publish(text: str) -> pb.PortPublish:
+def parse_publish(text: str) -> tuple[int, int]:
+    """[HOST_PORT:]GUEST_PORT as (guest port, host port); host port 0 picks a free one."""
     host, sep, guest = text.rpartition(":")
     valid = guest.isdigit() and (not sep or host.isdigit())
     if not valid or not 0 < int(guest) < 65536 or (sep and not 0 < int(host) < 65536):
         raise invalid(f"invalid --publish '{text}'", "use [HOST_PORT:]GUEST_PORT, e.g. 8080:80")
-    return pb.PortPublish(guest_port=int(guest), host_port=int(host) if sep else 0)
+    return int(guest), int(host) if sep else 0
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -73,7 +51,7 @@ def parse_since(text: str, now: float | None = None) -> float:
         ) from None
 
 
-def _ports(info: pb.ServiceInfo) -> str:
+def _ports(info: Service) -> str:
     return ", ".join(f"{p.host}:{p.host_port}->{p.guest_port}" for p in info.published_ports)
 
 
@@ -86,7 +64,7 @@ def start(ctx: Context) -> int:
         if target is not None:
             if not target:
                 raise invalid(f"empty --ready-{kind}", f"pass a value to --ready-{kind}")
-            probe = pb.ReadyProbe(kind=kind, target=target)
+            probe = Probe(kind=kind, target=target)
     if a.ready_timeout_seconds is not None and a.ready_timeout_seconds <= 0:
         raise invalid(
             f"invalid --ready-timeout-seconds {a.ready_timeout_seconds:g}",
@@ -94,23 +72,22 @@ def start(ctx: Context) -> int:
         )
     if a.ready_interval_ms is not None and a.ready_interval_ms <= 0:
         raise invalid(f"invalid --ready-interval-ms {a.ready_interval_ms}", "pass 10 or more")
-    request = pb.ServiceStartRequest(
-        sandbox=a.id,
-        name=a.name,
-        argv=argv,
+    info = ctx.client.service_start(
+        a.id,
+        a.name,
+        argv,
         cwd=a.cwd or "",
         env=parse_pairs(a.env, "--env"),
-        ready=probe,
+        probe=probe,
         ready_timeout_s=a.ready_timeout_seconds or 0,
         ready_interval_ms=a.ready_interval_ms or 0,
         restart=a.restart,
         publish=[parse_publish(p) for p in a.publish or []],
     )
-    info = ctx.client.call("ServiceStart", request)
     if ctx.json:
-        emit_json(service_dict(info))
+        emit_json(info.to_json())
         return 0
-    how = f"ready in {info.ready_ms:.0f} ms" if info.probe else "started"
+    how = f"ready in {info.ready_ms or 0:.0f} ms" if info.probe else "started"
     print(f"{info.name} {info.state} ({how}), pid {info.pid}")
     for p in info.published_ports:
         print(f"  guest port {p.guest_port} published on http://{p.host}:{p.host_port}/")
@@ -118,20 +95,19 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    info = ctx.client.call("ServiceStop", pb.ServiceRef(sandbox=ctx.args.id, name=ctx.args.name))
+    info = ctx.client.service_stop(ctx.args.id, ctx.args.name)
     if ctx.json:
-        emit_json(service_dict(info))
+        emit_json(info.to_json())
     else:
         print(f"{info.name} {info.state}")
     return 0
 
 
 def status(ctx: Context) -> int:
-    info = ctx.client.call("ServiceStatus", pb.ServiceRef(sandbox=ctx.args.id, name=ctx.args.name))
+    info = ctx.client.service_status(ctx.args.id, ctx.args.name)
     if ctx.json:
-        emit_json(service_dict(info))
+        emit_json(info.to_json())
         return 0
-    data = service_dict(info)
     rows = [
         ("name", info.name),
         ("state", info.state),
@@ -143,7 +119,7 @@ def status(ctx: Context) -> int:
         ("ports", _ports(info) or "-"),
         ("up", age(info.started_at) if info.started_at and info.pid else "-"),
         ("ready in", f"{info.ready_ms:.0f} ms" if info.probe and info.ready_ms else "-"),
-        ("last exit", _exit_text(data)),
+        ("last exit", _exit_text(info)),
         ("error", info.error or "-"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -152,25 +128,25 @@ def status(ctx: Context) -> int:
     return 0
 
 
-def _exit_text(data: dict[str, Any]) -> str:
-    if data["exit_code"] is not None:
-        return f"code {data['exit_code']}"
-    return f"signal {data['signal']}" if data["signal"] else "-"
+def _exit_text(info: Service) -> str:
+    if info.exit_code is not None:
+        return f"code {info.exit_code}"
+    return f"signal {info.signal}" if info.signal else "-"
 
 
 def ls(ctx: Context) -> int:
-    reply = ctx.client.call("ServiceList", pb.SandboxRef(ref=ctx.args.id))
+    services = ctx.client.services(ctx.args.id)
     if ctx.json:
-        emit_json([service_dict(s) for s in reply.services])
+        emit_json([s.to_json() for s in services])
         return 0
-    if not reply.services:
+    if not services:
         print(f"no services; start one with 'grove service start {ctx.args.id} NAME -- CMD'")
         return 0
     now = time.time()
     rows = [
         [s.name, s.state, "yes" if s.ready else "no", str(s.pid or "-"), str(s.restarts),
          age(s.started_at, now) if s.pid and s.started_at else "-", _ports(s) or "-"]
-        for s in reply.services
+        for s in services
     ]  # fmt: skip
     print(table(["NAME", "STATE", "READY", "PID", "RESTARTS", "UP", "PORTS"], rows))
     return 0
@@ -182,17 +158,17 @@ def logs(ctx: Context) -> int:
         raise invalid(f"invalid --tail {a.tail}", "pass a positive number of lines")
     if a.tail is not None and a.all:
         raise invalid("--tail and --all exclude each other", "pass one of them")
-    request = pb.ServiceLogsRequest(
-        sandbox=a.id,
-        name=a.name,
+    batches = ctx.client.service_logs(
+        a.id,
+        a.name,
         tail=a.tail or 0,
         all=a.all,
         follow=a.follow,
         since=parse_since(a.since) if a.since else 0,
     )
     collected: list[dict[str, Any]] = []
-    for batch in ctx.client.stream("ServiceLogs", request):
-        lines = [{"ts": line.ts, "stream": line.stream, "text": line.text} for line in batch.lines]
+    for batch in batches:
+        lines = [line.to_json() for line in batch]
         if ctx.json:
             if a.follow:  # one JSON object per batch, as they come
                 print(json.dumps({"lines": lines}), flush=True)

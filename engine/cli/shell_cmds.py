@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli import terminal
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table
@@ -22,24 +21,6 @@ from engine.errors import invalid
 VERBS = ("attach", "open", "read", "write", "signal", "close", "ls", "list")
 SIGNALS = ("INT", "TERM", "HUP", "KILL", "QUIT")
 MAX_DIM = 9999
-
-
-def shell_dict(info: pb.ShellInfo) -> dict[str, Any]:
-    return {
-        "shell_id": info.shell_id,
-        "sandbox_id": info.sandbox_id,
-        "state": info.state,
-        "cols": info.cols,
-        "rows": info.rows,
-        "pid": info.pid or None,
-        "argv": list(info.argv),
-        "cwd": info.cwd or None,
-        "created_at": info.created_at,
-        "exit_code": info.exit_code if info.HasField("exit_code") else None,
-        "signal": info.signal or None,
-        "viewers": info.viewers,
-        "cursor": info.cursor,
-    }
 
 
 def _size(value: int | None, what: str) -> int:
@@ -52,22 +33,16 @@ def _size(value: int | None, what: str) -> int:
 
 def attach(ctx: Context) -> int:
     a = ctx.args
-    request = pb.ShellOpenRequest(
-        sandbox=a.id,
-        shell_id=a.shell_id or "",
-        cwd=a.cwd or "",
-        shell=a.shell or "",
-        no_replay=a.no_replay,
-    )
     if a.shell_id and (a.cwd or a.shell):
         raise invalid("--cwd and --shell apply to a new shell", "drop them to attach to SHELL")
-    outcome = terminal.attach(ctx.client, request)
+    outcome = terminal.attach(ctx.client, a.id, shell_id=a.shell_id or "", cwd=a.cwd or "",
+                              shell=a.shell or "", no_replay=a.no_replay)  # fmt: skip
     if outcome.error is not None:
         raise outcome.error
     sid, shell_id = outcome.sandbox_id, outcome.shell_id
     if outcome.exit is not None:
         ex = outcome.exit
-        if ex.HasField("exit_code"):
+        if ex.exit_code is not None:
             code = ex.exit_code
         elif ex.signal:
             code = 128 + int(getattr(signal, "SIG" + ex.signal, signal.SIGKILL))
@@ -88,14 +63,13 @@ def attach(ctx: Context) -> int:
 
 def open_(ctx: Context) -> int:
     a = ctx.args
-    request = pb.ShellOpenRequest(
-        sandbox=a.id,
+    info = ctx.client.shell_open(
+        a.id,
         cols=_size(a.cols, "cols"),
         rows=_size(a.rows, "rows"),
         cwd=a.cwd or "",
         shell=a.shell or "",
     )
-    info = ctx.client.call("ShellOpen", request)
     if ctx.json:
         emit_json({"shell_id": info.shell_id, "state": info.state, "cols": info.cols,
                    "rows": info.rows})  # fmt: skip
@@ -112,24 +86,11 @@ def read(ctx: Context) -> int:
         raise invalid(f"invalid --max-chars {a.max_chars}", "pass a positive number")
     if a.wait_ms < 0:
         raise invalid(f"invalid --wait-ms {a.wait_ms}", "pass 0 or more milliseconds")
-    request = pb.ShellReadRequest(
-        sandbox=a.id,
-        shell_id=a.shell_id,
-        cursor=a.cursor,
-        max_chars=a.max_chars or 0,
-        wait_ms=a.wait_ms,
+    reply = ctx.client.shell_read(
+        a.id, a.shell_id, cursor=a.cursor, max_chars=a.max_chars or 0, wait_ms=a.wait_ms
     )
-    reply = ctx.client.call("ShellRead", request)
     if ctx.json:
-        emit_json(
-            {
-                "output": reply.output,
-                "cursor": reply.cursor,
-                "next_cursor": reply.next_cursor,
-                "truncated": reply.truncated,
-                "state": reply.state,
-            }
-        )
+        emit_json(reply.to_json())
     else:
         sys.stdout.write(reply.output)
         sys.stdout.flush()
@@ -142,10 +103,10 @@ def write(ctx: Context) -> int:
     data = a.input if a.no_newline else a.input + "\n"
     if not data:
         raise invalid("nothing to write", "pass --input TEXT (without --no-newline for Enter)")
-    request = pb.ShellWriteRequest(sandbox=a.id, shell_id=a.shell_id, input=data.encode("utf-8"))
-    info = ctx.client.call("ShellWrite", request)
+    encoded = data.encode("utf-8")
+    info = ctx.client.shell_write(a.id, a.shell_id, encoded)
     if ctx.json:
-        emit_json({**shell_dict(info), "written": len(request.input)})
+        emit_json({**info.to_json(), "written": len(encoded)})
     return 0
 
 
@@ -154,36 +115,35 @@ def signal_(ctx: Context) -> int:
     name = a.signal.upper().removeprefix("SIG")
     if name not in SIGNALS:
         raise invalid(f"unsupported signal '{a.signal}'", f"use one of {', '.join(SIGNALS)}")
-    request = pb.ShellSignalRequest(sandbox=a.id, shell_id=a.shell_id, signal=name)
-    info = ctx.client.call("ShellSignal", request)
+    info = ctx.client.shell_signal(a.id, a.shell_id, name)
     if ctx.json:
-        emit_json(shell_dict(info))
+        emit_json(info.to_json())
     return 0
 
 
 def close(ctx: Context) -> int:
     a = ctx.args
-    info = ctx.client.call("ShellClose", pb.ShellRef(sandbox=a.id, shell_id=a.shell_id))
+    info = ctx.client.shell_close(a.id, a.shell_id)
     if ctx.json:
-        emit_json(shell_dict(info))
+        emit_json(info.to_json())
     else:
         print(f"{info.shell_id} closed")
     return 0
 
 
 def ls(ctx: Context) -> int:
-    reply = ctx.client.call("ShellList", pb.SandboxRef(ref=ctx.args.id))
+    shells = ctx.client.shells(ctx.args.id)
     if ctx.json:
-        emit_json([shell_dict(s) for s in reply.shells])
+        emit_json([s.to_json() for s in shells])
         return 0
-    if not reply.shells:
+    if not shells:
         print(f"no shells; open one with 'grove shell {ctx.args.id}'")
         return 0
     now = time.time()
     rows = [
         [s.shell_id, s.state, str(s.pid or "-"), f"{s.cols}x{s.rows}", str(s.viewers),
          age(s.created_at, now), " ".join(s.argv)]
-        for s in reply.shells
+        for s in shells
     ]  # fmt: skip
     print(table(["SHELL", "STATE", "PID", "SIZE", "ATTACHED", "AGE", "COMMAND"], rows))
     return 0

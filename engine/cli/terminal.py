@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import select
 import signal
 import sys
 import termios
 import threading
 import tty
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
-import grpc
-
-from engine.api import grove_pb2 as pb
-from engine.client import EngineClient, grove_error
+from engine.client import Grove, ShellExit
 from engine.errors import GroveError
 
 DETACH_PREFIX = 0x1D  # Ctrl+]
@@ -38,7 +32,7 @@ class Outcome:
     shell_id: str = ""
     sandbox_id: str = ""
     detached: bool = False
-    exit: pb.ShellExit | None = None
+    exit: ShellExit | None = None
     error: GroveError | None = None
 
 
@@ -75,12 +69,6 @@ class DetachFilter:
         return bytes(out), False
 
 
-def _inputs(first: pb.ShellInput, outbox: queue.Queue[pb.ShellInput | None]) -> Iterator[Any]:
-    yield first
-    while (message := outbox.get()) is not None:
-        yield message
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -92,7 +80,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def attach(client: EngineClient, request: pb.ShellOpenRequest) -> Outcome:
+def attach(
+    client: Grove, sandbox: str, shell_id: str = "", cwd: str = "", shell: str = "",
+    no_replay: bool = False,
+) -> Outcome:  # fmt: skip
     """Run the interactive session until the shell exits or the user detaches."""
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     if not os.isatty(fd_in):
@@ -101,19 +92,12 @@ def attach(client: EngineClient, request: pb.ShellOpenRequest) -> Outcome:
             "grove shell needs a terminal on stdin",
             "for scripts use 'grove shell open|write|read|close'",
         )
-    request.rows, request.cols = _terminal_size(fd_in)
-    request.term = request.term or os.environ.get("TERM", "")
-    outbox: queue.Queue[pb.ShellInput | None] = queue.Queue()
-    responses = client.stub.Shell(_inputs(pb.ShellInput(open=request), outbox))
-    outcome = Outcome()
-    try:
-        first = next(responses)
-    except grpc.RpcError as exc:
-        outbox.put(None)
-        raise grove_error(exc) from None
-    except StopIteration:
-        raise GroveError("shell_failed", "the engine ended the shell stream", "retry") from None
-    outcome.shell_id, outcome.sandbox_id = first.opened.shell_id, first.opened.sandbox_id
+    rows, cols = _terminal_size(fd_in)
+    stream = client.shell(
+        sandbox, shell_id=shell_id, cols=cols, rows=rows, cwd=cwd, shell=shell,
+        term=os.environ.get("TERM", ""), no_replay=no_replay,
+    )  # fmt: skip
+    outcome = Outcome(shell_id=stream.info.shell_id, sandbox_id=stream.info.sandbox_id)
     sys.stderr.write(
         f"grove: attached to shell {outcome.shell_id} in {outcome.sandbox_id}"
         f" (detach: {DETACH_HELP})\r\n"
@@ -123,21 +107,18 @@ def attach(client: EngineClient, request: pb.ShellOpenRequest) -> Outcome:
 
     def receive() -> None:
         try:
-            for message in responses:
-                kind = message.WhichOneof("kind")
-                if kind == "output":
-                    _write_all(fd_out, message.output)
-                elif kind == "exit":
-                    outcome.exit = message.exit
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                outcome.error = grove_error(exc)
+            for data in stream.output():
+                _write_all(fd_out, data)
+            outcome.exit = stream.exit
+        except GroveError as exc:
+            outcome.error = exc
         finally:
             os.write(wake_w, b"x")
 
     def on_winch(_signum: int, _frame: FrameType | None) -> None:
         rows, cols = _terminal_size(fd_in)
-        outbox.put(pb.ShellInput(resize=pb.ShellResize(rows=rows, cols=cols)))
+        with contextlib.suppress(GroveError):
+            stream.resize(cols, rows)
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally that restores the terminal
@@ -165,20 +146,18 @@ def attach(client: EngineClient, request: pb.ShellOpenRequest) -> Outcome:
                 break  # the terminal went away: leave the shell running
             data, detach = keys.feed(data)
             if data:
-                outbox.put(pb.ShellInput(stdin=data))
+                stream.write(data)
             if detach:
                 outcome.detached = True
-                outbox.put(pb.ShellInput(detach=True))
                 break
     finally:
         termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        outbox.put(None)
+        if outcome.exit is None:
+            with contextlib.suppress(GroveError):
+                stream.detach()  # the shell keeps running in the engine
         reader.join(timeout=2.0)
-        if reader.is_alive():
-            responses.cancel()
-            reader.join(timeout=2.0)
         os.close(wake_r)
         os.close(wake_w)
     if outcome.exit is not None:

@@ -9,34 +9,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.api import grove_pb2 as pb
 from engine.cli.context import Context
 from engine.cli.output import emit_json, iec, table
+from engine.client import HostMeter, MeterSample, SandboxMeter
 from engine.errors import invalid
-from engine.metering.sample import HOST_FIELDS, SANDBOX_FIELDS
 
 
-def _opt(message: Any, name: str) -> Any:
-    """An optional proto field as a value or None (no datum)."""
-    return getattr(message, name) if message.HasField(name) else None
-
-
-def sandbox_dict(s: pb.SandboxMetering) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": s.id, "name": s.name, "phase": s.phase}
-    out.update({name: _opt(s, name) for name in SANDBOX_FIELDS})
-    out["template_id"] = s.template_id or None
-    return out
-
-
-def reply_dict(reply: pb.TopReply, rows: Sequence[pb.SandboxMetering]) -> dict[str, Any]:
-    host: dict[str, Any] = {name: _opt(reply.host, name) for name in HOST_FIELDS}
-    host["sandboxes_running"] = reply.host.sandboxes_running
-    return {
-        "sampled_at": reply.sampled_at or None,
-        "interval_s": reply.interval_s or None,
-        "sandboxes": [sandbox_dict(s) for s in rows],
-        "host": host,
-    }
+def reply_dict(reply: MeterSample, rows: Sequence[SandboxMeter]) -> dict[str, Any]:
+    return {**reply.to_json(), "sandboxes": [s.to_json() for s in rows]}
 
 
 @dataclass(frozen=True)
@@ -80,22 +60,19 @@ def sort_column(name: str) -> Column:
     )
 
 
-def sorted_rows(rows: Sequence[pb.SandboxMetering], column: Column | None) -> list[Any]:
+def sorted_rows(rows: Sequence[SandboxMeter], column: Column | None) -> list[SandboxMeter]:
     if column is None:
         return list(rows)
     if not column.numeric:
         return sorted(rows, key=lambda s: str(getattr(s, column.field)))
     # Largest first, like top; rows with no datum go last whatever the order.
-    have = [s for s in rows if _opt(s, column.field) is not None]
-    missing = [s for s in rows if _opt(s, column.field) is None]
-    return sorted(have, key=lambda s: _opt(s, column.field), reverse=True) + missing
+    have = [s for s in rows if getattr(s, column.field) is not None]
+    missing = [s for s in rows if getattr(s, column.field) is None]
+    return sorted(have, key=lambda s: getattr(s, column.field), reverse=True) + missing
 
 
-def render(reply: pb.TopReply, rows: Sequence[pb.SandboxMetering]) -> str:
-    cells = [
-        [c.render(getattr(s, c.field) if not c.numeric else _opt(s, c.field)) for c in COLUMNS]
-        for s in rows
-    ]
+def render(reply: MeterSample, rows: Sequence[SandboxMeter]) -> str:
+    cells = [[c.render(getattr(s, c.field)) for c in COLUMNS] for s in rows]
     body = (
         table([c.header for c in COLUMNS], cells)
         if cells
@@ -116,31 +93,31 @@ def _saving(saved: int | None, naive: int | None) -> str:
     return f"{iec(saved)} ({saved / naive * 100:.0f}%)"
 
 
-def host_summary(host: pb.HostMetering) -> str:
-    naive, cow = _opt(host, "naive_mem_bytes"), _opt(host, "cow_aware_mem_bytes")
-    dnaive, dcow = _opt(host, "naive_disk_bytes"), _opt(host, "cow_aware_disk_bytes")
-    cpu = _opt(host, "cpu_percent")
-    cores = _opt(host, "cpu_count")
+def host_summary(host: HostMeter) -> str:
+    naive, cow = host.naive_mem_bytes, host.cow_aware_mem_bytes
+    dnaive, dcow = host.naive_disk_bytes, host.cow_aware_disk_bytes
+    cpu = host.cpu_percent
+    cores = host.cpu_count
     rows = [
         [
             "memory",
             iec(naive),
             iec(cow),
-            _saving(_opt(host, "saved_mem_bytes"), naive),
+            _saving(host.saved_mem_bytes, naive),
             _ratio(cow, naive),
         ],
         [
             "disk",
             iec(dnaive),
             iec(dcow),
-            _saving(_opt(host, "saved_disk_bytes"), dnaive),
+            _saving(host.saved_disk_bytes, dnaive),
             _ratio(dcow, dnaive),
         ],
     ]
     lines = [
         f"HOST  {host.sandboxes_running} running  CPU {_cpu(cpu)}%"
         + (f" of {cores} cores" if cores else "")
-        + f"  templates in RAM {iec(_opt(host, 'template_mem_bytes'))}",
+        + f"  templates in RAM {iec(host.template_mem_bytes)}",
         table(["", "NAIVE", "COW-AWARE", "SAVED", "RATIO"], rows),
         "naive: every QEMU's RSS and every full disk chain added up (what ps/du would say);",
         "CoW-aware: unique pages + VMM overhead + each shared template or layer once.",
@@ -153,32 +130,32 @@ def top(ctx: Context) -> int:
     column = sort_column(a.sort) if a.sort else None
     if a.interval is not None and not a.interval > 0:
         raise invalid(f"invalid interval {a.interval}", "pass --interval S with S > 0")
-    request = pb.TopRequest(all=a.all, interval_s=a.interval or 1.0)
+    interval = a.interval or 1.0
     if not a.watch:
-        reply = ctx.client.call("Top", request, timeout=60)
+        reply = ctx.client.top(all=a.all)
         rows = sorted_rows(reply.sandboxes, column)
         if ctx.json:
             emit_json(reply_dict(reply, rows))
         else:
             print(render(reply, rows))
         return 0
-    return _watch(ctx, request, column)
+    return _watch(ctx, interval, column)
 
 
-def _watch(ctx: Context, request: pb.TopRequest, column: Column | None) -> int:
+def _watch(ctx: Context, interval: float, column: Column | None) -> int:
     tty = sys.stdout.isatty() and not ctx.json
     try:
         if tty:
             sys.stdout.write("\x1b[?25l")  # no cursor flicker while redrawing
-        for reply in ctx.client.stream("WatchMetering", request):
+        for reply in ctx.client.watch_metering(interval, all=ctx.args.all):
             rows = sorted_rows(reply.sandboxes, column)
             if ctx.json:
                 # One object per line: a stream other programs can read line by line.
                 sys.stdout.write(json.dumps(reply_dict(reply, rows)) + "\n")
             else:
-                stamp = time.strftime("%H:%M:%S", time.localtime(reply.sampled_at))
+                stamp = time.strftime("%H:%M:%S", time.localtime(reply.sampled_at or time.time()))
                 frame = (
-                    f"grove top  every {request.interval_s:g}s  sampled {stamp}"
+                    f"grove top  every {interval:g}s  sampled {stamp}"
                     "  (Ctrl+C to quit)\n\n" + render(reply, rows)
                 )
                 if tty:

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from conftest import SIZE, fake_app, loaded, wait_for
-from grpc.aio import Metadata
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 
+from engine.api import grove_pb2 as pb
+from engine.api.version import API_VERSION
+from engine.client import models as sdk
 from engine.config import Paths
 from engine.errors import GroveError
 from tui import format as fmt
 from tui.app import GroveApp
 from tui.engine.fake import FakeEngine
 from tui.engine.gateway import (
-    NOT_SUPPORTED,
     EngineGateway,
     derive_lineage,
     parse_command,
     parse_probe,
 )
-from tui.engine.grpc_gateway import GrpcGateway
+from tui.engine.grpc_gateway import GrpcGateway, lineage_nodes, meter_sample
 from tui.metering import MeterHistory
 from tui.models import EnvironmentInfo, MeterSample, SandboxInfo, SandboxMeter
 from tui.screens.main import MainScreen
@@ -82,43 +86,61 @@ def test_both_gateways_satisfy_the_protocol() -> None:
     assert isinstance(GrpcGateway(Paths(Path("/nonexistent"))), EngineGateway)
 
 
-def _unimplemented() -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNIMPLEMENTED, Metadata(), Metadata(), details="Method not found!"
-    )
+class _Engine:
+    """A grpc.aio server on a unix socket that serves only Status (and, given a sandbox,
+    ListSandboxes): every other call is UNIMPLEMENTED, as an engine of another build."""
 
+    def __init__(self, api_version: int = API_VERSION, sandbox: pb.Sandbox | None = None) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="gw-", dir="/tmp"))  # short: sun_path
+        self.paths = Paths(self.home)
+        self.api_version = api_version
+        self.sandbox = sandbox
+        self.server = grpc.aio.server()
 
-class _UnimplementedCall:
-    """Like a grpc.aio call: awaitable (unary) and async-iterable (stream); both fail."""
+    async def _status(self, request: pb.Empty, context: object) -> pb.EngineStatus:
+        return pb.EngineStatus(
+            pid=1, socket=str(self.paths.socket), version="test", api_version=self.api_version
+        )
 
-    def __await__(self):  # type: ignore[no-untyped-def]
-        raise _unimplemented()
-        yield
+    async def _sandboxes(self, request: pb.ListSandboxesRequest, context: object) -> pb.SandboxList:
+        return pb.SandboxList(sandboxes=[self.sandbox] if self.sandbox else [])
 
-    def __aiter__(self) -> _UnimplementedCall:
+    async def __aenter__(self) -> _Engine:
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "Status": grpc.unary_unary_rpc_method_handler(
+                self._status,
+                request_deserializer=pb.Empty.FromString,
+                response_serializer=pb.EngineStatus.SerializeToString,
+            )
+        }
+        if self.sandbox is not None:
+            handlers["ListSandboxes"] = grpc.unary_unary_rpc_method_handler(
+                self._sandboxes,
+                request_deserializer=pb.ListSandboxesRequest.FromString,
+                response_serializer=pb.SandboxList.SerializeToString,
+            )
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("grove.v1.Engine", handlers),)
+        )
+        try:
+            self.server.add_insecure_port(f"unix:{self.paths.socket}")
+            await self.server.start()
+        except BaseException:
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
         return self
 
-    async def __anext__(self) -> object:
-        raise _unimplemented()
-
-    async def write(self, message: object) -> None:  # bidirectional streams
-        raise _unimplemented()
-
-    async def read(self) -> object:
-        raise _unimplemented()
-
-    def cancel(self) -> None:
-        pass
-
-
-class _OlderEngine:
-    """A stub whose engine predates fork, lineage and metering: UNIMPLEMENTED everywhere."""
-
-    def __getattr__(self, name: str) -> object:
-        return lambda *args, **kwargs: _UnimplementedCall()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(None)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 CALLS = [
+    ("list_environments", ()),
+    ("pull_environment", ("debian:12",)),
+    ("create_sandbox", ("debian:12",)),
+    ("exec_capture", ("x", ["true"])),
+    ("events", ("x",)),
     ("lineage", ()),
     ("fork", ("x", 2)),
     ("snapshot", ("x", "s")),
@@ -134,19 +156,88 @@ CALLS = [
 ]
 
 
-@pytest.mark.parametrize("stub", [object(), _OlderEngine()], ids=["old-client", "old-engine"])
 @pytest.mark.parametrize("method, args", CALLS, ids=[c[0] for c in CALLS])
-async def test_grpc_gateway_missing_features_raise_not_supported(
+async def test_grpc_gateway_calls_an_engine_lacks_are_a_grove_error(
     method: str,
-    args: tuple,
-    stub: object,  # type: ignore[type-arg]
+    args: tuple,  # type: ignore[type-arg]
 ) -> None:
-    gateway = GrpcGateway(Paths(Path("/nonexistent")), autostart=False)
-    gateway._stub = stub  # as if connected
-    with pytest.raises(GroveError) as caught:
-        result = getattr(gateway, method)(*args)
-        await (anext(aiter(result)) if hasattr(result, "__aiter__") else result)
-    assert caught.value.code == NOT_SUPPORTED and caught.value.remedy
+    """No per-call feature probing: a call the engine does not serve is one clear GroveError
+    (with a remedy), connecting lazily on the first call."""
+    async with _Engine() as engine:
+        gateway = GrpcGateway(engine.paths, autostart=False)
+        try:
+            with pytest.raises(GroveError) as caught:
+                result = getattr(gateway, method)(*args)
+                await (anext(aiter(result)) if hasattr(result, "__aiter__") else result)
+            assert caught.value.code == "api_mismatch" and caught.value.remedy
+        finally:
+            await gateway.close()
+
+
+async def test_grpc_gateway_refuses_an_engine_of_another_api_version() -> None:
+    async with _Engine(api_version=API_VERSION + 1) as engine:
+        gateway = GrpcGateway(engine.paths, autostart=False)
+        with pytest.raises(GroveError) as caught:
+            await gateway.connect()
+        assert caught.value.code == "api_mismatch" and caught.value.remedy
+        with pytest.raises(GroveError) as again:  # the first call connects: refused the same
+            await gateway.list_sandboxes()
+        assert again.value.code == "api_mismatch"
+        await gateway.close()
+
+
+async def test_grpc_gateway_converts_the_sdk_models() -> None:
+    sandbox = pb.Sandbox(
+        id="sb-1", name="", environment="debian:12", phase="stopped", vcpus=1, mem_mib=256
+    )
+    async with _Engine(sandbox=sandbox) as engine:
+        gateway = GrpcGateway(engine.paths, autostart=False)
+        try:
+            assert gateway.description == str(engine.paths.socket)
+            (listed,) = await gateway.list_sandboxes()  # connects lazily
+            # The SDK's None ("no datum") becomes the dashboard's "" where its models use that.
+            assert listed == SandboxInfo(
+                "sb-1", "", "debian:12", "stopped", vcpus=1, mem_mib=256, pid=None
+            )
+            assert listed.label == "sb-1"
+            info = await gateway.status()
+            assert info.version == "test" and info.host_cpus and info.host_mem_bytes
+        finally:
+            await gateway.close()
+
+
+def test_grpc_gateway_flattens_lineage_and_keeps_no_datum() -> None:
+    tree = sdk.LineageNode(
+        "env:debian:12",
+        "environment",
+        "debian:12",
+        children=(
+            sdk.LineageNode(
+                "sb-1",
+                "sandbox",
+                "web",
+                "running",
+                children=(sdk.LineageNode("snap-1", "snapshot", ""),),
+            ),
+        ),
+    )
+    nodes = lineage_nodes([tree])
+    assert [(n.id, n.parent_id, n.label, n.phase) for n in nodes] == [
+        ("env:debian:12", "", "debian:12", ""),
+        ("sb-1", "env:debian:12", "web", "running"),
+        ("snap-1", "sb-1", "snap-1", ""),
+    ]
+    sample = meter_sample(
+        sdk.MeterSample(
+            sampled_at=None,
+            interval_s=1.0,
+            sandboxes=(sdk.SandboxMeter("sb-1", "web", "running", unique_mem_bytes=0),),
+            host=sdk.HostMeter(cow_aware_mem_bytes=5),
+        )
+    )
+    (meter,) = sample.sandboxes
+    assert meter.unique_mem == 0 and meter.shared_mem is None and meter.cpu_percent is None
+    assert sample.host.mem_cow == 5 and sample.host.mem_naive is None
 
 
 async def test_grpc_gateway_without_engine_is_a_grove_error(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The contract between the dashboard and an engine.
 
 Every method is async and returns the plain dataclasses of `tui.models`, so the widgets never
-see gRPC types. Failures are `GroveError(code, message, remedy)`. Features the engine has not
-grown yet raise `not_supported(...)`; the dashboard shows those as 'not available yet'.
+see gRPC types. Failures are `GroveError(code, message, remedy)`. A gateway without one of the
+optional features below raises `not_supported(...)` (the fake can be made so); the dashboard
+shows those as 'not available yet'. The gRPC gateway has them all: engine and dashboard ship
+together, and the SDK's API version check on connect catches a mismatched engine.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class EngineGateway(Protocol):
         """A sandbox's lifecycle events, oldest first; with follow, never ends on its own."""
         ...
 
-    # Features an older engine may lack: these raise not_supported() there.
+    # Optional features: a gateway without one raises not_supported().
 
     def metering_stream(self, interval_s: float = 1.0) -> AsyncIterator[MeterSample]: ...
 

@@ -1,20 +1,13 @@
-"""Client side of the engine API: connect (starting the engine on demand) and unwrap errors."""
+"""The engine on this host: is it serving, and starting it on demand (detached)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
 
-import grpc
-
-from engine.api import grove_pb2 as pb
-from engine.api import grove_pb2_grpc as pb_grpc
 from engine.config import Paths
 from engine.errors import GroveError
 
@@ -81,53 +74,10 @@ def start_engine(paths: Paths) -> int:
     raise engine_unreachable(paths, "engine did not start in time")
 
 
-def grove_error(exc: grpc.RpcError) -> GroveError:
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    code = exc.code() if hasattr(exc, "code") else None
-    with contextlib.suppress(Exception):
-        return GroveError.from_json(details or "")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return GroveError(
-            "engine_unreachable",
-            f"lost the engine connection: {details}",
-            "check 'grove engine status'",
-        )
-    return GroveError("rpc_failed", f"engine call failed: {details}", "see the engine log")
-
-
-class EngineClient:
-    """Blocking client used by the CLI; the dashboard wraps the same stub in workers."""
-
-    def __init__(self, paths: Paths, autostart: bool = True) -> None:
-        self.paths = paths
-        if not socket_alive(paths):
-            if not autostart:
-                raise engine_unreachable(paths, "no engine is running")
-            start_engine(paths)
-        self.channel = grpc.insecure_channel(
-            f"unix:{paths.socket}",
-            options=[
-                ("grpc.max_send_message_length", 64 << 20),
-                ("grpc.max_receive_message_length", 64 << 20),
-            ],
-        )
-        self.stub = pb_grpc.EngineStub(self.channel)  # type: ignore[no-untyped-call]
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self.stub, method)(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise grove_error(exc) from None
-
-    def stream(self, method: str, request: Any) -> Iterator[Any]:
-        try:
-            yield from getattr(self.stub, method)(request)
-        except grpc.RpcError as exc:
-            raise grove_error(exc) from None
-
-    def status(self) -> pb.EngineStatus:
-        status: pb.EngineStatus = self.call("Status", pb.Empty(), timeout=10)
-        return status
+def ensure_engine(paths: Paths, autostart: bool = True) -> None:
+    """Return once an engine serves paths.socket, starting one if allowed (blocking)."""
+    if socket_alive(paths):
+        return
+    if not autostart:
+        raise engine_unreachable(paths, "no engine is running")
+    start_engine(paths)

@@ -1,0 +1,257 @@
+"""Grove: the blocking twin of AsyncGrove, for scripts and the CLI.
+
+It runs one AsyncGrove on a private event loop in a daemon thread and waits for each call, so
+both clients share every conversion and error path; streams come back as plain iterators.
+Each method below is AsyncGrove's own, wrapped: its signature and types carry over as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from engine.api.aio_client import AsyncGrove, ExecStream, ShellStream
+from engine.client import models as m
+from engine.config import Paths
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Loop:
+    """An event loop of its own in a daemon thread; callers block on its futures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grove-client",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl+C here: end the call in the engine too
+            raise
+
+    def iterate(self, stream: AsyncIterator[R]) -> Iterator[R]:
+        current: list[asyncio.Task[Any] | None] = [None]
+
+        async def step() -> tuple[bool, R | None]:
+            current[0] = asyncio.current_task()
+            try:
+                return True, await anext(stream)
+            except StopAsyncIteration:
+                return False, None
+
+        async def finish() -> None:
+            # A step cut short (Ctrl+C) must end before the generator can be closed.
+            task = current[0]
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+        try:
+            while True:
+                more, item = self.run(step())
+                if not more:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            if not self.loop.is_closed():
+                self.run(finish())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+async def _await(value: Awaitable[R]) -> R:
+    return await value
+
+
+def _blocking(
+    method: Callable[Concatenate[Any, P], Awaitable[R]],
+) -> Callable[Concatenate[Any, P], R]:
+    def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        loop: _Loop = self._loop
+        return loop.run(_await(method(self._aio, *args, **kwargs)))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+def _iterating(
+    method: Callable[Concatenate[Any, P], AsyncIterator[R]],
+) -> Callable[Concatenate[Any, P], Iterator[R]]:
+    def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        loop: _Loop = self._loop
+        return loop.iterate(method(self._aio, *args, **kwargs))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+S = TypeVar("S")
+W = TypeVar("W")
+
+
+def _opening(
+    method: Callable[Concatenate[Any, P], Awaitable[S]], wrap: Callable[[_Loop, S], W]
+) -> Callable[Concatenate[Any, P], W]:
+    """A call that returns a live stream object: wrapped in its blocking twin."""
+
+    def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> W:
+        loop: _Loop = self._loop
+        return wrap(loop, loop.run(_await(method(self._aio, *args, **kwargs))))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class SyncExecStream:
+    """A running command (blocking): iterate output(); `exit` is set once it ends."""
+
+    def __init__(self, loop: _Loop, stream: ExecStream) -> None:
+        self._loop = loop
+        self._aio = stream
+
+    @property
+    def pid(self) -> int | None:
+        return self._aio.pid
+
+    @property
+    def exit(self) -> m.ExecExit | None:
+        return self._aio.exit
+
+    output = _iterating(ExecStream.output)
+    result = _blocking(ExecStream.result)
+    write = _blocking(ExecStream.write)
+    close_stdin = _blocking(ExecStream.close_stdin)
+    signal = _blocking(ExecStream.signal)
+
+    def cancel(self) -> None:
+        self._loop.loop.call_soon_threadsafe(self._aio.cancel)
+
+
+class SyncShellStream:
+    """An attached guest PTY (blocking). detach() leaves the shell running in the engine."""
+
+    def __init__(self, loop: _Loop, stream: ShellStream) -> None:
+        self._loop = loop
+        self._aio = stream
+
+    @property
+    def info(self) -> m.Shell:
+        return self._aio.info
+
+    @property
+    def exit(self) -> m.ShellExit | None:
+        return self._aio.exit
+
+    events = _iterating(ShellStream.events)
+    output = _iterating(ShellStream.output)
+    write = _blocking(ShellStream.write)
+    resize = _blocking(ShellStream.resize)
+    signal = _blocking(ShellStream.signal)
+    detach = _blocking(ShellStream.detach)
+
+
+class Grove:
+    """A blocking client of one engine. `Grove.connect()` reaches the local one (GROVE_HOME),
+    starting it on demand; use it as a context manager or call close()."""
+
+    def __init__(self, loop: _Loop, client: AsyncGrove) -> None:
+        self._loop = loop
+        self._aio = client
+
+    @classmethod
+    def connect(
+        cls, paths: Paths | None = None, autostart: bool = True, check_version: bool = True
+    ) -> Grove:
+        loop = _Loop()
+        try:
+            client = loop.run(AsyncGrove.connect(paths, autostart, check_version))
+        except BaseException:
+            loop.close()
+            raise
+        return cls(loop, client)
+
+    @property
+    def info(self) -> m.EngineInfo | None:
+        return self._aio.info
+
+    @property
+    def description(self) -> str:
+        return self._aio.description
+
+    def close(self) -> None:
+        if self._loop.loop.is_closed():
+            return
+        self._loop.run(self._aio.close())
+        self._loop.close()
+
+    def __enter__(self) -> Grove:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    status = _blocking(AsyncGrove.status)
+    shutdown = _blocking(AsyncGrove.shutdown)
+    environments = _blocking(AsyncGrove.environments)
+    pull = _iterating(AsyncGrove.pull)
+    environment = _blocking(AsyncGrove.environment)
+    prune = _blocking(AsyncGrove.prune)
+
+    create = _blocking(AsyncGrove.create)
+    sandboxes = _blocking(AsyncGrove.sandboxes)
+    get = _blocking(AsyncGrove.get)
+    stop = _blocking(AsyncGrove.stop)
+    start = _blocking(AsyncGrove.start)
+    terminate = _blocking(AsyncGrove.terminate)
+    ping = _blocking(AsyncGrove.ping)
+    exec = _blocking(AsyncGrove.exec)
+    events = _iterating(AsyncGrove.events)
+
+    exec_stream = _opening(AsyncGrove.exec_stream, SyncExecStream)
+
+    fork = _blocking(AsyncGrove.fork)
+    snapshot = _blocking(AsyncGrove.snapshot)
+    snapshots = _blocking(AsyncGrove.snapshots)
+    delete_snapshot = _blocking(AsyncGrove.delete_snapshot)
+    reset = _blocking(AsyncGrove.reset)
+    lineage = _blocking(AsyncGrove.lineage)
+    diff = _blocking(AsyncGrove.diff)
+
+    top = _blocking(AsyncGrove.top)
+    watch_metering = _iterating(AsyncGrove.watch_metering)
+    metering_history = _blocking(AsyncGrove.metering_history)
+
+    shell = _opening(AsyncGrove.shell, SyncShellStream)
+
+    shell_open = _blocking(AsyncGrove.shell_open)
+    shell_read = _blocking(AsyncGrove.shell_read)
+    shell_write = _blocking(AsyncGrove.shell_write)
+    shell_signal = _blocking(AsyncGrove.shell_signal)
+    shell_close = _blocking(AsyncGrove.shell_close)
+    shells = _blocking(AsyncGrove.shells)
+
+    service_start = _blocking(AsyncGrove.service_start)
+    service_stop = _blocking(AsyncGrove.service_stop)
+    service_status = _blocking(AsyncGrove.service_status)
+    services = _blocking(AsyncGrove.services)
+    service_logs = _iterating(AsyncGrove.service_logs)
