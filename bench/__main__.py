@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import density, fork, foundation, idle, metering, shells, tui
+from bench import density, fork, foundation, idle, metering, remote, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--only",
-        choices=["foundation", "fork", "idle", "metering", "shells", "tui", "density"],
+        choices=["foundation", "fork", "idle", "metering", "shells", "remote", "tui", "density"],
         default=None,
     )
     parser.add_argument(
@@ -44,6 +44,8 @@ def main() -> int:
             results += fork.run(client, args.rounds)
         if args.only in (None, "shells"):
             results += shells.run(client, args.rounds)
+        if args.only in (None, "remote"):
+            results += remote.run(client, args.rounds)
         metered = idle.ratios(results) if args.only is None else []
         if args.only in (None, "idle"):
             metered += idle.run(client, args.rounds)

@@ -31,7 +31,7 @@ ENV = "debian:12"
 #: Where a failed VM test leaves its engine log, VM consoles and QEMU command lines.
 RESULTS = REPO / "test-results"
 #: Fixtures that boot VMs (or, for `built`, build the image they boot): their tests get `vm`.
-VM_FIXTURES = frozenset({"grove", "fresh_grove", "sandbox", "built"})
+VM_FIXTURES = frozenset({"grove", "fresh_grove", "sandbox", "built", "remote"})
 
 
 @dataclass
@@ -155,6 +155,9 @@ def make_grove(prefix: str) -> Grove:
     # measure memory should not wait that long.
     env["GROVE_DIG_DELAY"] = "1"
     env["PYTHONPATH"] = str(REPO)
+    # Named hosts ('grove host') of the person running the tests stay out of them.
+    env["XDG_CONFIG_HOME"] = str(home / "config")
+    env.pop("SSH_AUTH_SOCK", None)
     grove = Grove(home, env)
     LIVE_GROVES.append(grove)
     return grove
@@ -194,6 +197,14 @@ def fresh_grove() -> Iterator[Grove]:
     g = make_grove("gf")
     yield g
     teardown_grove(g)
+
+
+@pytest.fixture(scope="session")
+def remote() -> Iterator[object]:
+    """A second real engine behind a real OpenSSH server on 127.0.0.1 (see sshd.py)."""
+    from sshd import remote_engine
+
+    yield from remote_engine(True, make_grove, teardown_grove)
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import wire
 from engine.api.version import API_VERSION
-from engine.client import local
+from engine.client import hosts, local
 from engine.client import models as m
+from engine.client.hosts import SshTarget
+from engine.client.ssh import SshTunnel, StateCallback
 from engine.config import Paths
 from engine.errors import GroveError
 
@@ -29,6 +31,12 @@ T = TypeVar("T")
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
+]
+# (Not grpc.min_reconnect_backoff_ms: that is the connect timeout, and a dial-stdio bridge
+# needs a second to start its far end.)
+REMOTE_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 300),
+    ("grpc.max_reconnect_backoff_ms", 3000),
 ]
 #: Calls that only read engine state answer within this, or the engine is in trouble.
 QUICK_TIMEOUT = 10.0
@@ -264,22 +272,43 @@ class ShellStream:
 class AsyncGrove:
     """An engine, reached over its unix socket. Make one with `await AsyncGrove.connect()`."""
 
-    def __init__(self, socket: str, description: str = "") -> None:
+    def __init__(self, socket: str, description: str = "", tunnel: SshTunnel | None = None) -> None:
         self.socket = socket
         self.description = description or socket
-        self._channel = grpc.aio.insecure_channel(f"unix:{socket}", options=CHANNEL_OPTIONS)
+        self.tunnel = tunnel
+        # Through a tunnel the engine may come back after a drop: look for it again soon.
+        options = CHANNEL_OPTIONS + (REMOTE_OPTIONS if tunnel is not None else [])
+        self._channel = grpc.aio.insecure_channel(f"unix:{socket}", options=options)
         self._stub = pb_grpc.EngineStub(self._channel)
         self.info: m.EngineInfo | None = None
 
     @classmethod
     async def connect(
-        cls, paths: Paths | None = None, autostart: bool = True, check_version: bool = True
+        cls,
+        paths: Paths | None = None,
+        autostart: bool = True,
+        check_version: bool = True,
+        host: str | SshTarget | None = None,
+        on_state: StateCallback | None = None,
     ) -> AsyncGrove:
-        """The local engine of paths (GROVE_HOME by default), started on demand."""
-        paths = paths or Paths.from_env()
-        # Starting the daemon blocks for a moment: not on the caller's event loop.
-        await asyncio.to_thread(local.ensure_engine, paths, autostart)
-        client = cls(str(paths.socket))
+        """An engine: host (an ssh:// URL or a name from 'grove host ls'); else the local one
+        of paths, started on demand; with neither, GROVE_HOST, the host chosen with
+        'grove host use', or the local engine of GROVE_HOME. on_state hears of a remote
+        connection's drops and reconnects."""
+        if isinstance(host, SshTarget):
+            target: SshTarget | None = host
+        elif host is None and paths is not None:
+            target = None  # an explicit local home
+        else:
+            target = hosts.resolve(host)
+        if target is None:
+            paths = paths or Paths.from_env()
+            # Starting the daemon blocks for a moment: not on the caller's event loop.
+            await asyncio.to_thread(local.ensure_engine, paths, autostart)
+            client = cls(str(paths.socket))
+        else:
+            tunnel = await SshTunnel.open(target, on_state)
+            client = cls(tunnel.socket, description=target.label, tunnel=tunnel)
         try:
             await client.handshake(check_version)
         except BaseException:
@@ -296,6 +325,8 @@ class AsyncGrove:
 
     async def close(self) -> None:
         await self._channel.close()
+        if self.tunnel is not None:
+            await self.tunnel.close()
 
     async def __aenter__(self) -> AsyncGrove:
         return self

@@ -15,6 +15,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from engine.api.aio_client import AsyncGrove, ExecStream, ShellStream
 from engine.client import models as m
+from engine.client.hosts import SshTarget
+from engine.client.ssh import StateCallback
 from engine.config import Paths
 
 P = ParamSpec("P")
@@ -180,11 +182,17 @@ class Grove:
 
     @classmethod
     def connect(
-        cls, paths: Paths | None = None, autostart: bool = True, check_version: bool = True
+        cls,
+        paths: Paths | None = None,
+        autostart: bool = True,
+        check_version: bool = True,
+        host: str | SshTarget | None = None,
+        on_state: StateCallback | None = None,
     ) -> Grove:
+        """As AsyncGrove.connect: a remote host, else the local engine."""
         loop = _Loop()
         try:
-            client = loop.run(AsyncGrove.connect(paths, autostart, check_version))
+            client = loop.run(AsyncGrove.connect(paths, autostart, check_version, host, on_state))
         except BaseException:
             loop.close()
             raise
@@ -197,6 +205,16 @@ class Grove:
     @property
     def description(self) -> str:
         return self._aio.description
+
+    @property
+    def remote(self) -> bool:
+        return self._aio.tunnel is not None
+
+    @property
+    def transport(self) -> str:
+        """'unix' for the local engine; 'forward' or 'dial-stdio' through SSH."""
+        tunnel = self._aio.tunnel
+        return tunnel.mode if tunnel is not None else "unix"
 
     def close(self) -> None:
         if self._loop.loop.is_closed():

@@ -12,6 +12,7 @@ from engine.cli import (
     env_cmds,
     exec_cmds,
     fork_cmds,
+    host_cmds,
     sandbox_cmds,
     service_cmds,
     shell_cmds,
@@ -35,6 +36,9 @@ def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+HOST_HELP = "the engine to talk to: ssh://USER@HOST[:PORT][/SOCKET] or a 'grove host' name"
+
+
 def _exec_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="kill the command's process group after S seconds")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable (repeat)")
@@ -50,6 +54,7 @@ def _size_opts(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> Parser:
     root = Parser(prog="grove", description="Local microVM sandboxes with snapshot-fork.")
+    root.add_argument("--host", default=None, help=HOST_HELP)
     verbs = root.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
     def verb(parent: argparse._SubParsersAction[Parser], name: str, handler: Handler,
@@ -57,6 +62,8 @@ def build_parser() -> Parser:
         p = parent.add_parser(name, help=help_, description=help_, aliases=list(aliases))
         p.set_defaults(handler=handler)
         _json(p)
+        # Also after the verb; SUPPRESS keeps a root-level --host from being overwritten.
+        p.add_argument("--host", default=argparse.SUPPRESS, help=HOST_HELP)
         return p
 
     eng = verbs.add_parser("engine", help="manage the engine daemon").add_subparsers(
@@ -66,6 +73,8 @@ def build_parser() -> Parser:
     p.add_argument("--foreground", action="store_true", help="run in this terminal")
     verb(eng, "stop", engine_cmds.stop, "stop the engine (running sandboxes are stopped)")
     verb(eng, "status", engine_cmds.status, "is the engine running, and on what")
+    verb(eng, "dial-stdio", engine_cmds.dial_stdio,
+         "bridge stdin/stdout to the engine socket (remote clients use it over SSH)")  # fmt: skip
 
     env = verbs.add_parser("env", help="environments (guest images)").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
@@ -120,6 +129,7 @@ def build_parser() -> Parser:
     _exec_opts(p)
 
     shell_cmds.register(verbs, verb)
+    host_cmds.register(verbs, verb)
     service_cmds.register(verbs, verb)
 
     p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's events, services' and console")

@@ -23,6 +23,8 @@ def ui(ctx: Context) -> int:
     from tui.engine.grpc_gateway import GrpcGateway
 
     a = ctx.args
-    app = GroveApp(GrpcGateway(ctx.paths), theme=a.theme, read_only=a.read_only, demo=a.demo)
+    target = ctx.target
+    gateway = GrpcGateway(ctx.paths, host=target.url if target is not None else None)
+    app = GroveApp(gateway, theme=a.theme, read_only=a.read_only, demo=a.demo)
     app.run()
     return 0

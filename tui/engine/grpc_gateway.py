@@ -35,8 +35,12 @@ from tui.models import (
 # SDK models -> dashboard models
 
 
-def engine_info(s: m.EngineInfo) -> EngineInfo:
-    # Local-first: the engine runs on this host, so the host figures come from here.
+def engine_info(s: m.EngineInfo, host: m.HostMeter | None = None) -> EngineInfo:
+    """The engine's status; host figures from its metering when remote, else from here."""
+    if host is not None:
+        cpus, mem = host.cpu_count, host.mem_total_bytes
+    else:
+        cpus, mem = psutil.cpu_count(), psutil.virtual_memory().total
     return EngineInfo(
         pid=s.pid,
         accelerator=s.accelerator,
@@ -45,8 +49,8 @@ def engine_info(s: m.EngineInfo) -> EngineInfo:
         version=s.version,
         started_at=s.started_at,
         sandboxes_running=s.sandboxes_running,
-        host_cpus=psutil.cpu_count(),
-        host_mem_bytes=psutil.virtual_memory().total,
+        host_cpus=cpus,
+        host_mem_bytes=mem,
     )
 
 
@@ -193,28 +197,36 @@ class GroveShell:
 
 
 class GrpcGateway:
-    """Talks to the local engine; starts it on demand like the CLI does.
+    """Talks to an engine: the local one (started on demand like the CLI does) or, with host,
+    one reached over SSH.
 
     Connects lazily: the first call connects if connect() was not called first.
     """
 
-    def __init__(self, paths: Paths | None = None, autostart: bool = True) -> None:
+    def __init__(
+        self, paths: Paths | None = None, autostart: bool = True, host: str | None = None
+    ) -> None:
         self.paths = paths or Paths.from_env()
         self.autostart = autostart
+        self.host = host
         self._grove: AsyncGrove | None = None
         # Two first calls at once (lazy connects) must not close each other's client.
         self._connecting = asyncio.Lock()
 
     @property
     def description(self) -> str:
-        return str(self.paths.socket)
+        if self._grove is not None and self._grove.tunnel is not None:
+            return self._grove.description
+        return self.host or str(self.paths.socket)
 
     async def connect(self) -> None:
         async with self._connecting:
-            if self._grove is not None and await asyncio.to_thread(socket_alive, self.paths):
+            if self._grove is not None and (
+                self._grove.tunnel is not None or await asyncio.to_thread(socket_alive, self.paths)
+            ):
                 return
             # Starts the engine on demand (off this loop) and checks its API version.
-            grove = await AsyncGrove.connect(self.paths, autostart=self.autostart)
+            grove = await AsyncGrove.connect(self.paths, autostart=self.autostart, host=self.host)
             await self.close()
             self._grove = grove
 
@@ -232,7 +244,9 @@ class GrpcGateway:
     # engine and environments
 
     async def status(self) -> EngineInfo:
-        return engine_info(await (await self._client()).status())
+        client = await self._client()
+        host = (await client.top()).host if client.tunnel is not None else None
+        return engine_info(await client.status(), host)
 
     async def list_environments(self) -> list[EnvironmentInfo]:
         return [environment_info(e) for e in await (await self._client()).environments()]

@@ -25,6 +25,8 @@ class EngineHeader(Static):
             if where:
                 parts.append(Content(where))
         else:
+            if where.startswith("ssh://"):  # a remote engine: say where it is
+                parts.append(Content.from_markup("[b $accent]$where[/]", where=where))
             parts.append(Content.from_markup("engine pid [b]$pid[/]", pid=str(info.pid)))
             accel = Content.from_markup("[b]$a[/]", a=info.accelerator or "-")
             if info.accelerator_reason:

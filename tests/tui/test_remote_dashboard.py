@@ -1,0 +1,47 @@
+"""The dashboard through SSH: a Pilot drives `grove ui --host ssh://...` against the second
+real engine behind a real OpenSSH server (the `remote` fixture), as an operator watching a
+KVM server from their own machine would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SIZE, wait_for
+from sshd import Remote
+
+from engine.config import Paths
+from tui.app import GroveApp
+from tui.engine.grpc_gateway import GrpcGateway
+from tui.screens.main import MainScreen
+from tui.widgets.bars import EngineHeader
+
+pytestmark = pytest.mark.vm
+
+
+async def test_dashboard_lists_and_meters_a_remote_engine(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = json.loads(remote.ok("sandbox", "create", "debian:12", "--name", "over-ssh",
+                               "--json"))["id"]  # fmt: skip
+    monkeypatch.setenv("HOME", str(remote.sshd.home))  # the client's ~/.ssh
+    gateway = GrpcGateway(Paths(remote.local.home), host=remote.url)
+    app = GroveApp(gateway, refresh_interval=0.5, user_themes=False)
+    app.animation_level = "none"
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
+            screen = app.screen
+            assert isinstance(screen, MainScreen)
+            await wait_for(pilot, lambda: sid in screen.sandboxes, timeout=60,
+                           what="the remote sandbox in the inventory")  # fmt: skip
+            header = str(app.screen.query_one(EngineHeader).render())
+            assert f"127.0.0.1:{remote.sshd.port}" in header, header
+            # Metering arrives from the far engine too.
+            await wait_for(pilot, lambda: len(screen.meters.memory(sid)) >= 2, timeout=30,
+                           what="metering samples of the remote sandbox")  # fmt: skip
+            errors = [n.message for n in app._notifications if n.severity == "error"]
+            assert not errors, errors
+    finally:
+        await gateway.close()
+        remote.ok("sandbox", "terminate", sid)
