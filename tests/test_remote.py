@@ -175,3 +175,30 @@ def test_named_hosts(remote: Remote) -> None:
     assert local.ok("host", "ls", "--json").json() == []
     bad = local.run("host", "add", "x y", remote.url, "--json")
     assert bad.code != 0 and bad.json()["error"]["code"] == "invalid_argument"  # type: ignore[index]
+
+
+def test_remote_shell_reattaches_after_the_connection_drops(remote: Remote) -> None:
+    import psutil
+
+    sid = json.loads(remote.ok("sandbox", "create", ENV, "--json"))["id"]
+    env = {**remote.local.env, "TERM": "xterm-256color"}
+    child = pexpect.spawn(sys.executable, ["-m", "engine.cli.main", "--host", remote.url,
+                                           "shell", sid], cwd=str(REPO), env=env,
+                          dimensions=(30, 100), timeout=60)  # fmt: skip
+    try:
+        child.expect("attached to shell")
+        child.sendline("echo before-$((1+1))")
+        child.expect("before-2")
+        # Cut every SSH connection the server holds, as a network failure would.
+        assert remote.sshd.proc is not None
+        for session in psutil.Process(remote.sshd.proc.pid).children(recursive=True):
+            session.kill()
+        child.expect("connection lost, reattaching", timeout=15)
+        child.expect("before-2", timeout=60)  # back, with its scrollback
+        child.sendline("echo after-$((2+2))")
+        child.expect("after-4")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    remote.ok("sandbox", "terminate", sid)

@@ -14,11 +14,12 @@ import signal
 import sys
 import termios
 import threading
+import time
 import tty
 from dataclasses import dataclass
 from types import FrameType
 
-from engine.client import Grove, ShellExit
+from engine.client import Grove, ShellExit, SyncShellStream
 from engine.errors import GroveError
 
 DETACH_PREFIX = 0x1D  # Ctrl+]
@@ -80,6 +81,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+REATTACH_FOR_S = 60.0
+
+
+def _reattach(client: Grove, outcome: Outcome, fd_in: int, fd_out: int) -> SyncShellStream | None:
+    """The connection to a remote engine dropped: attach to the same shell again once the
+    tunnel is back (its scrollback replays on a cleared screen), or give up after a minute."""
+    _write_all(fd_out, b"\r\n\x1b[7m grove: connection lost, reattaching... \x1b[0m\r\n")
+    deadline = time.monotonic() + REATTACH_FOR_S
+    delay = 0.5
+    while time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        rows, cols = _terminal_size(fd_in)
+        try:
+            stream = client.shell(outcome.sandbox_id, shell_id=outcome.shell_id, cols=cols,
+                                  rows=rows)  # fmt: skip
+        except GroveError:
+            continue
+        _write_all(fd_out, b"\x1b[H\x1b[2J")
+        return stream
+    return None
+
+
 def attach(
     client: Grove, sandbox: str, shell_id: str = "", cwd: str = "", shell: str = "",
     no_replay: bool = False,
@@ -105,11 +129,23 @@ def attach(
     sys.stderr.flush()
     wake_r, wake_w = os.pipe()
 
+    live = [stream]  # the attached stream; replaced when a remote connection comes back
+
     def receive() -> None:
         try:
-            for data in stream.output():
-                _write_all(fd_out, data)
-            outcome.exit = stream.exit
+            while True:
+                try:
+                    for data in live[0].output():
+                        _write_all(fd_out, data)
+                    outcome.exit = live[0].exit
+                    return
+                except GroveError as exc:
+                    if not client.remote or exc.code != "engine_unreachable":
+                        raise
+                    reattached = _reattach(client, outcome, fd_in, fd_out)
+                    if reattached is None:
+                        raise
+                    live[0] = reattached
         except GroveError as exc:
             outcome.error = exc
         finally:
@@ -118,7 +154,7 @@ def attach(
     def on_winch(_signum: int, _frame: FrameType | None) -> None:
         rows, cols = _terminal_size(fd_in)
         with contextlib.suppress(GroveError):
-            stream.resize(cols, rows)
+            live[0].resize(cols, rows)
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally that restores the terminal
@@ -146,7 +182,8 @@ def attach(
                 break  # the terminal went away: leave the shell running
             data, detach = keys.feed(data)
             if data:
-                stream.write(data)
+                with contextlib.suppress(GroveError):  # keys typed while reattaching are lost
+                    live[0].write(data)
             if detach:
                 outcome.detached = True
                 break
@@ -156,7 +193,7 @@ def attach(
             signal.signal(signum, handler)
         if outcome.exit is None:
             with contextlib.suppress(GroveError):
-                stream.detach()  # the shell keeps running in the engine
+                live[0].detach()  # the shell keeps running in the engine
         reader.join(timeout=2.0)
         os.close(wake_r)
         os.close(wake_w)
