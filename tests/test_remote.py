@@ -202,3 +202,30 @@ def test_remote_shell_reattaches_after_the_connection_drops(remote: Remote) -> N
     finally:
         child.close(force=True)
     remote.ok("sandbox", "terminate", sid)
+
+
+def test_remote_watch_goes_on_after_the_connection_drops(remote: Remote) -> None:
+    import signal
+    import subprocess
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli.main", "--host", remote.url, "top", "--watch",
+         "--json", "--interval", "1"],
+        cwd=REPO, env=remote.local.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        before = json.loads(proc.stdout.readline())
+        assert remote.sshd.proc is not None
+        for session in psutil.Process(remote.sshd.proc.pid).children(recursive=True):
+            session.kill()
+        after = json.loads(proc.stdout.readline())  # a sample from the new connection
+        later = json.loads(proc.stdout.readline())
+        assert before["sampled_at"] < after["sampled_at"] < later["sampled_at"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"lost the connection" in err and b"reconnected" in err, err

@@ -73,6 +73,17 @@ class _Loop:
                 self.run(finish())
 
     def close(self) -> None:
+        # As asyncio.run ends: what is still pending (gRPC's own call tasks, a stream cut
+        # short) is cancelled and awaited, so nothing is destroyed while pending at exit.
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.loop.close()

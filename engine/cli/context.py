@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from engine.client import Grove
 from engine.client.hosts import SshTarget, resolve
 from engine.config import Paths
+from engine.errors import GroveError
+
+T = TypeVar("T")
+REOPEN_FOR_S = 60.0
 
 
 def _report(state: str, detail: str) -> None:
@@ -46,6 +53,26 @@ class Context:
                 else Grove.connect(self.paths)
             )
         return self._client
+
+    def across_drops(self, open_stream: Callable[[], Iterator[T]]) -> Iterator[T]:
+        """A following stream (top --watch, logs -f) that outlives a remote connection's drop:
+        opened again once the tunnel is back (it reconnects on its own), for a minute."""
+        while True:
+            try:
+                yield from open_stream()
+                return
+            except GroveError as exc:
+                if self.target is None or exc.code != "engine_unreachable":
+                    raise
+                deadline = time.monotonic() + REOPEN_FOR_S
+                while True:
+                    time.sleep(1.0)
+                    try:
+                        self.client.status()
+                        break
+                    except GroveError:
+                        if time.monotonic() > deadline:
+                            raise exc from None
 
     def close(self) -> None:
         if self._client is not None:

@@ -134,7 +134,9 @@ def ping(ctx: Context) -> int:
 
 def logs(ctx: Context) -> int:
     a = ctx.args
-    for event in ctx.client.events(a.id, follow=a.follow):
+    seen = [0]  # the newest event's seq: a reopened follow goes on after it
+    for event in ctx.across_drops(lambda: ctx.client.events(a.id, follow=a.follow, after=seen[0])):
+        seen[0] = event.seq
         detail = event.detail
         if ctx.json:
             print(json.dumps(event.to_json()), flush=True)

@@ -8,14 +8,14 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.cli.context import Context
 from engine.cli.exec_cmds import command_argv
 from engine.cli.output import age, emit_json, table
 from engine.cli.sandbox_cmds import parse_pairs
-from engine.client import Probe, Service
+from engine.client import LogLine, Probe, Service
 from engine.errors import invalid
 
 PROBES = ("file", "tcp", "http", "command")
@@ -158,16 +158,20 @@ def logs(ctx: Context) -> int:
         raise invalid(f"invalid --tail {a.tail}", "pass a positive number of lines")
     if a.tail is not None and a.all:
         raise invalid("--tail and --all exclude each other", "pass one of them")
-    batches = ctx.client.service_logs(
-        a.id,
-        a.name,
-        tail=a.tail or 0,
-        all=a.all,
-        follow=a.follow,
-        since=parse_since(a.since) if a.since else 0,
-    )
+    since = parse_since(a.since) if a.since else 0
+    last: list[float] = []  # the newest line's time: a reopened follow goes on from there
+
+    def open_logs() -> Iterator[list[LogLine]]:
+        if last:
+            return ctx.client.service_logs(a.id, a.name, all=True, follow=True,
+                                           since=last[0] + 1e-6)  # fmt: skip
+        return ctx.client.service_logs(a.id, a.name, tail=a.tail or 0, all=a.all,
+                                       follow=a.follow, since=since)  # fmt: skip
+
     collected: list[dict[str, Any]] = []
-    for batch in batches:
+    for batch in ctx.across_drops(open_logs) if a.follow else open_logs():
+        if batch:
+            last[:] = [batch[-1].ts]
         lines = [line.to_json() for line in batch]
         if ctx.json:
             if a.follow:  # one JSON object per batch, as they come

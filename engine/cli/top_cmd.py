@@ -147,7 +147,9 @@ def _watch(ctx: Context, interval: float, column: Column | None) -> int:
     try:
         if tty:
             sys.stdout.write("\x1b[?25l")  # no cursor flicker while redrawing
-        for reply in ctx.client.watch_metering(interval, all=ctx.args.all):
+        for reply in ctx.across_drops(
+            lambda: ctx.client.watch_metering(interval, all=ctx.args.all)
+        ):
             rows = sorted_rows(reply.sandboxes, column)
             if ctx.json:
                 # One object per line: a stream other programs can read line by line.
