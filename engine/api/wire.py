@@ -161,31 +161,15 @@ def diff(d: pb.DiffReply) -> m.Diff:
     )
 
 
-SANDBOX_METER_FIELDS = (
-    "unique_mem_bytes",
-    "shared_mem_bytes",
-    "vmm_overhead_bytes",
-    "unique_disk_bytes",
-    "shared_disk_bytes",
-    "cpu_percent",
-    "rss_bytes",
-    "guest_mem_used_bytes",
-)
-HOST_METER_FIELDS = (
-    "naive_mem_bytes",
-    "cow_aware_mem_bytes",
-    "saved_mem_bytes",
-    "naive_guest_mem_bytes",
-    "cow_aware_guest_mem_bytes",
-    "template_mem_bytes",
-    "naive_disk_bytes",
-    "cow_aware_disk_bytes",
-    "saved_disk_bytes",
-    "cpu_percent",
-    "cpu_count",
-    "mem_total_bytes",
-    "mem_available_bytes",
-)
+def _optional_fields(message: type[Message]) -> tuple[str, ...]:
+    """The scalar fields that can be unset (proto3 `optional`): the metering data."""
+    return tuple(
+        f.name for f in message.DESCRIPTOR.fields if f.has_presence and f.message_type is None
+    )
+
+
+SANDBOX_METER_FIELDS = _optional_fields(pb.SandboxMetering)
+HOST_METER_FIELDS = _optional_fields(pb.HostMetering)
 
 
 def sandbox_meter(s: pb.SandboxMetering) -> m.SandboxMeter:
