@@ -7,26 +7,15 @@ import os
 import queue
 import sys
 import threading
-from dataclasses import dataclass, field
 
 from engine.cli.context import Context
 from engine.cli.output import emit_json
 from engine.cli.sandbox_cmds import create_sandbox, parse_pairs
-from engine.client import ExecOutput, SyncExecStream
+from engine.client import ExecOutput, ExecResult, SyncExecStream
 from engine.errors import GroveError, invalid
 
 # Like `docker run`: 125 means Grove itself failed, so it never hides the command's own code.
 EXIT_GROVE_ERROR = 125
-
-
-@dataclass
-class ExecOutcome:
-    exit_code: int
-    signal: str
-    timed_out: bool
-    duration_ms: float
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
 
 
 def command_argv(ctx: Context) -> list[str]:
@@ -56,7 +45,8 @@ def _receive(stream: SyncExecStream, inbox: queue.Queue[ExecOutput | GroveError 
         inbox.put(None)
 
 
-def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> ExecOutcome:
+def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> ExecResult:
+    """Run a command, its output streamed to this terminal (or, with capture, kept)."""
     a = ctx.args
     if a.timeout is not None and a.timeout <= 0:
         raise invalid(f"invalid --timeout {a.timeout}", "pass a positive number of seconds")
@@ -105,15 +95,15 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
     ex = stream.exit
     if ex is None:
         raise GroveError("exec_lost", "the command's exit status never arrived", "retry")
-    return ExecOutcome(ex.exit_code, ex.signal or "", ex.timed_out, ex.duration_ms,
-                       stdout, stderr)  # fmt: skip
+    return ExecResult(ex.exit_code, bytes(stdout), bytes(stderr), ex.duration_ms, ex.signal,
+                      ex.timed_out)  # fmt: skip
 
 
-def _exit_code(outcome: ExecOutcome) -> int:
+def _exit_code(outcome: ExecResult) -> int:
     if outcome.timed_out:
         return 124  # as coreutils timeout(1)
     if outcome.exit_code < 0:
-        return 128 + _signal_number(outcome.signal)
+        return 128 + _signal_number(outcome.signal or "")
     return outcome.exit_code
 
 
@@ -127,7 +117,7 @@ def _signal_number(name: str) -> int:
     return 9
 
 
-def report(ctx: Context, outcome: ExecOutcome) -> int:
+def report(ctx: Context, outcome: ExecResult) -> int:
     if ctx.json:
         emit_json(
             {
