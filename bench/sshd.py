@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 SSHD = "/usr/sbin/sshd"
 #: The grove command the far side runs (this checkout's, not on sshd's PATH).
 GROVE = str(Path(sys.executable).parent / "grove")
@@ -94,6 +96,13 @@ class Sshd:
         env = {k: v for k, v in base.items() if k != "SSH_AUTH_SOCK"}
         env["HOME"] = str(self.home)
         return env
+
+    def drop_sessions(self) -> None:
+        """Cut every SSH connection the server holds, as a network failure would (the
+        server itself keeps listening)."""
+        assert self.proc is not None
+        for session in psutil.Process(self.proc.pid).children(recursive=True):
+            session.kill()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

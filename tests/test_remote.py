@@ -14,6 +14,14 @@ from conftest import ENV, REPO, Grove, make_grove, teardown_grove
 from sshd import GROVE, Remote, keygen, remote_engine
 
 
+def remote_shell(remote: Remote, sid: str, *shell_id: str) -> pexpect.spawn:
+    """`grove --host URL shell SID [SHELL]` under a 30x100 pty, as a person would run it."""
+    env = {**remote.local.env, "TERM": "xterm-256color"}
+    return pexpect.spawn(sys.executable, ["-m", "engine.cli.main", "--host", remote.url,
+                                          "shell", sid, *shell_id], cwd=str(REPO), env=env,
+                         dimensions=(30, 100), timeout=60)  # fmt: skip
+
+
 def test_cli_verbs_work_through_ssh(remote: Remote) -> None:
     status = json.loads(remote.ok("engine", "status", "--json"))
     assert status["running"] and status["home"] == str(remote.far.home)  # started on demand
@@ -43,10 +51,7 @@ def test_cli_verbs_work_through_ssh(remote: Remote) -> None:
 
 def test_remote_shell_in_raw_mode_detaches_and_reattaches(remote: Remote) -> None:
     sid = json.loads(remote.ok("sandbox", "create", ENV, "--json"))["id"]
-    env = {**remote.local.env, "TERM": "xterm-256color"}
-    child = pexpect.spawn(sys.executable, ["-m", "engine.cli.main", "--host", remote.url,
-                                           "shell", sid], cwd=str(REPO), env=env,
-                          dimensions=(30, 100), timeout=60)  # fmt: skip
+    child = remote_shell(remote, sid)
     try:
         child.expect("attached to shell (sh-[0-9a-f]+)")
         shell_id = child.match.group(1).decode()
@@ -64,9 +69,7 @@ def test_remote_shell_in_raw_mode_detaches_and_reattaches(remote: Remote) -> Non
         child.close(force=True)
     shells = json.loads(remote.ok("shell", "ls", sid, "--json"))
     assert [s["state"] for s in shells if s["shell_id"] == shell_id] == ["running"]
-    again = pexpect.spawn(sys.executable, ["-m", "engine.cli.main", "--host", remote.url,
-                                           "shell", sid, shell_id], cwd=str(REPO), env=env,
-                          dimensions=(30, 100), timeout=60)  # fmt: skip
+    again = remote_shell(remote, sid, shell_id)
     try:
         again.expect("marker-42")  # the scrollback came back
         again.sendline("exit")
@@ -178,21 +181,13 @@ def test_named_hosts(remote: Remote) -> None:
 
 
 def test_remote_shell_reattaches_after_the_connection_drops(remote: Remote) -> None:
-    import psutil
-
     sid = json.loads(remote.ok("sandbox", "create", ENV, "--json"))["id"]
-    env = {**remote.local.env, "TERM": "xterm-256color"}
-    child = pexpect.spawn(sys.executable, ["-m", "engine.cli.main", "--host", remote.url,
-                                           "shell", sid], cwd=str(REPO), env=env,
-                          dimensions=(30, 100), timeout=60)  # fmt: skip
+    child = remote_shell(remote, sid)
     try:
         child.expect("attached to shell")
         child.sendline("echo before-$((1+1))")
         child.expect("before-2")
-        # Cut every SSH connection the server holds, as a network failure would.
-        assert remote.sshd.proc is not None
-        for session in psutil.Process(remote.sshd.proc.pid).children(recursive=True):
-            session.kill()
+        remote.sshd.drop_sessions()
         child.expect("connection lost, reattaching", timeout=15)
         child.expect("before-2", timeout=60)  # back, with its scrollback
         child.sendline("echo after-$((2+2))")
@@ -208,8 +203,6 @@ def test_remote_watch_goes_on_after_the_connection_drops(remote: Remote) -> None
     import signal
     import subprocess
 
-    import psutil
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli.main", "--host", remote.url, "top", "--watch",
          "--json", "--interval", "1"],
@@ -218,9 +211,7 @@ def test_remote_watch_goes_on_after_the_connection_drops(remote: Remote) -> None
     assert proc.stdout is not None and proc.stderr is not None
     try:
         before = json.loads(proc.stdout.readline())
-        assert remote.sshd.proc is not None
-        for session in psutil.Process(remote.sshd.proc.pid).children(recursive=True):
-            session.kill()
+        remote.sshd.drop_sessions()
         after = json.loads(proc.stdout.readline())  # a sample from the new connection
         later = json.loads(proc.stdout.readline())
         assert before["sampled_at"] < after["sampled_at"] < later["sampled_at"]

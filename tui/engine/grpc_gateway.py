@@ -210,6 +210,9 @@ class GrpcGateway:
         self.autostart = autostart
         self.host = host
         self._grove: AsyncGrove | None = None
+        # A remote engine's host size (CPUs, memory), asked once per connection: it does not
+        # change, and status() runs on every refresh.
+        self._remote_host: m.HostMeter | None = None
         # Two first calls at once (lazy connects) must not close each other's client.
         self._connecting = asyncio.Lock()
 
@@ -232,6 +235,7 @@ class GrpcGateway:
 
     async def close(self) -> None:
         grove, self._grove = self._grove, None
+        self._remote_host = None
         if grove is not None:
             await grove.close()
 
@@ -245,8 +249,9 @@ class GrpcGateway:
 
     async def status(self) -> EngineInfo:
         client = await self._client()
-        host = (await client.top()).host if client.tunnel is not None else None
-        return engine_info(await client.status(), host)
+        if client.tunnel is not None and self._remote_host is None:
+            self._remote_host = (await client.top()).host
+        return engine_info(await client.status(), self._remote_host)
 
     async def list_environments(self) -> list[EnvironmentInfo]:
         return [environment_info(e) for e in await (await self._client()).environments()]
