@@ -12,6 +12,8 @@ DEFAULT_MEM_MIB = 512
 MAX_VCPUS = 16
 MIN_MEM_MIB = 128
 MAX_MEM_MIB = 64 * 1024
+#: The most past events a fresh inventory watch (WatchInventory) replays.
+MAX_WATCH_REPLAY = 10_000
 # A sun_path holds 108 bytes; leave room for the socket's own file name.
 _MAX_SOCKET_DIR = 80
 

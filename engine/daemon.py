@@ -57,7 +57,9 @@ class Engine:
         self.sandboxes = Sandboxes(
             paths, self.store, self.accel, self.templates, self.events, self._load_image
         )
-        self.environments = EnvironmentCatalog(paths, self.store, self.templates, self.sandboxes)
+        self.environments = EnvironmentCatalog(
+            paths, self.store, self.templates, self.sandboxes, self.events
+        )
         self.meter = engine_sampler(self.sandboxes, meter_interval)
         self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events)
         self._shutdown = asyncio.Event()

@@ -58,6 +58,7 @@ RPC_METHODS = {
     "PingAgent": "ping",
     "Exec": "exec_stream",
     "SandboxEvents": "events",
+    "WatchInventory": "watch_inventory",
     "ForkSandbox": "fork",
     "CreateSnapshot": "snapshot",
     "ListSnapshots": "snapshots",
@@ -483,6 +484,19 @@ class AsyncGrove:
         request = pb.EventsRequest(sandbox=ref, follow=follow, after=after)
         async for e in self._stream(self._stub.SandboxEvents, request):
             yield wire.event(e)
+
+    async def watch_inventory(
+        self, after: int = 0, replay: int = 0
+    ) -> AsyncIterator[m.InventoryUpdate]:
+        """Every sandbox's lifecycle: a full update first, then one per change, until closed.
+
+        after: the cursor of the last update seen (0: a fresh watch), to resume without losing
+        or repeating an event; replay: with after 0, how many of the newest events the first
+        update carries (at most engine.config.MAX_WATCH_REPLAY).
+        """
+        request = pb.WatchRequest(after=after, replay=replay)
+        async for update in self._stream(self._stub.WatchInventory, request):
+            yield wire.inventory_update(update)
 
     # fork, snapshots, lineage
 

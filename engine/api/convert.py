@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
+from engine import config
 from engine.api import grove_pb2 as pb
-from engine.fork import fsdiff
+from engine.fork import fsdiff, transaction
 from engine.fork.lineage import Node
 from engine.images.catalog import EnvironmentInfo, PullUpdate
-from engine.store.records import SandboxRecord, TemplateRecord
+from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
 
 def sandbox(record: SandboxRecord) -> pb.Sandbox:
@@ -27,6 +29,27 @@ def sandbox(record: SandboxRecord) -> pb.Sandbox:
         error=record.error,
         has_secrets=record.secrets,
         create_ms=record.create_ms,
+    )
+
+
+def event(record: EventRecord) -> pb.SandboxEvent:
+    return pb.SandboxEvent(
+        seq=record.seq,
+        sandbox_id=record.sandbox_id,
+        ts=record.ts,
+        kind=record.kind,
+        detail_json=json.dumps(record.detail),
+    )
+
+
+def limits() -> pb.Limits:
+    return pb.Limits(
+        max_fork_replicas=transaction.MAX_REPLICAS,
+        max_vcpus=config.MAX_VCPUS,
+        min_mem_mib=config.MIN_MEM_MIB,
+        max_mem_mib=config.MAX_MEM_MIB,
+        default_vcpus=config.DEFAULT_VCPUS,
+        default_mem_mib=config.DEFAULT_MEM_MIB,
     )
 
 

@@ -48,6 +48,7 @@ class EngineStatus(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     SANDBOXES_RUNNING_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
     socket: _builtins.str
     accelerator: _builtins.str
@@ -58,6 +59,8 @@ class EngineStatus(_message.Message):
     sandboxes_running: _builtins.int
     api_version: _builtins.int
     """Bumped when a change breaks older clients; the client compares it once on connect."""
+    @_builtins.property
+    def limits(self) -> Global___Limits: ...
     def __init__(
         self,
         *,
@@ -70,14 +73,51 @@ class EngineStatus(_message.Message):
         started_at: _builtins.float = ...,
         sandboxes_running: _builtins.int = ...,
         api_version: _builtins.int = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "accelerator_reason", b"accelerator_reason", "api_version", b"api_version", "home", b"home", "pid", b"pid", "sandboxes_running", b"sandboxes_running", "socket", b"socket", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "accelerator_reason", b"accelerator_reason", "api_version", b"api_version", "home", b"home", "limits", b"limits", "pid", b"pid", "sandboxes_running", b"sandboxes_running", "socket", b"socket", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EngineStatus: _TypeAlias = EngineStatus  # noqa: Y015
+
+@_typing.final
+class Limits(_message.Message):
+    """What the engine accepts: clients take their bounds from here instead of hard-coding them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_FORK_REPLICAS_FIELD_NUMBER: _builtins.int
+    MAX_VCPUS_FIELD_NUMBER: _builtins.int
+    MIN_MEM_MIB_FIELD_NUMBER: _builtins.int
+    MAX_MEM_MIB_FIELD_NUMBER: _builtins.int
+    DEFAULT_VCPUS_FIELD_NUMBER: _builtins.int
+    DEFAULT_MEM_MIB_FIELD_NUMBER: _builtins.int
+    max_fork_replicas: _builtins.int
+    max_vcpus: _builtins.int
+    min_mem_mib: _builtins.int
+    max_mem_mib: _builtins.int
+    default_vcpus: _builtins.int
+    default_mem_mib: _builtins.int
+    def __init__(
+        self,
+        *,
+        max_fork_replicas: _builtins.int = ...,
+        max_vcpus: _builtins.int = ...,
+        min_mem_mib: _builtins.int = ...,
+        max_mem_mib: _builtins.int = ...,
+        default_vcpus: _builtins.int = ...,
+        default_mem_mib: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_mem_mib", b"default_mem_mib", "default_vcpus", b"default_vcpus", "max_fork_replicas", b"max_fork_replicas", "max_mem_mib", b"max_mem_mib", "max_vcpus", b"max_vcpus", "min_mem_mib", b"min_mem_mib"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015
 
 @_typing.final
 class EnvironmentRef(_message.Message):
@@ -641,6 +681,86 @@ class SandboxEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SandboxEvent: _TypeAlias = SandboxEvent  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    REPLAY_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """the cursor of the last update seen; 0 = a fresh watch"""
+    replay: _builtins.int
+    """after = 0: how many of the newest events the first update carries"""
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+        replay: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "replay", b"replay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class InventoryUpdate(_message.Message):
+    """The first update is full (every listed sandbox, environments and lineage as they are);
+    later ones carry the events since the previous one, the sandboxes they name as they are now
+    (or their ids in removed once terminated or gone), and environments or lineage when changed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    SANDBOXES_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    HAS_ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    ENVIRONMENTS_FIELD_NUMBER: _builtins.int
+    HAS_LINEAGE_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """the newest event's seq this update brings the client up to"""
+    full: _builtins.bool
+    has_environments: _builtins.bool
+    has_lineage: _builtins.bool
+    @_builtins.property
+    def sandboxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sandbox]: ...
+    @_builtins.property
+    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___SandboxEvent]:
+        """oldest first"""
+
+    @_builtins.property
+    def environments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Environment]: ...
+    @_builtins.property
+    def lineage(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineageNode]: ...
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        full: _builtins.bool = ...,
+        sandboxes: _abc.Iterable[Global___Sandbox] | None = ...,
+        removed: _abc.Iterable[_builtins.str] | None = ...,
+        events: _abc.Iterable[Global___SandboxEvent] | None = ...,
+        has_environments: _builtins.bool = ...,
+        environments: _abc.Iterable[Global___Environment] | None = ...,
+        has_lineage: _builtins.bool = ...,
+        lineage: _abc.Iterable[Global___LineageNode] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "environments", b"environments", "events", b"events", "full", b"full", "has_environments", b"has_environments", "has_lineage", b"has_lineage", "lineage", b"lineage", "removed", b"removed", "sandboxes", b"sandboxes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InventoryUpdate: _TypeAlias = InventoryUpdate  # noqa: Y015
 
 @_typing.final
 class ForkRequest(_message.Message):

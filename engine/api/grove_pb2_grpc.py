@@ -109,6 +109,11 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.EventsRequest.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.SandboxEvent.FromString,
                 _registered_method=True)
+        self.WatchInventory = channel.unary_stream(
+                '/grove.v1.Engine/WatchInventory',
+                request_serializer=engine_dot_api_dot_grove__pb2.WatchRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.InventoryUpdate.FromString,
+                _registered_method=True)
         self.ForkSandbox = channel.unary_unary(
                 '/grove.v1.Engine/ForkSandbox',
                 request_serializer=engine_dot_api_dot_grove__pb2.ForkRequest.SerializeToString,
@@ -311,6 +316,13 @@ class EngineServicer:
 
     def SandboxEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchInventory(self, request, context):
+        """Every sandbox's lifecycle on one stream: a full inventory first, then what changed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -531,6 +543,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.SandboxEvents,
                     request_deserializer=engine_dot_api_dot_grove__pb2.EventsRequest.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.SandboxEvent.SerializeToString,
+            ),
+            'WatchInventory': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchInventory,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.WatchRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.InventoryUpdate.SerializeToString,
             ),
             'ForkSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.ForkSandbox,
@@ -1048,6 +1065,33 @@ class Engine:
             '/grove.v1.Engine/SandboxEvents',
             engine_dot_api_dot_grove__pb2.EventsRequest.SerializeToString,
             engine_dot_api_dot_grove__pb2.SandboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grove.v1.Engine/WatchInventory',
+            engine_dot_api_dot_grove__pb2.WatchRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.InventoryUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,8 @@ class EngineStub:
     Exec: _grpc.StreamStreamMultiCallable[_grove_pb2.ExecInput, _grove_pb2.ExecOutput]
     """First message carries ExecStart; later ones stdin bytes, stdin EOF or a signal."""
     SandboxEvents: _grpc.UnaryStreamMultiCallable[_grove_pb2.EventsRequest, _grove_pb2.SandboxEvent]
+    WatchInventory: _grpc.UnaryStreamMultiCallable[_grove_pb2.WatchRequest, _grove_pb2.InventoryUpdate]
+    """Every sandbox's lifecycle on one stream: a full inventory first, then what changed."""
     ForkSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.ForkRequest, _grove_pb2.ForkReply]
     """Snapshot-fork and lineage."""
     CreateSnapshot: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SnapshotRequest, _grove_pb2.Snapshot]
@@ -100,6 +102,8 @@ class EngineAsyncStub(EngineStub):
     Exec: _aio.StreamStreamMultiCallable[_grove_pb2.ExecInput, _grove_pb2.ExecOutput]  # type: ignore[assignment]
     """First message carries ExecStart; later ones stdin bytes, stdin EOF or a signal."""
     SandboxEvents: _aio.UnaryStreamMultiCallable[_grove_pb2.EventsRequest, _grove_pb2.SandboxEvent]  # type: ignore[assignment]
+    WatchInventory: _aio.UnaryStreamMultiCallable[_grove_pb2.WatchRequest, _grove_pb2.InventoryUpdate]  # type: ignore[assignment]
+    """Every sandbox's lifecycle on one stream: a full inventory first, then what changed."""
     ForkSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.ForkRequest, _grove_pb2.ForkReply]  # type: ignore[assignment]
     """Snapshot-fork and lineage."""
     CreateSnapshot: _aio.UnaryUnaryMultiCallable[_grove_pb2.SnapshotRequest, _grove_pb2.Snapshot]  # type: ignore[assignment]
@@ -238,6 +242,14 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _grove_pb2.EventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_grove_pb2.SandboxEvent], _abc.AsyncIterator[_grove_pb2.SandboxEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchInventory(
+        self,
+        request: _grove_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_grove_pb2.InventoryUpdate], _abc.AsyncIterator[_grove_pb2.InventoryUpdate]]:
+        """Every sandbox's lifecycle on one stream: a full inventory first, then what changed."""
 
     @_abc_1.abstractmethod
     def ForkSandbox(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from engine.api import convert, metering
+from engine.api import convert, inventory, metering
 from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import services as services_api
@@ -49,7 +48,9 @@ class EngineService(pb_grpc.EngineServicer):
 
     @unary
     async def Status(self, request: pb.Empty, context: Any) -> pb.EngineStatus:
-        return pb.EngineStatus(**asdict(self.engine.status()), api_version=API_VERSION)
+        return pb.EngineStatus(
+            **asdict(self.engine.status()), api_version=API_VERSION, limits=convert.limits()
+        )
 
     @unary
     async def Shutdown(self, request: pb.Empty, context: Any) -> pb.Empty:
@@ -207,13 +208,16 @@ class EngineService(pb_grpc.EngineServicer):
                 )
             record = self.engine.sandboxes.get(request.sandbox)
             async for event in self.engine.events.follow(record.id, request.after, request.follow):
-                yield pb.SandboxEvent(
-                    seq=event.seq,
-                    sandbox_id=event.sandbox_id,
-                    ts=event.ts,
-                    kind=event.kind,
-                    detail_json=json.dumps(event.detail),
-                )
+                yield convert.event(event)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def WatchInventory(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.InventoryUpdate]:
+        try:
+            async for update in inventory.watch(self.engine, request.after, request.replay):
+                yield update
         except Exception as exc:
             await _abort(context, exc)
 

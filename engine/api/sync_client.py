@@ -255,6 +255,7 @@ class Grove:
     ping = _blocking(AsyncGrove.ping)
     exec = _blocking(AsyncGrove.exec)
     events = _iterating(AsyncGrove.events)
+    watch_inventory = _iterating(AsyncGrove.watch_inventory)
 
     exec_stream = _opening(AsyncGrove.exec_stream, SyncExecStream)
 

@@ -39,6 +39,18 @@ def engine_info(s: pb.EngineStatus) -> m.EngineInfo:
         started_at=s.started_at,
         sandboxes_running=s.sandboxes_running,
         api_version=s.api_version,
+        limits=limits(s.limits) if s.HasField("limits") else None,
+    )
+
+
+def limits(x: pb.Limits) -> m.Limits:
+    return m.Limits(
+        max_fork_replicas=x.max_fork_replicas,
+        max_vcpus=x.max_vcpus,
+        min_mem_mib=x.min_mem_mib,
+        max_mem_mib=x.max_mem_mib,
+        default_vcpus=x.default_vcpus,
+        default_mem_mib=x.default_mem_mib,
     )
 
 
@@ -107,6 +119,20 @@ def event(e: pb.SandboxEvent) -> m.Event:
     if not isinstance(detail, dict):
         detail = {"value": detail}
     return m.Event(seq=e.seq, sandbox_id=e.sandbox_id, ts=e.ts, kind=e.kind, detail=detail)
+
+
+def inventory_update(u: pb.InventoryUpdate) -> m.InventoryUpdate:
+    return m.InventoryUpdate(
+        cursor=u.cursor,
+        full=u.full,
+        sandboxes=tuple(sandbox(s) for s in u.sandboxes),
+        removed=tuple(u.removed),
+        events=tuple(event(e) for e in u.events),
+        environments=(
+            tuple(environment(e) for e in u.environments) if u.has_environments else None
+        ),
+        lineage=tuple(lineage_node(n) for n in u.lineage) if u.has_lineage else None,
+    )
 
 
 def fork_result(r: pb.ForkReply) -> m.ForkResult:

@@ -58,12 +58,13 @@ def build_parser() -> Parser:
     verbs = root.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
     def verb(parent: argparse._SubParsersAction[Parser], name: str, handler: Handler,
-             help_: str, aliases: tuple[str, ...] = ()) -> Parser:  # fmt: skip
+             help_: str, aliases: tuple[str, ...] = (), host: bool = True) -> Parser:  # fmt: skip
         p = parent.add_parser(name, help=help_, description=help_, aliases=list(aliases))
         p.set_defaults(handler=handler)
         _json(p)
-        # Also after the verb; SUPPRESS keeps a root-level --host from being overwritten.
-        p.add_argument("--host", default=argparse.SUPPRESS, help=HOST_HELP)
+        if host:
+            # Also after the verb; SUPPRESS keeps a root-level --host from being overwritten.
+            p.add_argument("--host", default=argparse.SUPPRESS, help=HOST_HELP)
         return p
 
     eng = verbs.add_parser("engine", help="manage the engine daemon").add_subparsers(
@@ -133,7 +134,8 @@ def build_parser() -> Parser:
     service_cmds.register(verbs, verb)
 
     p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's events, services' and console")
-    p.add_argument("id")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every sandbox's events, newest last")
     p.add_argument("-f", "--follow", action="store_true")
 
     verb(verbs, "doctor", doctor.doctor, "check this host can run sandboxes")
@@ -148,7 +150,7 @@ def build_parser() -> Parser:
 
     from engine.cli import ui_cmd
 
-    ui_cmd.add_arguments(verb(verbs, "ui", ui_cmd.ui, "open the terminal dashboard"))
+    ui_cmd.add_arguments(verb(verbs, "ui", ui_cmd.ui, "open the terminal dashboard", host=False))
 
     from engine.cli import demo
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table, waiting
-from engine.client import Sandbox
+from engine.client import Event, InventoryUpdate, Sandbox
+from engine.config import MAX_WATCH_REPLAY
 from engine.errors import GroveError, invalid
 
 
@@ -134,17 +135,47 @@ def ping(ctx: Context) -> int:
 
 def logs(ctx: Context) -> int:
     a = ctx.args
+    if a.all == bool(a.id):
+        raise invalid(
+            "pass exactly one of ID or --all",
+            "e.g. 'grove logs sb-1234', or 'grove logs --all' for every sandbox's events",
+        )
+    if a.all:
+        return _all_logs(ctx)
     seen = [0]  # the newest event's seq: a reopened follow goes on after it
     for event in ctx.across_drops(lambda: ctx.client.events(a.id, follow=a.follow, after=seen[0])):
         seen[0] = event.seq
-        detail = event.detail
-        if ctx.json:
-            print(json.dumps(event.to_json()), flush=True)
-        else:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.ts))
-            if event.kind == "console":  # a guest console line: print it as it was
-                extra = str(detail.get("line", ""))
-            else:
-                extra = " ".join(f"{k}={v}" for k, v in detail.items())
-            print(f"{stamp} {event.kind:<14} {extra}".rstrip(), flush=True)
+        _print_event(ctx, event, with_sandbox=False)
     return 0
+
+
+def _all_logs(ctx: Context) -> int:
+    """Every sandbox's events through the engine's inventory watch: the newest ones, then
+    (--follow) each as it happens."""
+    cursor = [0]
+
+    def updates() -> Iterator[InventoryUpdate]:
+        # Reopened after a drop, the watch goes on after the last update seen.
+        after = cursor[0]
+        return ctx.client.watch_inventory(after, 0 if after else MAX_WATCH_REPLAY)
+
+    for update in ctx.across_drops(updates):
+        cursor[0] = update.cursor
+        for event in update.events:
+            _print_event(ctx, event, with_sandbox=True)
+        if not ctx.args.follow:
+            break
+    return 0
+
+
+def _print_event(ctx: Context, event: Event, with_sandbox: bool) -> None:
+    if ctx.json:
+        print(json.dumps(event.to_json()), flush=True)
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.ts))
+    if event.kind == "console":  # a guest console line: print it as it was
+        extra = str(event.detail.get("line", ""))
+    else:
+        extra = " ".join(f"{k}={v}" for k, v in event.detail.items())
+    where = f"{event.sandbox_id} " if with_sandbox else ""
+    print(f"{stamp} {where}{event.kind:<14} {extra}".rstrip(), flush=True)

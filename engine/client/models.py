@@ -51,6 +51,18 @@ class EngineInfo(Model):
     started_at: float
     sandboxes_running: int
     api_version: int
+    #: What this engine accepts (dialogs and validation take their bounds from here).
+    limits: Limits | None = None
+
+
+@dataclass(frozen=True)
+class Limits(Model):
+    max_fork_replicas: int
+    max_vcpus: int
+    min_mem_mib: int
+    max_mem_mib: int
+    default_vcpus: int
+    default_mem_mib: int
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,28 @@ class Event(Model):
     ts: float
     kind: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InventoryUpdate(Model):
+    """One message of the engine's inventory watch: every sandbox's lifecycle on one stream.
+
+    The first update of a watch is `full`: every listed sandbox, environment and the lineage
+    forest as they are now, plus the events after the cursor the watch was opened with. Later
+    ones carry the events since the previous update, the sandboxes those events name as they
+    are after them, the ids no longer listed (terminated), and the lineage forest and
+    environments again whenever they changed. `cursor` is the newest event seq the engine knows:
+    pass it as `after` to resume after a reconnect without losing or repeating an event.
+    """
+
+    cursor: int
+    full: bool
+    sandboxes: tuple[Sandbox, ...] = ()
+    removed: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    #: None: unchanged since the previous update (always present when full).
+    environments: tuple[Environment, ...] | None = None
+    lineage: tuple[LineageNode, ...] | None = None
 
 
 # fork, snapshots, lineage, diff

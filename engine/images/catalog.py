@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.config import DEFAULT_MEM_MIB, DEFAULT_VCPUS, Paths
 from engine.images import environments
 from engine.images.templates import Templates
+from engine.sandbox.events import ENVIRONMENTS, EventLog
 from engine.sandbox.manager import Sandboxes
 from engine.store.db import Store
 from engine.store.records import TemplatePhase
@@ -50,17 +51,29 @@ class Pruned:
 
 class EnvironmentCatalog:
     def __init__(
-        self, paths: Paths, store: Store, templates: Templates, sandboxes: Sandboxes
+        self,
+        paths: Paths,
+        store: Store,
+        templates: Templates,
+        sandboxes: Sandboxes,
+        events: EventLog,
     ) -> None:
         self._paths = paths
         self._store = store
         self._templates = templates
         self._sandboxes = sandboxes
+        self._events = events
+
+    def _changed(self, *_: object) -> None:
+        # Not a sandbox event: watchers (WatchInventory) hear of it on the bus.
+        self._events.notify(ENVIRONMENTS)
 
     def load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
-        return asyncio.create_task(
+        task = asyncio.create_task(
             asyncio.to_thread(environments.build, name, str(self._paths.home), None, False)
         )
+        task.add_done_callback(self._changed)  # a create may have built it
+        return task
 
     def _info(self, name: str) -> EnvironmentInfo:
         image = environments.cached(str(self._paths.home), name)
@@ -106,6 +119,8 @@ class EnvironmentCatalog:
         task = asyncio.create_task(
             asyncio.to_thread(environments.build, name, home, progress, force)
         )
+        # The image is in the cache once the build ends, whether or not the caller stayed.
+        task.add_done_callback(self._changed)
         while not task.done():
             getter = asyncio.create_task(updates.get())
             await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,6 +138,7 @@ class EnvironmentCatalog:
             while not updates.empty():
                 yield updates.get_nowait()
             log.info("template %s ready for %s", record.id, name)
+            self._changed()
         yield PullUpdate(
             stage="ready",
             fraction=1.0,
@@ -132,6 +148,12 @@ class EnvironmentCatalog:
         )
 
     async def prune(self) -> Pruned:
+        try:
+            return await self._prune()
+        finally:
+            self._changed()  # even a prune cut short may have removed some
+
+    async def _prune(self) -> Pruned:
         # Templates no live or stopped sandbox restores from are dropped with their memory.
         in_use = {
             r.template_id

@@ -14,10 +14,20 @@ from engine.store.records import EventRecord
 
 @dataclass(frozen=True)
 class Change:
-    """One lifecycle event, as the in-process bus hands it to subscribers."""
+    """One lifecycle event, as the in-process bus hands it to subscribers.
+
+    An empty sandbox_id is a notice that engine state outside any sandbox changed (kind
+    ENVIRONMENTS or SNAPSHOTS): nothing is stored for it, there is no seq to read.
+    """
 
     sandbox_id: str
     kind: str
+
+
+#: Notices (Change with no sandbox): environments were pulled, pruned or their templates
+#: changed; a named snapshot went away without a sandbox event to say so.
+ENVIRONMENTS = "environments"
+SNAPSHOTS = "snapshots"
 
 
 class EventLog:
@@ -31,14 +41,25 @@ class EventLog:
 
     async def emit(self, sandbox_id: str, kind: str, **detail: Any) -> None:
         self._store.add_event(sandbox_id, kind, detail)
-        for queue in self._subscribers:
-            queue.put_nowait(Change(sandbox_id, kind))
+        self._publish(Change(sandbox_id, kind))
         async with self._changed:
             self._changed.notify_all()
 
+    def notify(self, kind: str) -> None:
+        """Tell subscribers that state outside any sandbox changed (see Change)."""
+        self._publish(Change("", kind))
+
+    def _publish(self, change: Change) -> None:
+        for queue in self._subscribers:
+            # A bounded queue is a subscriber that only needs to know something changed and
+            # re-reads the store: when it lags, what it already holds wakes it just as well.
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(change)
+
     @contextlib.contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[Change]]:
-        queue: asyncio.Queue[Change] = asyncio.Queue()
+    def subscribe(self, maxsize: int = 0) -> Iterator[asyncio.Queue[Change]]:
+        """Every Change from now on; maxsize > 0 drops those past it (see _publish)."""
+        queue: asyncio.Queue[Change] = asyncio.Queue(maxsize)
         self._subscribers.add(queue)
         try:
             yield queue

@@ -25,7 +25,7 @@ from engine.fork.transaction import Forked, Forks
 from engine.images import environments
 from engine.images.templates import Templates
 from engine.sandbox import ownership, pool
-from engine.sandbox.events import EventLog
+from engine.sandbox.events import SNAPSHOTS, EventLog
 from engine.sandbox.lifecycle import Lifecycle
 from engine.sandbox.recovery import Recovery
 from engine.sandbox.restore import Restorer
@@ -48,6 +48,7 @@ class Sandboxes:
     ) -> None:
         self._paths = paths
         self._store = store
+        self._events = events
         self._vms = SandboxVms(paths, store, events)
         self._pool = pool.WarmPool(paths, accel)
         self._loaders = LoaderPool(paths, accel)
@@ -151,7 +152,9 @@ class Sandboxes:
         return self._collector.dependents(template_id)
 
     def delete_snapshot(self, name: str) -> TemplateRecord:
-        return self._collector.delete_snapshot(name)
+        deleted = self._collector.delete_snapshot(name)
+        self._events.notify(SNAPSHOTS)  # no sandbox event says so; lineage watchers must know
+        return deleted
 
     def collect_garbage(self) -> list[str]:
         return self._collector.collect()

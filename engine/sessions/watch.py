@@ -101,7 +101,8 @@ class SandboxWatch:
                     change = await asyncio.wait_for(
                         changes.get(), max(0.0, next_tick - loop.time())
                     )
-                    await self.ensure(change.sandbox_id)
+                    if change.sandbox_id:  # not a notice about environments or snapshots
+                        await self.ensure(change.sandbox_id)
                 except TimeoutError:
                     next_tick = loop.time() + self._interval
                     await self._tick()

@@ -240,3 +240,22 @@ class Store:
             (sandbox_id, after, limit),
         )
         return [EventRecord.from_row(r) for r in rows]
+
+    def events_since(self, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Every sandbox's events after seq `after`, oldest first, at most `limit`."""
+        rows = self._query(
+            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
+        return [EventRecord.from_row(r) for r in rows]
+
+    def newest_events(self, limit: int) -> list[EventRecord]:
+        """The last `limit` events of every sandbox, oldest first."""
+        rows = self._query(
+            "SELECT * FROM (SELECT * FROM events ORDER BY seq DESC LIMIT ?) ORDER BY seq", (limit,)
+        )
+        return [EventRecord.from_row(r) for r in rows]
+
+    def last_event_seq(self) -> int:
+        """The newest event's seq; 0 before the first."""
+        rows = self._query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+        return int(rows[0]["seq"])
