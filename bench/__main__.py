@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import density, fork, foundation, idle, metering, remote, shells, tui
+from bench import density, fleet, fork, foundation, idle, metering, remote, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -19,7 +19,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--only",
-        choices=["foundation", "fork", "idle", "metering", "shells", "remote", "tui", "density"],
+        choices=[
+            "foundation",
+            "fork",
+            "idle",
+            "metering",
+            "shells",
+            "remote",
+            "tui",
+            "fleet",
+            "density",
+        ],
         default=None,
     )
     parser.add_argument(
@@ -54,16 +64,19 @@ def main() -> int:
         if args.only in (None, "density"):
             metered += density.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
-    results += metered + dashboard
+    fleet_results = fleet.run(args.rounds) if args.only in (None, "fleet") else []
+    results += metered + dashboard + fleet_results
     report["results"] = results
     print(json.dumps(report, indent=2))
-    timed = [r for r in results if r not in metered and r not in dashboard]
+    timed = [r for r in results if r not in metered + dashboard + fleet_results]
     if timed:
         print_table(timed)  # type: ignore[arg-type]
     if metered:
         metering.print_summary(metered)
     if dashboard:
         tui.print_summary(dashboard)
+    if fleet_results:
+        fleet.print_summary(fleet_results)
     return 0
 
 

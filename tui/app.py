@@ -1,24 +1,26 @@
-"""grove ui: the full-screen dashboard.
+"""grove ui: the full-screen dashboard, of one engine or a fleet of them.
 
-grove ui [--theme NAME] [--read-only] [--demo]
-python -m tui [--theme NAME] [--read-only] [--demo] [--fake]
+grove ui [--host H ...] [--all-hosts] [--theme NAME] [--read-only] [--demo]
+python -m tui [--theme NAME] [--read-only] [--demo] [--fake [--fake-hosts N]]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from tui.actions import load_keymap
 from tui.commands import GroveCommands
 from tui.engine.gateway import EngineGateway
-from tui.screens.help import KeyMapScreen
+from tui.screens.help import Group, KeyMapScreen
 from tui.screens.main import MainScreen
+from tui.state import DashboardState
 from tui.themes import DEFAULT_THEME, VARIABLE_DEFAULTS, load_themes
 from tui.widgets.log_view import LogView
 from tui.widgets.terminal import PtyTerminal
@@ -41,23 +43,33 @@ class GroveApp(App[None]):
 
     def __init__(
         self,
-        gateway: EngineGateway,
+        gateway: EngineGateway | Mapping[str, EngineGateway],
         *,
         theme: str | None = None,
         read_only: bool = False,
         demo: bool = False,
         now: Callable[[], float] = time.time,
-        refresh_interval: float | None = 1.5,
         meter_interval: float = 1.0,
+        stall_s: float | None = None,
         user_themes: bool = True,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        self.gateway = gateway
+        #: The engines shown, by host name; one gateway is a fleet of one ("local").
+        self.gateways: dict[str, EngineGateway] = (
+            dict(gateway) if isinstance(gateway, Mapping) else {"local": gateway}
+        )
+        self.state = DashboardState()
         self.read_only = read_only
         self.demo = demo
         self.now = now
-        self.refresh_interval = refresh_interval
         self.meter_interval = meter_interval
+        self.stall_s = stall_s
+        self.keymap_errors: list[str] = []
+        if keymap is None and user_themes:
+            keymap, self.keymap_errors = load_keymap()
+        if keymap:
+            self.set_keymap(dict(keymap))
         themes = load_themes(include_user=user_themes)
         self.theme_errors = themes.errors
         self.grove_theme_names = sorted(themes.themes)
@@ -85,20 +97,45 @@ class GroveApp(App[None]):
             )
         for error in self.theme_errors:
             self.notify(error, title="Theme file skipped", severity="warning")
+        for error in self.keymap_errors:
+            self.notify(error, title="Key map entry skipped", severity="warning")
+
+    @property
+    def gateway(self) -> EngineGateway:
+        """The first host's gateway (the one a single-host dashboard has)."""
+        return next(iter(self.gateways.values()))
 
     def action_show_keys(self) -> None:
         if isinstance(self.screen, KeyMapScreen):
             return
-        groups = [
-            ("Dashboard", MainScreen.BINDINGS),
+        groups: list[Group] = [
+            ("Dashboard", self.screen_bindings()),
             ("Logs (when focused)", LogView.BINDINGS),
             ("Shell (when focused)", PtyTerminal.BINDINGS),
             ("Everywhere", [*self.BINDINGS, Binding("ctrl+p", "", "Command palette")]),
         ]
         self.push_screen(KeyMapScreen(groups, read_only=self.read_only))
 
+    def screen_bindings(self) -> list[Binding]:
+        """The dashboard's bindings with the keys the user's key map gave them."""
+        keymap = self._keymap
+        return [
+            Binding(
+                keymap.get(b.id, b.key),
+                b.action,
+                b.description,
+                show=b.show,
+                key_display=None if b.id in keymap else b.key_display,
+                tooltip=b.tooltip,
+                id=b.id,
+            )
+            for b in MainScreen.BINDINGS
+            if isinstance(b, Binding) and b.id
+        ]
+
     async def on_unmount(self) -> None:
-        await self.gateway.close()
+        for gateway in self.gateways.values():
+            await gateway.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--fake-sandboxes",
         type=int,
         metavar="N",
-        help="with --fake: N generated sandboxes (for benchmarks)",
+        help="with --fake: N generated sandboxes per host (for benchmarks)",
+    )
+    parser.add_argument(
+        "--fake-hosts", type=int, metavar="N", default=1, help="with --fake: N fake hosts"
+    )
+    parser.add_argument(
+        "--fake-unreachable",
+        type=int,
+        metavar="N",
+        default=0,
+        help="with --fake: N more hosts that refuse connections",
+    )
+    parser.add_argument(
+        "--fake-hung",
+        type=int,
+        metavar="N",
+        default=0,
+        help="with --fake: N more hosts whose connections hang",
     )
     return parser
 
@@ -130,20 +184,42 @@ def make_app(
     demo: bool = False,
     fake: bool = False,
     fake_sandboxes: int | None = None,
+    fake_hosts: int = 1,
+    fake_unreachable: int = 0,
+    fake_hung: int = 0,
 ) -> GroveApp:
-    gateway: EngineGateway
+    gateways: dict[str, EngineGateway] = {}
     if fake:
-        from tui.engine.fake import FakeEngine
+        from tui.engine.fake import FakeEngine, fake_fleet
 
-        gateway = FakeEngine(now=time.time(), live_interval=1.0, population=fake_sandboxes)
+        if fake_hosts == 1 and not fake_unreachable and not fake_hung:
+            gateways["local"] = FakeEngine(
+                now=time.time(), live_interval=1.0, population=fake_sandboxes
+            )
+        else:
+            gateways.update(
+                fake_fleet(
+                    fake_hosts, fake_sandboxes, fake_unreachable, now=time.time(), hung=fake_hung
+                )
+            )
     else:
         from tui.engine.grpc_gateway import GrpcGateway
 
-        gateway = GrpcGateway()
-    return GroveApp(gateway, theme=theme, read_only=read_only, demo=demo)
+        gateways["local"] = GrpcGateway()
+    return GroveApp(gateways, theme=theme, read_only=read_only, demo=demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    make_app(args.theme, args.read_only, args.demo, args.fake, args.fake_sandboxes).run()
-    return 0
+    app = make_app(
+        args.theme,
+        args.read_only,
+        args.demo,
+        args.fake,
+        args.fake_sandboxes,
+        args.fake_hosts,
+        args.fake_unreachable,
+        args.fake_hung,
+    )
+    app.run()
+    return app.return_code or 0

@@ -1,4 +1,4 @@
-"""Command palette entries: sandbox actions for the selection, and Grove's themes."""
+"""Command palette entries: the action table's actions for the selection, and the themes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.screens.main import MUTATING, MainScreen
+from tui.actions import ACTIONS
+from tui.screens.main import MainScreen
 
 if TYPE_CHECKING:
     from tui.app import GroveApp
@@ -22,36 +23,19 @@ class GroveCommands(Provider):
         screen = self.screen
         commands: list[Command] = []
         if isinstance(screen, MainScreen):
-            selected = screen.selected
+            selected = screen.state.selected_sandbox()
             label = selected.label if selected else "the selected sandbox"
-            actions = [
-                ("create", "Create sandbox", "Create a sandbox from an environment"),
-                ("terminate", f"Terminate {label}", "Destroy it (asks first)"),
-                ("stop", f"Stop {label}", "Stop it; its disk is kept"),
-                ("start", f"Start {label}", "Boot it again from its disk"),
-                (
-                    "open_shell",
-                    f"Open a shell in {label}",
-                    "A new shell in a tab, or attach to a running one",
-                ),
-                ("fork", f"Fork {label}", "Snapshot-fork it into N children"),
-                ("snapshot", f"Snapshot {label}", "Freeze it as a named lineage node"),
-                ("reset", f"Reset {label}", "Back to a named snapshot or to how it was created"),
-                (
-                    "start_service",
-                    f"Start a service in {label}",
-                    "A supervised process with an optional readiness probe",
-                ),
-                ("stop_service", f"Stop a service in {label}", "TERM, then KILL after 5 s"),
-                ("service_logs", f"Follow a service log of {label}", "Opens a log tab"),
-                ("close_tab", "Close the shell or log tab", "A shell keeps running; attach again"),
-                ("filter", "Filter sandboxes", "Show only matching sandboxes"),
-                ("show_logs", "Show lifecycle events", "Focus the Events tab"),
-            ]
-            for action, title, help_ in actions:
-                if action in MUTATING and app.read_only:
+            host = screen.flows.target_host() or "a host"
+            for action in ACTIONS:
+                if not action.palette or (action.mutating and app.read_only):
                     continue
-                commands.append((title, help_, partial(screen.run_action_by_name, action)))
+                commands.append(
+                    (
+                        action.palette_title(label, host),
+                        action.help,
+                        partial(screen.run_action_by_name, action.id),
+                    )
+                )
         for name in app.grove_theme_names:
             commands.append(
                 (

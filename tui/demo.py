@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from engine.errors import GroveError
 from tui.messages import ActionFailed, Activity
 from tui.models import SandboxInfo
+from tui.state import join
 
 if TYPE_CHECKING:
     from tui.screens.main import MainScreen
@@ -48,10 +49,14 @@ class DemoStopped(Exception):
 
 
 class Demo:
-    def __init__(self, screen: MainScreen) -> None:
+    def __init__(self, screen: MainScreen, host: str) -> None:
         self.screen = screen
-        self.gateway = screen.grove.gateway
+        self.host = host
+        self.gateway = screen.controller.gateway(host)
         self.step = 0
+
+    def key(self, sandbox: SandboxInfo) -> str:
+        return join(self.host, sandbox.id)
 
     def say(self, text: str, fraction: float | None = None) -> None:
         self.screen.post_message(Activity(f"Demo {self.step}/{STEPS}: {text}", fraction))
@@ -65,7 +70,6 @@ class Demo:
         except GroveError as exc:
             self.screen.post_message(ActionFailed(f"run the demo ({text})", exc))
             raise DemoStopped from None
-        self.screen.refresh_inventory()  # the tree grows as the tour goes
         return result
 
     async def run(self) -> None:
@@ -118,7 +122,7 @@ class Demo:
                 ("tcp", f"127.0.0.1:{HTTP_PORT}"),
             ),
         )
-        screen.open_service_log(web.id, web.label, "http")
+        screen.open_service_log(self.key(web), web.label, "http")
 
         children = await self.do(
             f"forking {base} into two children (memory and disk shared copy-on-write)",
@@ -140,11 +144,11 @@ class Demo:
             f"making {writer.label} write 64 MiB of memory (watch its unique memory climb)",
             lambda: self.gateway.start_service(writer.id, "memhog", ["python3", "-c", MEMORY_HOG]),
         )
-        screen.select(writer.id)
+        screen.select(self.host, writer.id)
 
         self.step += 1
         self.say(f"opening a shell in {base}…")
-        view = await screen.open_shell_tab(web.id, web.label)
+        view = await screen.open_shell_tab(self.key(web), web.label)
         if view is None:
             raise DemoStopped  # open_shell_tab reported why
         for _ in range(100):  # type once the prompt is there, so the echo reads cleanly

@@ -1,4 +1,8 @@
-"""Messages workers post back to the UI: small dataclasses, one fact each."""
+"""Messages workers post back to the UI: small dataclasses, one fact each.
+
+Host messages name their host: every host has its own workers, and the controller folds
+each fact into DashboardState under that name.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +12,72 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from engine.errors import GroveError
-from tui.models import (
-    EngineInfo,
-    EnvironmentInfo,
-    EventInfo,
-    LineageNode,
-    SandboxInfo,
-    SandboxMeter,
-    ServiceInfo,
-)
+from tui.models import EngineInfo, InventoryChange, MeterSample, SandboxMeter, ServiceInfo
 
 
 @dataclass
-class EngineConnected(Message):
+class HostConnecting(Message):
+    host: str
+
+
+@dataclass
+class HostConnected(Message):
+    host: str
     info: EngineInfo
+    where: str = ""
 
 
 @dataclass
-class EngineStatus(Message):
-    info: EngineInfo
+class HostLost(Message):
+    """The host's engine stopped answering (or never did); its link keeps trying."""
 
-
-@dataclass
-class EngineLost(Message):
+    host: str
     error: GroveError
+    #: It had answered, and not so long ago that it should be called unreachable yet.
+    reconnecting: bool = False
 
 
 @dataclass
-class InventoryLoaded(Message):
-    """A refresh: what exists now. Lineage is the engine's, or derived from parent ids."""
-
-    environments: list[EnvironmentInfo]
-    sandboxes: list[SandboxInfo]
-    lineage: list[LineageNode]
+class InventoryChanged(Message):
+    host: str
+    change: InventoryChange
 
 
-class MeteringUpdated(Message):
-    """New samples are in the MeterHistory; bursts collapse into one repaint."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, MeteringUpdated)
+@dataclass
+class MeterSampled(Message):
+    host: str
+    sample: MeterSample
 
 
 @dataclass
 class MeteringUnavailable(Message):
+    host: str
     error: GroveError
 
 
 @dataclass
-class EventsReceived(Message):
-    events: list[EventInfo]
+class HistoryLoaded(Message):
+    """The engine's recent metering of one sandbox, to give its sparklines a past."""
+
+    host: str
+    sandbox_id: str
+    samples: list[SandboxMeter]
+
+
+@dataclass
+class ServicesLoaded(Message):
+    """The services of one sandbox (shown under the sparklines of the selected sandbox)."""
+
+    host: str
+    sandbox_id: str
+    services: list[ServiceInfo]
+
+
+class StateChanged(Message):
+    """DashboardState moved; the screen reads what changed from it. Bursts collapse into one."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StateChanged)
 
 
 @dataclass
@@ -85,23 +105,7 @@ class ActionDone(Message):
 
 
 @dataclass
-class ServicesLoaded(Message):
-    """The services of one sandbox (shown under the sparklines of the selected sandbox)."""
-
-    sandbox_id: str
-    services: list[ServiceInfo]
-
-
-@dataclass
-class HistoryLoaded(Message):
-    """The engine's recent metering of one sandbox, to give its sparklines a past."""
-
-    sandbox_id: str
-    samples: list[SandboxMeter]
-
-
-@dataclass
 class SandboxHighlighted(Message):
     """The user moved to a sandbox in the tree or the table (None: not a sandbox)."""
 
-    sandbox_id: str | None
+    key: str | None

@@ -18,6 +18,17 @@ class EngineInfo:
     #: The host the engine runs on; None where the gateway cannot tell.
     host_cpus: int | None = None
     host_mem_bytes: int | None = None
+    limits: Limits | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the engine accepts: dialogs take their bounds from here, not from a constant."""
+
+    max_fork_replicas: int = 64
+    max_vcpus: int = 16
+    min_mem_mib: int = 128
+    max_mem_mib: int = 65536
 
 
 @dataclass(frozen=True)
@@ -50,15 +61,29 @@ class SandboxInfo:
 
 
 @dataclass(frozen=True)
+class HostRow:
+    """What a host's row in the tree says: its connection, accelerator, sandboxes, memory."""
+
+    name: str
+    link: str  # connecting | connected | reconnecting | unreachable
+    error: str = ""
+    accelerator: str = ""
+    sandboxes: int = 0
+    running: int = 0
+    mem_cow: int | None = None
+
+
+@dataclass(frozen=True)
 class LineageNode:
-    """One node of the lineage tree: an environment, a frozen snapshot, or a sandbox."""
+    """One node of the lineage tree: a host, an environment, a frozen snapshot, or a sandbox."""
 
     id: str
-    kind: str  # "environment" | "snapshot" | "sandbox"
+    kind: str  # "host" | "environment" | "snapshot" | "sandbox"
     label: str
     parent_id: str = ""
     phase: str = ""
     sandbox: SandboxInfo | None = None
+    host: HostRow | None = None
 
 
 @dataclass(frozen=True)
@@ -165,3 +190,18 @@ class LogLine:
     ts: float
     stream: str  # stdout | stderr | grove
     text: str
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """One update of an engine's inventory watch (see the SDK's InventoryUpdate): `full` replaces
+    everything known; otherwise `sandboxes` are upserted, `removed` dropped, and environments and
+    lineage replaced when not None."""
+
+    cursor: int
+    full: bool
+    sandboxes: tuple[SandboxInfo, ...] = ()
+    removed: tuple[str, ...] = ()
+    events: tuple[EventInfo, ...] = ()
+    environments: tuple[EnvironmentInfo, ...] | None = None
+    lineage: tuple[LineageNode, ...] | None = None

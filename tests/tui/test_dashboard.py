@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SIZE, fake_app, loaded, wait_for
+from conftest import SIZE, fake_app, key, loaded, wait_for
 from textual.widgets import Input
 
 from engine.errors import GroveError
@@ -10,6 +10,9 @@ from tui.engine.fake import FakeEngine
 from tui.local_shell import LocalShell
 from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.main import MainScreen
+from tui.state import Link
+from tui.state.keys import host_key
+from tui.widgets.bars import EngineHeader
 from tui.widgets.log_view import LogView
 from tui.widgets.metering_table import MeteringTable
 from tui.widgets.service_logs import ServiceLogPane
@@ -21,7 +24,11 @@ WEB = "sb-1f3a9c20"
 
 
 def cell(table: MeteringTable, row: str, column: str) -> str:
-    return str(table.get_cell(row, column))
+    return str(table.get_cell(key(row), column))
+
+
+def row_ids(table: MeteringTable) -> list[str]:
+    return [str(k.value) for k in table.rows]
 
 
 async def test_table_tree_and_dashes() -> None:
@@ -36,10 +43,15 @@ async def test_table_tree_and_dashes() -> None:
         assert cell(table, WEB, "cpu").endswith("%")
         # Forks nest under their parent, the orphan sits at the root.
         tree = screen.lineage_tree
-        web = tree._by_id[WEB]
-        assert {c.data.id for c in web.children if c.data} == {"sb-2b7e41d5", "sb-3c0d5e6f"}
-        assert tree._by_id["sb-4d91a2b3"].parent is tree._by_id["sb-2b7e41d5"]
-        assert tree._by_id["sb-6a4b1c9d"].parent is tree.root
+        web = tree._by_id[key(WEB)]
+        assert {c.data.id for c in web.children if c.data} == {key("sb-2b7e41d5"),
+                                                                key("sb-3c0d5e6f")}  # fmt: skip
+        assert tree._by_id[key("sb-4d91a2b3")].parent is tree._by_id[key("sb-2b7e41d5")]
+        # The host is the top node; an orphan hangs from it, not from an environment.
+        host = tree._by_id[host_key("local")]
+        assert host.parent is tree.root and host.data is not None and host.data.kind == "host"
+        assert tree._by_id[key("sb-6a4b1c9d")].parent is host
+        assert tree._by_id[key("env:debian:12")].parent is host
 
 
 async def test_selection_follows_between_tree_and_table() -> None:
@@ -47,38 +59,48 @@ async def test_selection_follows_between_tree_and_table() -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         screen.metering_table.focus()
-        screen.metering_table.select_sandbox("sb-4d91a2b3")
+        screen.metering_table.select_sandbox(key("sb-4d91a2b3"))
         await pilot.pause()
-        assert screen.selected_id == "sb-4d91a2b3"
-        assert screen.lineage_tree.selected_sandbox == "sb-4d91a2b3"
+        assert screen.state.selected == key("sb-4d91a2b3")
+        assert screen.lineage_tree.selected_sandbox == key("sb-4d91a2b3")
         screen.lineage_tree.focus()
         await pilot.press("up")  # to web-fork-1
         await pilot.pause()
-        assert screen.selected_id == "sb-2b7e41d5"
-        assert screen.metering_table.selected_sandbox == "sb-2b7e41d5"
+        assert screen.state.selected == key("sb-2b7e41d5")
+        assert screen.metering_table.selected_sandbox == key("sb-2b7e41d5")
 
 
-async def test_refresh_keeps_cursor_and_focus() -> None:
+async def test_watched_change_keeps_cursor_selection_and_focus() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        table = screen.metering_table
+        table, tree = screen.metering_table, screen.lineage_tree
+        paused = key("sb-3c0d5e6f")
         table.focus()
-        table.select_sandbox("sb-3c0d5e6f")
+        table.select_sandbox(paused)
         await pilot.pause()
-        # Something changes behind the user's back, and the dashboard refreshes.
+        assert screen.state.selected == paused
+        # Something changes behind the user's back: the watch brings it, nobody asks.
         await engine.create_sandbox("debian:12", name="zz-new")
-        screen.refresh_inventory()
         await wait_for(pilot, lambda: table.row_count == 7, what="new row")
-        assert table.selected_sandbox == "sb-3c0d5e6f"
-        assert screen.selected_id == "sb-3c0d5e6f"
+        assert key("sb-a0000001") in row_ids(table) and key("sb-a0000001") in tree._by_id
+        assert table.selected_sandbox == paused
+        assert tree.selected_sandbox == paused
+        assert screen.state.selected == paused
         assert app.focused is table
-        # An unchanged refresh does not rebuild anything either.
-        screen.refresh_inventory()
+        # A change that leaves the inventory's shape alone rebuilds nothing either.
+        rows, nodes = list(table.rows.values()), dict(tree._by_id)
+        seen = screen.state.events_total
+        await engine.exec_capture(WEB, ["true"])
+        await wait_for(pilot, lambda: screen.state.events_total == seen + 1, what="the event")
         await pilot.pause(0.1)
-        assert table.selected_sandbox == "sb-3c0d5e6f"
+        assert all(a is b for a, b in zip(table.rows.values(), rows, strict=True))
+        assert tree._by_id == nodes
+        assert all(tree._by_id[k] is node for k, node in nodes.items())
+        assert table.selected_sandbox == paused and tree.selected_sandbox == paused
+        assert screen.state.selected == paused
+        assert app.focused is table
 
 
 async def test_sort_by_column_keeps_selection() -> None:
@@ -86,36 +108,48 @@ async def test_sort_by_column_keeps_selection() -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         table = screen.metering_table
-        table.select_sandbox(WEB)
-        table.sort_by("cpu", reverse=True)
+        table.select_sandbox(key(WEB))
         await pilot.pause()
-        order = [str(k.value) for k in table.rows]
-        assert order[0] == "sb-4d91a2b3"  # the busiest
-        assert set(order[-2:]) == {"sb-5e2c8f70", "sb-6a4b1c9d"}  # no datum sorts last
-        assert table.selected_sandbox == WEB
+        no_datum = {key("sb-5e2c8f70"), key("sb-6a4b1c9d")}
+        # A click on a header asks for its sort; the same header again reverses it.
+        table.post_message(MeteringTable.SortRequested("cpu"))
+        await wait_for(pilot, lambda: screen.state.sort_key == "cpu", what="sorted by cpu")
+        await pilot.pause()
+        order = row_ids(table)
+        assert order[-3] == key("sb-4d91a2b3")  # the busiest, last of those with a datum
+        assert set(order[-2:]) == no_datum  # no datum sorts last
+        assert str(table.columns["cpu"].label).endswith("▲")  # type: ignore[index]
+        table.post_message(MeteringTable.SortRequested("cpu"))
+        await wait_for(pilot, lambda: screen.state.sort_reverse, what="reversed")
+        await pilot.pause()
+        order = row_ids(table)
+        assert order[0] == key("sb-4d91a2b3")  # the busiest
+        assert set(order[-2:]) == no_datum  # whichever the direction
+        assert str(table.columns["cpu"].label).endswith("▼")  # type: ignore[index]
+        assert table.selected_sandbox == key(WEB)
+        assert screen.state.selected == key(WEB)
 
 
 async def test_create_asks_for_environment() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
         assert app.screen.query_one(Input).value == "debian:12"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(screen.sandboxes) == 7, what="created sandbox")
+        sandboxes = screen.state.hosts["local"].sandboxes
+        await wait_for(pilot, lambda: len(sandboxes) == 7, what="created sandbox")
         assert "create debian:12" in engine.calls
 
 
 async def test_terminate_needs_confirmation() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox("sb-4d91a2b3")
+        screen.metering_table.select_sandbox(key("sb-4d91a2b3"))
         await pilot.pause()
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -125,21 +159,26 @@ async def test_terminate_needs_confirmation() -> None:
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: "sb-4d91a2b3" not in screen.sandboxes, what="terminated")
-        assert "sb-4d91a2b3" not in [str(k.value) for k in screen.metering_table.rows]
-        assert "sb-4d91a2b3" not in screen.lineage_tree._by_id
+        sandboxes = screen.state.hosts["local"].sandboxes
+        await wait_for(pilot, lambda: "sb-4d91a2b3" not in sandboxes, what="terminated")
+        assert "terminate sb-4d91a2b3" in engine.calls
+        await wait_for(
+            pilot,
+            lambda: key("sb-4d91a2b3") not in row_ids(screen.metering_table),
+            what="its row to go",
+        )
+        assert key("sb-4d91a2b3") not in screen.lineage_tree._by_id
 
 
 async def test_read_only_disables_mutations() -> None:
     engine = FakeEngine()
-    app = fake_app(read_only=True)
-    app.gateway = engine
+    app = fake_app(read_only=True, gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         await pilot.press("d", "c", "x", "F")
         await pilot.pause(0.1)
         assert isinstance(app.screen, MainScreen)
-        assert screen.check_action("terminate", ()) is None
+        assert screen.check_action("run", ("terminate",)) is None
         screen.run_action_by_name("stop")
         await pilot.pause(0.1)
         assert not [c for c in engine.calls if c.split()[0] in ("create", "stop", "terminate")]
@@ -149,7 +188,7 @@ async def test_not_supported_is_a_notification() -> None:
     app = fake_app(features=())  # the engine as it is today: no fork, shells or metering
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        assert "not available" in screen.metering_note
+        assert "not available" in screen.state.metering_note()
         await pilot.press("o")
         await wait_for(pilot, lambda: bool(app._notifications), what="notification")
         note = list(app._notifications)[-1]
@@ -168,7 +207,10 @@ async def test_engine_unreachable_shows_remedy() -> None:
         note = list(app._notifications)[-1]
         assert "start it" in note.message and note.severity == "error"
         screen = app.screen
-        assert isinstance(screen, MainScreen) and not screen.connected
+        assert isinstance(screen, MainScreen)
+        assert screen.state.hosts["local"].link is Link.UNREACHABLE
+        header = str(screen.query_one(EngineHeader).render())
+        assert "unreachable" in header and "cannot reach the engine" in header, header
 
 
 async def test_filter_narrows_tree_and_table() -> None:
@@ -176,14 +218,17 @@ async def test_filter_narrows_tree_and_table() -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         await pilot.press("slash", *"fork-1")
-        await wait_for(pilot, lambda: {str(k.value) for k in screen.metering_table.rows}
-                       == {"sb-2b7e41d5", "sb-4d91a2b3"}, what="the filtered rows")  # fmt: skip
-        # The tree keeps ancestors for context.
+        forks = {key("sb-2b7e41d5"), key("sb-4d91a2b3")}
+        await wait_for(
+            pilot, lambda: set(row_ids(screen.metering_table)) == forks, what="the filtered rows"
+        )
+        # The tree keeps ancestors for context: the host, the environment and web.
         assert set(screen.lineage_tree._by_id) == {
-            "env:debian:12",
-            WEB,
-            "sb-2b7e41d5",
-            "sb-4d91a2b3",
+            host_key("local"),
+            key("env:debian:12"),
+            key(WEB),
+            key("sb-2b7e41d5"),
+            key("sb-4d91a2b3"),
         }
         await pilot.press("escape")
         await wait_for(pilot, lambda: screen.metering_table.row_count == 6, what="every row back")
@@ -191,8 +236,7 @@ async def test_filter_narrows_tree_and_table() -> None:
 
 async def test_log_search_follow_pause_wrap() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         view = screen.query_one(LogView)
@@ -222,7 +266,7 @@ async def test_shell_tab_with_fake_shell_and_local_pty() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox(WEB)
+        screen.metering_table.select_sandbox(key(WEB))
         await pilot.pause()
         await pilot.press("o")
         pane = screen.query_one(ShellsPane)
@@ -265,11 +309,10 @@ async def test_zoom_gives_logs_the_screen() -> None:
 
 async def test_service_start_opens_its_log_and_stop_asks_which() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox(WEB)
+        screen.metering_table.select_sandbox(key(WEB))
         await pilot.pause()
         await pilot.press("v")
         await wait_for(pilot, lambda: isinstance(app.screen, ServiceScreen), what="the form")
@@ -310,11 +353,10 @@ async def test_service_start_opens_its_log_and_stop_asks_which() -> None:
 
 async def test_service_form_reports_a_bad_probe_with_the_remedy() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox(WEB)
+        screen.metering_table.select_sandbox(key(WEB))
         await pilot.pause()
         await pilot.press("v")
         await wait_for(pilot, lambda: isinstance(app.screen, ServiceScreen))
@@ -331,7 +373,7 @@ async def test_service_log_search_copy_and_wrap() -> None:
     app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox(WEB)
+        screen.metering_table.select_sandbox(key(WEB))
         await pilot.pause()
         await pilot.press("L")  # web has one service: its log opens at once
         await wait_for(pilot, lambda: bool(screen.query(ServiceLogPane)), what="log tab")
@@ -352,11 +394,10 @@ async def test_service_log_search_copy_and_wrap() -> None:
 
 async def test_shell_tab_closes_and_attaches_again_with_scrollback() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox(WEB)
+        screen.metering_table.select_sandbox(key(WEB))
         await pilot.pause()
         await pilot.press("o")  # no shells yet: a new one, no question asked
         pane = screen.query_one(ShellsPane)
@@ -386,11 +427,10 @@ async def test_shell_tab_closes_and_attaches_again_with_scrollback() -> None:
 
 async def test_reset_asks_for_a_snapshot_and_empty_means_creation() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox("sb-2b7e41d5")
+        screen.metering_table.select_sandbox(key("sb-2b7e41d5"))
         await pilot.pause()
         await pilot.press("R")
         await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
@@ -406,12 +446,12 @@ async def test_history_seeds_the_sparklines() -> None:
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        meters = screen.meters
+        meters = screen.state.hosts["local"].meters
+        fork = "sb-4d91a2b3"  # never selected yet: its history was not asked for
+        assert fork not in meters.seeded
         # Forget what the stream brought, as if the dashboard had just opened.
         meters._mem.clear()
         meters._cpu.clear()
-        meters.seeded.clear()
-        screen.select("sb-4d91a2b3")
-        screen.selected_id = None
-        screen.select("sb-4d91a2b3")
-        await wait_for(pilot, lambda: len(meters.memory("sb-4d91a2b3")) == 60, what="seeded")
+        screen.select("local", fork)
+        await wait_for(pilot, lambda: len(meters.memory(fork)) == 60, what="seeded")
+        assert fork in meters.seeded and len(meters.cpu(fork)) == 60

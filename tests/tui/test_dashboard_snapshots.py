@@ -6,7 +6,7 @@ Update after an intended visual change with: pytest tests/tui --snapshot-update
 from __future__ import annotations
 
 import pytest
-from conftest import SIZE, fake_app, loaded, services_shown, wait_for
+from conftest import SIZE, fake_app, key, loaded, services_shown, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -18,7 +18,7 @@ from tui.widgets.shells import ShellsPane
 
 async def _select_web(pilot: Pilot[None]) -> None:
     screen = await loaded(pilot)
-    screen.metering_table.select_sandbox("sb-1f3a9c20")
+    screen.metering_table.select_sandbox(key("sb-1f3a9c20"))
     await pilot.pause(0.05)
     await services_shown(pilot, screen)
     await pilot.pause(0.05)

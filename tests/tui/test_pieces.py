@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import SIZE, fake_app, loaded, wait_for
+from conftest import NO_STALL_S, SIZE, fake_app, key, loaded, wait_for
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 
@@ -70,9 +70,14 @@ def test_theme_file_needs_name_and_primary(tmp_path: Path) -> None:
         load_theme_file(bad)
 
 
-def test_unknown_theme_falls_back_with_a_notice() -> None:
-    app = GroveApp(FakeEngine(), theme="no-such-theme", user_themes=False, refresh_interval=None)
+async def test_unknown_theme_falls_back_with_a_notice() -> None:
+    app = GroveApp(FakeEngine(), theme="no-such-theme", user_themes=False, stall_s=NO_STALL_S)
     assert app.theme == "grove-dark"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: bool(app._notifications), what="the notice")
+        note = next(iter(app._notifications))
+        assert "no-such-theme" in note.message and "grove-light" in note.message
+        assert note.severity == "warning"
 
 
 def test_format_never_invents_zero() -> None:
@@ -140,7 +145,7 @@ CALLS = [
     ("pull_environment", ("debian:12",)),
     ("create_sandbox", ("debian:12",)),
     ("exec_capture", ("x", ["true"])),
-    ("events", ("x",)),
+    ("watch", ()),
     ("lineage", ()),
     ("fork", ("x", 2)),
     ("snapshot", ("x", "s")),
@@ -263,7 +268,7 @@ def test_derive_lineage_nests_forks_and_roots_orphans() -> None:
 
 async def test_demo_builds_a_family_with_a_service_and_a_shell() -> None:
     engine = FakeEngine()
-    app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
+    app = GroveApp(engine, demo=True, user_themes=False, stall_s=NO_STALL_S)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         screen = app.screen
@@ -273,25 +278,26 @@ async def test_demo_builds_a_family_with_a_service_and_a_shell() -> None:
             lambda: any(n.title == "Demo ready" for n in app._notifications),
             what="the demo to finish",
         )
-        await wait_for(pilot, lambda: len(screen.sandboxes) == 10, what="the demo family")
+        sandboxes = screen.state.hosts["local"].sandboxes
+        await wait_for(pilot, lambda: len(sandboxes) == 10, what="the demo family")
         # `web` exists in the fake already, so the tour picks a free name.
-        by_name = {s.name: s for s in screen.sandboxes.values()}
+        by_name = {s.name: s for s in sandboxes.values()}
         web = by_name["web2"]
         assert by_name["web2-fork-1"].parent_id == web.id
         assert by_name["web2-fork-1-1"].parent_id == by_name["web2-fork-1"].id
         assert "pull debian:12" in engine.calls
         assert f"service start {web.id} http" in engine.calls
         assert f"service start {by_name['web2-fork-2'].id} memhog" in engine.calls
-        assert screen.selected_id == by_name["web2-fork-2"].id
+        assert screen.state.selected == key(by_name["web2-fork-2"].id)
         views = screen.query_one(ShellsPane).views
-        assert [v.sandbox_id for v in views] == [web.id]
+        assert [v.sandbox_id for v in views] == [key(web.id)]
         assert [p.service for p in screen.query(ServiceLogPane)] == ["http"]
         assert not [n for n in app._notifications if n.severity == "error"]
 
 
 async def test_demo_stops_with_the_remedy() -> None:
     engine = FakeEngine(features={"metering"})  # an engine without fork
-    app = GroveApp(engine, demo=True, user_themes=False, refresh_interval=None)
+    app = GroveApp(engine, demo=True, user_themes=False, stall_s=NO_STALL_S)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(
             pilot,
@@ -313,9 +319,10 @@ async def test_fake_mode_runs_live() -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         screen = app.screen
         assert isinstance(screen, MainScreen)
-        await wait_for(pilot, lambda: len(screen.sandboxes) == 6 and screen.meters.ts is not None)
-        first = screen.meters.ts
-        await wait_for(pilot, lambda: screen.meters.ts != first, timeout=5, what="a live sample")
+        host = screen.state.hosts["local"]
+        await wait_for(pilot, lambda: len(host.sandboxes) == 6 and host.meters.ts is not None)
+        first = host.meters.ts
+        await wait_for(pilot, lambda: host.meters.ts != first, timeout=5, what="a live sample")
 
 
 async def palette_offers(pilot: Pilot[None], text: str) -> None:
@@ -344,11 +351,10 @@ async def test_palette_switches_theme() -> None:
 
 async def test_palette_runs_sandbox_actions() -> None:
     engine = FakeEngine()
-    app = fake_app()
-    app.gateway = engine
+    app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
-        screen.metering_table.select_sandbox("sb-2b7e41d5")
+        screen.metering_table.select_sandbox(key("sb-2b7e41d5"))
         await pilot.pause()
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: CommandPalette.is_open(app), what="palette")

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from conftest import SIZE, wait_for
+from conftest import SIZE, key, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.widgets.tree import TreeNode
@@ -22,6 +22,7 @@ from tui.engine.grpc_gateway import GrpcGateway
 from tui.models import LineageNode
 from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
 from tui.screens.main import MainScreen
+from tui.state import HostState
 from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
@@ -59,9 +60,7 @@ async def dashboard(
 ) -> AsyncIterator[tuple[GroveApp, Pilot[None], MainScreen]]:
     home = family.grove.home  # type: ignore[attr-defined]
     monkeypatch.setenv("GROVE_HOME", str(home))
-    app = GroveApp(
-        GrpcGateway(Paths(home), autostart=False), refresh_interval=0.5, user_themes=False
-    )
+    app = GroveApp(GrpcGateway(Paths(home), autostart=False), user_themes=False)
     app.animation_level = "none"
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
@@ -69,7 +68,7 @@ async def dashboard(
         assert isinstance(screen, MainScreen)
         await wait_for(
             pilot,
-            lambda: {family.parent, family.child} <= set(screen.sandboxes),
+            lambda: {family.parent, family.child} <= set(local(screen).sandboxes),
             timeout=30,
             what="the family in the inventory",
         )
@@ -78,10 +77,15 @@ async def dashboard(
         assert not errors, errors
 
 
+def local(screen: MainScreen) -> HostState:
+    """The one engine's part of the dashboard's state (a single gateway is host "local")."""
+    return screen.state.hosts["local"]
+
+
 async def select(pilot: Pilot[None], screen: MainScreen, sandbox_id: str) -> None:
     screen.metering_table.focus()
-    screen.select(sandbox_id)
-    await wait_for(pilot, lambda: screen.selected_id == sandbox_id, what="selection")
+    screen.select("local", sandbox_id)
+    await wait_for(pilot, lambda: screen.state.selected == key(sandbox_id), what="selection")
 
 
 async def test_tree_shows_the_family_and_metering_moves(
@@ -89,39 +93,44 @@ async def test_tree_shows_the_family_and_metering_moves(
 ) -> None:
     async with dashboard(family, monkeypatch) as (app, pilot, screen):
         tree, table = screen.lineage_tree, screen.metering_table
-        await wait_for(pilot, lambda: family.child in tree._by_id, what="the fork in the tree")
-        kid = tree._by_id[family.child]
+        meters = local(screen).meters
+        await wait_for(pilot, lambda: key(family.child) in tree._by_id, what="the fork in the tree")
+        kid = tree._by_id[key(family.child)]
         parent = kid.parent
-        assert parent is not None and parent.data is not None and parent.data.id == family.parent
+        assert parent is not None and parent.data is not None
+        assert parent.data.id == key(family.parent)
         environment = parent.parent
         assert environment is not None and environment.data is not None
         assert environment.data.kind == "environment" and environment.data.label == "debian:12"
-        assert str(table.get_cell(family.child, "name")) == "tui-kid-1"
-        assert "running" in str(table.get_cell(family.parent, "phase"))
+        host_node = environment.parent  # the engine's host heads its environments
+        assert host_node is not None and host_node.data is not None
+        assert host_node.data.kind == "host" and host_node.parent is tree.root
+        assert str(table.get_cell(key(family.child), "name")) == "tui-kid-1"
+        assert "running" in str(table.get_cell(key(family.parent), "phase"))
 
         # Metering is pushed by the engine: a row changes between two samples.
-        await wait_for(pilot, lambda: screen.meters.samples >= 1, timeout=20, what="a sample")
+        await wait_for(pilot, lambda: meters.samples >= 1, timeout=20, what="a sample")
         columns = ("unique_mem", "vmm", "cpu", "unique_disk")
 
         def row() -> tuple[str, ...]:
-            return tuple(str(table.get_cell(family.parent, c)) for c in columns)
+            return tuple(str(table.get_cell(key(family.parent), c)) for c in columns)
 
-        first, samples = row(), screen.meters.samples
+        first, samples = row(), meters.samples
         assert first[0] != "-"  # a running sandbox has a memory datum
         await wait_for(
             pilot,
-            lambda: screen.meters.samples > samples and row() != first,
+            lambda: meters.samples > samples and row() != first,
             timeout=30,
             what="a metering value to change",
         )
-        host = screen.meters.host
+        host = meters.host
         assert host is not None and host.mem_cow and host.mem_naive
 
         # The sparklines have a past from the engine's history, not just from this session.
         await select(pilot, screen, family.parent)
         await wait_for(
             pilot,
-            lambda: len(screen.meters.memory(family.parent)) > screen.meters.samples,
+            lambda: len(meters.memory(family.parent)) > meters.samples,
             timeout=10,
             what="history seeded",
         )
@@ -144,7 +153,7 @@ async def test_tree_shows_the_family_and_metering_moves(
 
         await wait_for(pilot, lambda: snapshot() is not None, timeout=60, what="the snapshot")
         node = snapshot()
-        assert node is not None and node.parent is tree._by_id[family.parent]
+        assert node is not None and node.parent is tree._by_id[key(family.parent)]
 
 
 async def test_shell_typed_into_and_attached_again(
@@ -201,7 +210,7 @@ async def test_service_log_follows_and_errors_carry_the_remedy(
         await select(pilot, screen, family.parent)
         await wait_for(
             pilot,
-            lambda: [s.name for s in screen.services.get(family.parent, [])] == ["ticker"],
+            lambda: [s.name for s in local(screen).services.get(family.parent, [])] == ["ticker"],
             timeout=10,
             what="the service listed",
         )
@@ -244,14 +253,17 @@ async def test_terminate_with_confirmation_removes_the_node(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
         await pilot.press("y")
         await wait_for(
-            pilot, lambda: family.child not in screen.sandboxes, timeout=60, what="the fork to go"
+            pilot,
+            lambda: family.child not in local(screen).sandboxes,
+            timeout=60,
+            what="the fork to go",
         )
         await wait_for(
             pilot,
-            lambda: family.child not in [str(k.value) for k in table.rows],
+            lambda: key(family.child) not in [str(k.value) for k in table.rows],
             what="its row to go",
         )
-        assert family.child not in tree._by_id
-        assert family.parent in tree._by_id
+        assert key(family.child) not in tree._by_id
+        assert key(family.parent) in tree._by_id
     listed = json.loads(family.grove.ok("ps", "--json").out)  # type: ignore[attr-defined]
     assert family.child not in [s["id"] for s in listed]

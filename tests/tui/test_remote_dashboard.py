@@ -26,19 +26,20 @@ async def test_dashboard_lists_and_meters_a_remote_engine(
                                "--json"))["id"]  # fmt: skip
     monkeypatch.setenv("HOME", str(remote.sshd.home))  # the client's ~/.ssh
     gateway = GrpcGateway(Paths(remote.local.home), host=remote.url)
-    app = GroveApp(gateway, refresh_interval=0.5, user_themes=False)
+    app = GroveApp(gateway, user_themes=False)
     app.animation_level = "none"
     try:
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
             screen = app.screen
             assert isinstance(screen, MainScreen)
-            await wait_for(pilot, lambda: sid in screen.sandboxes, timeout=60,
+            host = screen.state.hosts["local"]  # one gateway: the dashboard's only host
+            await wait_for(pilot, lambda: sid in host.sandboxes, timeout=60,
                            what="the remote sandbox in the inventory")  # fmt: skip
             header = str(app.screen.query_one(EngineHeader).render())
             assert f"127.0.0.1:{remote.sshd.port}" in header, header
             # Metering arrives from the far engine too.
-            await wait_for(pilot, lambda: len(screen.meters.memory(sid)) >= 2, timeout=30,
+            await wait_for(pilot, lambda: len(host.meters.memory(sid)) >= 2, timeout=30,
                            what="metering samples of the remote sandbox")  # fmt: skip
             errors = [n.message for n in app._notifications if n.severity == "error"]
             assert not errors, errors

@@ -22,6 +22,8 @@ from tui.models import (
     EventInfo,
     ExecResult,
     HostTotals,
+    InventoryChange,
+    Limits,
     LineageNode,
     LogLine,
     MeterSample,
@@ -91,14 +93,14 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
     ]
 
 
-def _population(now: float, n: int) -> list[SandboxInfo]:
+def _population(now: float, n: int, id_base: int = 0xC0000000) -> list[SandboxInfo]:
     """n sandboxes: every eighth a root, the rest forks of an earlier one (a deep forest)."""
     out: list[SandboxInfo] = []
     for i in range(n):
         parent = "" if i % 8 == 0 else out[(i * 7919) % i].id
         out.append(
             SandboxInfo(
-                id=f"sb-{0xC0000000 + i:08x}",
+                id=f"sb-{id_base + i:08x}",
                 name=f"box-{i:03d}",
                 environment="debian:12",
                 phase="running",
@@ -291,8 +293,11 @@ class FakeEngine:
         live_interval: float | None = None,
         fail_connect: GroveError | None = None,
         population: int | None = None,
+        where: str = "demo data (no engine)",
+        id_base: int = 0xC0000000,
     ) -> None:
         self.now = now
+        self.where = where
         self.features = frozenset(features)
         #: None: metering yields its history and then stays quiet (snapshot tests);
         #: a number: a new sample every that many seconds (demos).
@@ -307,10 +312,13 @@ class FakeEngine:
                 size_bytes=_TEMPLATE_DISK,
             ),
         ]
-        people = _sandboxes(now) if population is None else _population(now, population)
+        people = _sandboxes(now) if population is None else _population(now, population, id_base)
         self.sandboxes = {s.id: s for s in people}
         self._events: list[EventInfo] = []
         self._subscribers: list[tuple[str, asyncio.Queue[EventInfo]]] = []
+        self._watchers: list[asyncio.Queue[EventInfo | None]] = []
+        #: Set: every call blocks forever (a hung host, for the fleet's tests and bench).
+        self.hang = False
         self._created = 0
         self._tick = HISTORY
         self.calls: list[str] = []
@@ -350,6 +358,8 @@ class FakeEngine:
             len(self._events) + 1, sandbox_id, self.now if ts is None else ts, kind, dict(detail)
         )
         self._events.append(event)
+        for watcher in self._watchers:
+            watcher.put_nowait(event)
         for wanted, queue in self._subscribers:
             if wanted == sandbox_id:
                 queue.put_nowait(event)
@@ -396,17 +406,83 @@ class FakeEngine:
 
     @property
     def description(self) -> str:
-        return "demo data (no engine)"
+        return self.where
 
-    async def connect(self) -> None:
+    async def connect(self, start: bool = True) -> None:
         self.calls.append("connect")
+        await self._while_hung()
         if self.fail_connect is not None:
             raise self.fail_connect
+
+    async def watch(self, after: int = 0, replay: int = 0) -> AsyncIterator[InventoryChange]:
+        """The inventory watch: everything first, then what each burst of events changed."""
+        if self.fail_connect is not None:
+            raise self.fail_connect
+        queue: asyncio.Queue[EventInfo | None] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            if after:
+                events = [e for e in self._events if e.seq > after]
+            else:
+                events = self._events[-replay:] if replay else []
+            yield InventoryChange(
+                cursor=len(self._events),
+                full=True,
+                sandboxes=tuple(await self.list_sandboxes()),
+                events=tuple(events),
+                environments=tuple(self.environments),
+                lineage=tuple(await self._lineage_nodes()),
+            )
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                if None in items and self.fail_connect is not None:
+                    raise self.fail_connect  # dropped: the stream breaks as a lost link's does
+                batch = [e for e in items if e is not None]
+                named = {e.sandbox_id for e in batch}
+                listed = [self.sandboxes[i] for i in named if i in self.sandboxes]
+                if not batch:
+                    continue
+                yield InventoryChange(
+                    cursor=batch[-1].seq,
+                    full=False,
+                    sandboxes=tuple(s for s in listed if s.phase != "terminated"),
+                    removed=tuple(s.id for s in listed if s.phase == "terminated"),
+                    events=tuple(batch),
+                    environments=tuple(self.environments),
+                    lineage=tuple(await self._lineage_nodes()),
+                )
+        finally:
+            self._watchers.remove(queue)
+
+    async def _while_hung(self) -> None:
+        while self.hang:  # a call to a hung engine returns once it answers again, if ever
+            await asyncio.sleep(0.05)
+
+    def drop(self, error: GroveError | None = None) -> None:
+        """The engine goes away: open streams break and connecting fails until `restore()`."""
+        self.fail_connect = error or GroveError(
+            "engine_unreachable",
+            "the engine stopped answering (connection reset)",
+            "check the host; the dashboard reconnects by itself",
+        )
+        for watcher in self._watchers:
+            watcher.put_nowait(None)
+
+    def restore(self) -> None:
+        self.fail_connect = None
+
+    async def _lineage_nodes(self) -> list[LineageNode]:
+        if "lineage" in self.features:
+            return await self.lineage()
+        return derive_lineage(self.environments, await self.list_sandboxes())
 
     async def close(self) -> None:
         return None
 
     async def status(self) -> EngineInfo:
+        await self._while_hung()
         running = sum(1 for s in self.sandboxes.values() if s.phase == "running")
         return EngineInfo(
             pid=4242,
@@ -418,6 +494,7 @@ class FakeEngine:
             sandboxes_running=running,
             host_cpus=2,
             host_mem_bytes=24 * 1024 * MiB,
+            limits=Limits(),
         )
 
     async def list_environments(self) -> list[EnvironmentInfo]:
@@ -534,6 +611,8 @@ class FakeEngine:
             return
         while True:
             await asyncio.sleep(interval)
+            while self.hang:  # a hung engine: the stream stays open and says nothing
+                await asyncio.sleep(0.05)
             self._tick += 1
             yield _sample(self.sandboxes.values(), self._tick, self.now)
 
@@ -655,6 +734,7 @@ class FakeEngine:
             self.services[key], state="stopped", pid=None, ready=False
         )
         self.log(sandbox.id, name, "stopped (TERM)", "grove")
+        self._emit(sandbox.id, "service_stopped", service=name, exit_code=None)  # as the engine
         return info
 
     async def service_logs(
@@ -674,3 +754,41 @@ class FakeEngine:
                 yield await queue.get()
         finally:
             self._log_subscribers.remove(subscription)
+
+
+def fake_fleet(
+    hosts: int,
+    population: int | None = None,
+    unreachable: int = 0,
+    now: float = FAKE_NOW,
+    live_interval: float | None = 1.0,
+    hung: int = 0,
+) -> dict[str, FakeEngine]:
+    """`hosts` fake engines (host-1 ...), `unreachable` more that refuse connections, and
+    `hung` more whose connection attempts never return (a host that drops packets)."""
+    fleet: dict[str, FakeEngine] = {}
+    for i in range(hosts):
+        name = f"host-{i + 1}"
+        fleet[name] = FakeEngine(
+            now=now,
+            live_interval=live_interval,
+            population=population,
+            where=f"ssh://grove@{name}",
+            id_base=0xC0000000 + i * 0x100000,
+        )
+    for i in range(unreachable):
+        name = f"down-{i + 1}"
+        fleet[name] = FakeEngine(
+            now=now,
+            where=f"ssh://grove@{name}",
+            fail_connect=GroveError(
+                "host_unreachable",
+                f"cannot reach {name}:22 (connection refused)",
+                "check that the host is up and sshd listens",
+            ),
+        )
+    for i in range(hung):
+        name = f"hung-{i + 1}"
+        fleet[name] = FakeEngine(now=now, where=f"ssh://grove@{name}")
+        fleet[name].hang = True
+    return fleet

@@ -17,8 +17,8 @@ from engine.errors import GroveError
 from tui.models import (
     EngineInfo,
     EnvironmentInfo,
-    EventInfo,
     ExecResult,
+    InventoryChange,
     LineageNode,
     LogLine,
     MeterSample,
@@ -67,8 +67,8 @@ class ShellSession(Protocol):
 
 @runtime_checkable
 class EngineGateway(Protocol):
-    async def connect(self) -> None:
-        """Reach the engine, starting it if this gateway may; raises GroveError when it can't."""
+    async def connect(self, start: bool = True) -> None:
+        """Reach the engine (starting it if `start` and this gateway may); GroveError if not."""
         ...
 
     async def close(self) -> None: ...
@@ -100,8 +100,9 @@ class EngineGateway(Protocol):
         self, ref: str, argv: Sequence[str], timeout_s: float | None = None
     ) -> ExecResult: ...
 
-    def events(self, sandbox: str, follow: bool = True, after: int = 0) -> AsyncIterator[EventInfo]:
-        """A sandbox's lifecycle events, oldest first; with follow, never ends on its own."""
+    def watch(self, after: int = 0, replay: int = 0) -> AsyncIterator[InventoryChange]:
+        """Every sandbox's lifecycle on one stream: the whole inventory first (with the events
+        after `after`, or the newest `replay` ones), then what each burst of events changed."""
         ...
 
     # Optional features: a gateway without one raises not_supported().

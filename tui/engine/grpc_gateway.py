@@ -22,6 +22,8 @@ from tui.models import (
     EventInfo,
     ExecResult,
     HostTotals,
+    InventoryChange,
+    Limits,
     LineageNode,
     LogLine,
     MeterSample,
@@ -51,6 +53,40 @@ def engine_info(s: m.EngineInfo, host: m.HostMeter | None = None) -> EngineInfo:
         sandboxes_running=s.sandboxes_running,
         host_cpus=cpus,
         host_mem_bytes=mem,
+        limits=limits(s.limits),
+    )
+
+
+def limits(lim: m.Limits | None) -> Limits | None:
+    if lim is None:
+        return None
+    return Limits(
+        max_fork_replicas=lim.max_fork_replicas,
+        max_vcpus=lim.max_vcpus,
+        min_mem_mib=lim.min_mem_mib,
+        max_mem_mib=lim.max_mem_mib,
+    )
+
+
+def event_info(e: m.Event) -> EventInfo:
+    return EventInfo(
+        seq=e.seq, sandbox_id=e.sandbox_id, ts=e.ts, kind=e.kind, detail=dict(e.detail)
+    )
+
+
+def inventory_change(u: m.InventoryUpdate) -> InventoryChange:
+    return InventoryChange(
+        cursor=u.cursor,
+        full=u.full,
+        sandboxes=tuple(sandbox_info(s) for s in u.sandboxes),
+        removed=tuple(u.removed),
+        events=tuple(event_info(e) for e in u.events),
+        environments=(
+            tuple(environment_info(e) for e in u.environments)
+            if u.environments is not None
+            else None
+        ),
+        lineage=tuple(lineage_nodes(u.lineage)) if u.lineage is not None else None,
     )
 
 
@@ -222,14 +258,16 @@ class GrpcGateway:
             return self._grove.description
         return self.host or str(self.paths.socket)
 
-    async def connect(self) -> None:
+    async def connect(self, start: bool = True) -> None:
         async with self._connecting:
             if self._grove is not None and (
                 self._grove.tunnel is not None or await asyncio.to_thread(socket_alive, self.paths)
             ):
                 return
             # Starts the engine on demand (off this loop) and checks its API version.
-            grove = await AsyncGrove.connect(self.paths, autostart=self.autostart, host=self.host)
+            grove = await AsyncGrove.connect(
+                self.paths, autostart=self.autostart and start, host=self.host
+            )
             await self.close()
             self._grove = grove
 
@@ -294,14 +332,10 @@ class GrpcGateway:
         result = await grove.exec(ref, argv, timeout_s=timeout_s or 0)
         return ExecResult(result.exit_code, result.stdout, result.stderr, result.duration_ms)
 
-    async def events(
-        self, sandbox: str, follow: bool = True, after: int = 0
-    ) -> AsyncIterator[EventInfo]:
+    async def watch(self, after: int = 0, replay: int = 0) -> AsyncIterator[InventoryChange]:
         grove = await self._client()
-        async for e in grove.events(sandbox, follow=follow, after=after):
-            yield EventInfo(
-                seq=e.seq, sandbox_id=e.sandbox_id, ts=e.ts, kind=e.kind, detail=dict(e.detail)
-            )
+        async for update in grove.watch_inventory(after=after, replay=replay):
+            yield inventory_change(update)
 
     # metering, lineage, fork, snapshots
 

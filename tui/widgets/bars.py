@@ -1,16 +1,63 @@
-"""One-line bars: the engine header, the activity line and the host summary."""
+"""One-line bars: the engine header, the activity line and the host (or fleet) summary."""
 
 from __future__ import annotations
 
 from textual.content import Content
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from tui import format as fmt
 from tui.models import EngineInfo, HostTotals
+from tui.state import DashboardState, HostState, Link
+from tui.widgets.redraws import Redraws
+
+LINK_STYLE = {
+    Link.CONNECTED: "$success",
+    Link.CONNECTING: "$warning",
+    Link.RECONNECTING: "$warning",
+    Link.UNREACHABLE: "$error",
+}
 
 
-class EngineHeader(Static):
-    """grove · engine pid · accelerator · host · state. No clock: the screen stays still."""
+class EngineHeader(Static, Redraws):
+    """grove · engine pid · accelerator · host · state, or for a fleet: its hosts' states.
+    No clock: the screen stays still."""
+
+    hosts_rev: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, state: DashboardState, read_only: bool = False, *, id: str | None = None):
+        super().__init__(id=id)
+        self.state = state
+        self.read_only = read_only
+
+    def on_mount(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        hosts = self.state.shown_hosts()
+        if len(hosts) == 1:
+            host = hosts[0]
+            state = "" if host.connected else _link_text(host)
+            total = len(self.state.hosts)
+            note = f"showing 1 of {total} hosts · H shows all" if total > 1 else ""
+            self.show(
+                host.info if host.connected else None, state, self.read_only, host.where, note
+            )
+            return
+        parts: list[Content] = [Content.from_markup("[b $primary] grove [/]")]
+        total = len(self.state.hosts)
+        shown = "" if len(hosts) == total else f" (showing {len(hosts)} of {total})"
+        parts.append(Content.from_markup("[b]$n[/] hosts$s", n=str(total), s=shown))
+        for host in hosts:
+            style = LINK_STYLE[host.link]
+            parts.append(
+                Content.from_markup(
+                    f"$name [{style}]$link[/]", name=host.name, link=host.link.value
+                )
+            )
+        if self.read_only:
+            parts.append(Content.from_markup("[b $error]READ-ONLY[/]"))
+        self.update(Content(" │ ").join(parts), layout=False)
 
     def show(
         self,
@@ -18,6 +65,7 @@ class EngineHeader(Static):
         state: str,
         read_only: bool = False,
         where: str = "",
+        note: str = "",
     ) -> None:
         parts: list[Content] = [Content.from_markup("[b $primary] grove [/]")]
         if info is None:
@@ -43,6 +91,8 @@ class EngineHeader(Static):
             parts.append(Content.from_markup("[b]$n[/] running", n=str(info.sandboxes_running)))
             if state:
                 parts.append(Content.from_markup("[$warning]$state[/]", state=state))
+        if note:
+            parts.append(Content.from_markup("[dim]$note[/]", note=note))
         if read_only:
             parts.append(Content.from_markup("[b $error]READ-ONLY[/]"))
         self.update(Content(" │ ").join(parts), layout=False)  # one fixed line
@@ -72,31 +122,101 @@ class ActivityLine(Static):
         )
 
 
-class HostBar(Static):
+class HostBar(Static, Redraws):
     """Host totals on two aligned lines: memory and disk, CoW-aware (shared pages and layers
     counted once) against naive (every process and disk chain counted in full), and the saving.
+    A fleet sums the hosts that answer and adds a line of per-host figures.
     """
 
-    def show(self, host: HostTotals | None, sandboxes: int, running: int, note: str = "") -> None:
+    meters_rev: reactive[int] = reactive(0, init=False)
+    hosts_rev: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, state: DashboardState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+
+    def on_mount(self) -> None:
+        self.set_class(len(self.state.hosts) > 1, "-fleet")
+        self.draw()
+
+    def draw(self) -> None:
+        fleet = self.state.fleet()
+        label = "fleet" if len(self.state.hosts) > 1 else "host"
+        fleet_mode = len(self.state.hosts) > 1
+        lines = self.summary(
+            fleet.host,
+            fleet.sandboxes,
+            fleet.running,
+            self.state.metering_note(),
+            label,
+            counts_apart=fleet_mode,
+        )
+        if fleet_mode:
+            per_host = Content(" · ").join(_host_figure(h) for h in self.state.shown_hosts())
+            counts = Content.from_markup(
+                "[b]$r[/] of $n sandboxes running", r=str(fleet.running), n=str(fleet.sandboxes)
+            )
+            lines.append(Content("hosts  ") + per_host + Content("   ") + counts)
+        # Fixed height: no layout pass for an update every second.
+        self.update(Content("\n").join(lines), layout=False)
+
+    @staticmethod
+    def summary(
+        host: HostTotals | None,
+        sandboxes: int,
+        running: int,
+        note: str = "",
+        label: str = "host",
+        counts_apart: bool = False,
+    ) -> list[Content]:
+        """Memory and disk lines; the sandbox counts end the second one unless `counts_apart`."""
         counts = Content.from_markup(
             "[b]$r[/] of $n sandboxes running", r=str(running), n=str(sandboxes)
         )
+        if counts_apart:
+            counts = Content("")
         if host is None:
             first = Content.from_markup(
-                "[b]host[/]  [dim]$note[/]", note=note or "waiting for the first metering sample"
+                "[b]$label[/]  [dim]$note[/]",
+                label=label,
+                note=note or "waiting for the first metering sample",
             )
-            self.update(Content("\n").join([first, Content("      ") + counts]), layout=False)
-            return
+            return [first, Content(" " * (len(label) + 2)) + counts]
         cores = f" of {host.cpu_count} cores" if host.cpu_count else ""
         cpu = Content.from_markup(
             "CPU [b $grove-cpu]$cpu[/]$cores", cpu=fmt.percent(host.cpu_percent), cores=cores
         )
         mem = _line(
-            "[b]host[/]  memory", host.mem_cow, host.mem_naive, host.mem_saved, host.template_mem
+            f"[b]{label}[/]  memory",
+            host.mem_cow,
+            host.mem_naive,
+            host.mem_saved,
+            host.template_mem,
         )
-        disk = _line("      disk  ", host.disk_cow, host.disk_naive, None)
-        # Fixed height: no layout pass for an update every second.
-        self.update(Content("\n").join([mem + "   " + cpu, disk + "   " + counts]), layout=False)
+        disk = _line(" " * (len(label) + 2) + "disk  ", host.disk_cow, host.disk_naive, None)
+        return [mem + "   " + cpu, disk + "   " + counts]
+
+
+def _link_text(host: HostState) -> str:
+    if host.link is Link.CONNECTING:
+        return "connecting to the engine…"
+    why = f": {host.error.message}" if host.error is not None else ""
+    return f"{host.link.value}{why} · r reconnects"
+
+
+def _host_figure(host: HostState) -> Content:
+    """'b 212 MiB of 8 GiB (3 sandboxes)', or its state when it does not answer."""
+    if not host.connected:
+        style = LINK_STYLE[host.link]
+        why = f" ({_brief(host.error.message, 40)})" if host.error is not None else ""
+        return Content.from_markup(
+            f"$name [{style}]$link[/][dim]$why[/]", name=host.name, link=host.link.value, why=why
+        )
+    totals = host.meters.host
+    mem = fmt.size(totals.mem_cow if totals is not None else None)
+    return Content.from_markup(
+        "$name [b $grove-shared]$mem[/] ($n)", name=host.name, mem=mem, n=str(len(host.sandboxes))
+    )
 
 
 def _line(

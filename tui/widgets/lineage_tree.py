@@ -1,50 +1,44 @@
-"""The lineage tree: environments, snapshots and sandboxes, forks nested under their parents."""
+"""The lineage tree: hosts, then their environments, snapshots and sandboxes, forks nested
+under their parents. It draws DashboardState.tree() whenever the tree's revision moves."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from tui.models import LineageNode
+from tui import format as fmt
+from tui.models import HostRow, LineageNode
 from tui.palette import Palette
+from tui.state import DashboardState, split
+from tui.widgets.redraws import Redraws
+
+HOST_STYLE = {
+    "connected": "grove-running",
+    "connecting": "grove-paused",
+    "reconnecting": "grove-paused",
+    "unreachable": "grove-failed",
+}
 
 
-def matches(node: LineageNode, needle: str) -> bool:
-    if not needle:
-        return True
-    fields = [node.label, node.id, node.phase]
-    if node.sandbox is not None:
-        fields.append(node.sandbox.environment)
-    return any(needle in f.lower() for f in fields)
-
-
-def visible_nodes(nodes: Sequence[LineageNode], needle: str) -> list[LineageNode]:
-    """Nodes that match the filter, plus every ancestor so each match keeps its place."""
-    needle = needle.lower().strip()
-    if not needle:
-        return list(nodes)
-    by_id = {n.id: n for n in nodes}
-    keep: set[str] = set()
-    for node in nodes:
-        if matches(node, needle):
-            current: LineageNode | None = node
-            while current is not None and current.id not in keep:
-                keep.add(current.id)
-                current = by_id.get(current.parent_id)
-    return [n for n in nodes if n.id in keep]
-
-
-class LineageTree(Tree[LineageNode]):
+class LineageTree(Tree[LineageNode], Redraws):
     """Rebuilt only when its shape changes; otherwise labels update in place.
 
-    The periodic refresh therefore never moves the cursor nor collapses what the user opened.
+    An update therefore never moves the cursor nor collapses what the user opened.
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    tree_rev: reactive[int] = reactive(0, init=False)
+    meters_rev: reactive[int] = reactive(0, init=False)  # host rows show their memory
+    selection_rev: reactive[int] = reactive(0, init=False)
+
+    def __init__(
+        self, state: DashboardState, *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__("lineage", id=id, classes=classes)
+        self.state = state
         self.show_root = False
         self.guide_depth = 3
         self._shape: tuple[tuple[str, str, str], ...] = ()
@@ -52,19 +46,27 @@ class LineageTree(Tree[LineageNode]):
         self._collapsed: set[str] = set()
         self.palette = Palette({})
 
-    def show(self, nodes: Sequence[LineageNode], needle: str = "") -> None:
-        shown = visible_nodes(nodes, needle)
+    def draw(self) -> None:
+        self.show(self.state.tree())
+        self.select_sandbox(self.state.selected)
+
+    def watch_selection_rev(self) -> None:
+        self.select_sandbox(self.state.selected)  # no redraw: the cursor follows
+
+    def show(self, shown: Sequence[LineageNode]) -> None:
         shape = tuple((n.id, n.parent_id, n.kind) for n in shown)
         if shape == self._shape:
             for node in shown:
                 tree_node = self._by_id.get(node.id)
-                if tree_node is not None and tree_node.data != node:
+                if tree_node is not None and tree_node.data is not node and tree_node.data != node:
                     tree_node.data = node
                     tree_node.set_label(self.label_for(node))
             return
         self._rebuild(shown, shape)
 
-    def _rebuild(self, shown: list[LineageNode], shape: tuple[tuple[str, str, str], ...]) -> None:
+    def _rebuild(
+        self, shown: Sequence[LineageNode], shape: tuple[tuple[str, str, str], ...]
+    ) -> None:
         cursor = self.cursor_node.data.id if self.cursor_node and self.cursor_node.data else None
         for node_id, tree_node in self._by_id.items():
             if tree_node.allow_expand and not tree_node.is_expanded:
@@ -100,6 +102,8 @@ class LineageTree(Tree[LineageNode]):
 
     def label_for(self, node: LineageNode) -> Text:
         palette = self.palette
+        if node.kind == "host" and node.host is not None:
+            return self._host_label(node.host)
         if node.kind == "environment":
             color = "grove-environment"
             return Text.assemble(
@@ -109,8 +113,23 @@ class LineageTree(Tree[LineageNode]):
             return Text.assemble(("◇ ", palette.style("grove-environment")), node.label)
         text = Text.assemble((palette.icon(node.phase) + " ", palette.phase(node.phase)))
         text.append(node.label, style="bold" if palette.bold else "")
-        if node.sandbox is not None and node.sandbox.parent_id and not node.parent_id:
+        if node.sandbox is not None and node.sandbox.parent_id and not split(node.parent_id)[1]:
             text.append(" (parent gone)", style="dim")
+        return text
+
+    def _host_label(self, host: HostRow) -> Text:
+        palette = self.palette
+        style = palette.style(HOST_STYLE.get(host.link, "grove-failed"))
+        text = Text.assemble(("▣ ", style), (host.name, palette.style("", bold=True)))
+        if host.link != "connected":
+            text.append(f" {host.link}", style=style)
+            if host.error:
+                text.append(f": {host.error}", style="dim")
+            return text
+        details = [host.accelerator or "", f"{host.running}/{host.sandboxes}"]
+        if host.mem_cow is not None:
+            details.append(fmt.size(host.mem_cow))
+        text.append(" " + " · ".join(d for d in details if d), style="dim")
         return text
 
     def restyle(self, palette: Palette) -> None:
@@ -128,6 +147,12 @@ class LineageTree(Tree[LineageNode]):
         if current != sandbox_id:
             _ = self._tree_lines  # a fresh rebuild: lay out lines so the node knows its line
             self.move_cursor(self._by_id[sandbox_id], animate=False)
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The fleet key of the node under the cursor, whatever its kind."""
+        node = self.cursor_node
+        return node.data.id if node is not None and node.data is not None else None
 
     @property
     def selected_sandbox(self) -> str | None:

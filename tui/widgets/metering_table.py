@@ -1,17 +1,23 @@
-"""The metering table: one row per sandbox, sortable by any column, '-' where no datum."""
+"""The metering table: one row per sandbox of every shown host, '-' where no datum.
+
+It draws DashboardState.rows() (already filtered and in the chosen order) when the
+metering, the inventory or the view moves; a click on a header asks for that sort.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
+from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from tui import format as fmt
-from tui.models import SandboxInfo, SandboxMeter
 from tui.palette import Palette
+from tui.state import DashboardState, Row
+from tui.widgets.redraws import Redraws
 
 
 @dataclass(frozen=True)
@@ -34,158 +40,176 @@ COLUMNS = (
     Column("cpu", "CPU", 6, True),
     Column("age", "age", 7, True),
 )
-_BY_KEY = {c.key: c for c in COLUMNS}
-TREE_ORDER = "tree"  # not a column: rows in the lineage tree's order
+#: Rows above and below the visible ones that are kept current too.
+WINDOW_MARGIN = 5
+HOST_COLUMN = Column("host", "host", 10)
+#: A fleet's table: the host instead of the id (the filter still finds ids; the tree and the
+#: usage panel name the selection).
+FLEET_COLUMNS = (HOST_COLUMN, *(c for c in COLUMNS if c.key != "id"))
 
 
-@dataclass(frozen=True)
-class MeterRow:
-    sandbox: SandboxInfo
-    meter: SandboxMeter | None
-    #: Place in the lineage tree (depth first): the default order, so rows line up with it.
-    position: int = 0
-
-    def value(self, key: str, now: float) -> Any:
-        """The raw value a column sorts by; None sorts last."""
-        s, m = self.sandbox, self.meter
-        return {
-            "tree": self.position,
-            "name": s.label.lower(),
-            "id": s.id,
-            "phase": s.phase,
-            "unique_mem": m.unique_mem if m else None,
-            "shared_mem": m.shared_mem if m else None,
-            "vmm": m.vmm_overhead if m else None,
-            "unique_disk": m.unique_disk if m else None,
-            "cpu": m.cpu_percent if m else None,
-            "age": (now - s.created_at) if s.created_at > 0 else None,
-        }[key]
-
-    def cells(self, now: float, palette: Palette) -> list[Text]:
-        s, m = self.sandbox, self.meter
-        text = {
-            "name": s.label,
-            "id": fmt.short_id(s.id),
-            "phase": f"{palette.icon(s.phase)} {s.phase}",
-            "unique_mem": fmt.size(m.unique_mem if m else None),
-            "shared_mem": fmt.size(m.shared_mem if m else None),
-            "vmm": fmt.size(m.vmm_overhead if m else None),
-            "unique_disk": fmt.size(m.unique_disk if m else None),
-            "cpu": fmt.percent(m.cpu_percent if m else None),
-            "age": fmt.age(s.created_at, now),
-        }
-        cells = []
-        for column in COLUMNS:
-            style = palette.phase(s.phase) if column.key == "phase" else ""
-            cells.append(
-                Text(
-                    text[column.key],
-                    style=style,
-                    justify="right" if column.numeric else "left",
-                    no_wrap=True,
-                    overflow="ellipsis",
-                )
+def row_cells(row: Row, now: float, palette: Palette, columns: Sequence[Column]) -> list[Text]:
+    s, m = row.sandbox, row.meter
+    text = {
+        "host": row.host,
+        "name": s.label,
+        "id": fmt.short_id(s.id),
+        "phase": f"{palette.icon(s.phase)} {s.phase}",
+        "unique_mem": fmt.size(m.unique_mem if m else None),
+        "shared_mem": fmt.size(m.shared_mem if m else None),
+        "vmm": fmt.size(m.vmm_overhead if m else None),
+        "unique_disk": fmt.size(m.unique_disk if m else None),
+        "cpu": fmt.percent(m.cpu_percent if m else None),
+        "age": fmt.age(s.created_at, now),
+    }
+    cells = []
+    for column in columns:
+        style = palette.phase(s.phase) if column.key == "phase" else ""
+        cells.append(
+            Text(
+                text[column.key],
+                style=style,
+                justify="right" if column.numeric else "left",
+                no_wrap=True,
+                overflow="ellipsis",
             )
-        return cells
+        )
+    return cells
 
 
-class MeteringTable(DataTable[Text]):
+class MeteringTable(DataTable[Text], Redraws):
     """Updates cells in place when the row order is unchanged, so the cursor never jumps."""
 
-    def __init__(self, now: Callable[[], float], *, id: str | None = None) -> None:
+    meters_rev: reactive[int] = reactive(0, init=False)
+    tree_rev: reactive[int] = reactive(0, init=False)
+    view_rev: reactive[int] = reactive(0, init=False)
+    selection_rev: reactive[int] = reactive(0, init=False)
+
+    @dataclass
+    class SortRequested(Message):
+        key: str
+
+    def __init__(
+        self, state: DashboardState, now: Callable[[], float], *, id: str | None = None
+    ) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.state = state
         self.now = now
-        self.sort_key = TREE_ORDER
-        self.sort_reverse = False
         self.palette = Palette({})
-        self._rows: list[MeterRow] = []
+        # A fleet gets a host column; the hosts are known when the dashboard starts.
+        self.columns_shown = FLEET_COLUMNS if len(state.hosts) > 1 else COLUMNS
         self._order: list[str] = []
         self._shown: dict[str, list[Text]] = {}
+        self._latest: dict[str, Row] = {}
+        #: Rows whose figures changed while they were off screen.
+        self._stale: set[str] = set()
+        self._sorted_by: tuple[str, bool] = ("", False)
         # Cells by what they show: with hundreds of rows, most are unchanged every second.
         self._cells: dict[str, tuple[tuple[object, ...], list[Text]]] = {}
 
     def on_mount(self) -> None:
-        for column in COLUMNS:
+        for column in self.columns_shown:
             self.add_column(self._header(column), key=column.key, width=column.width)
+        self.draw()
+
+    def watch_selection_rev(self) -> None:
+        self.select_sandbox(self.state.selected)  # no redraw: the cursor follows
 
     def _header(self, column: Column) -> Text:
         label = column.label
-        if column.key == self.sort_key:
-            label += " ▼" if self.sort_reverse else " ▲"
+        if column.key == self.state.sort_key:
+            label += " ▼" if self.state.sort_reverse else " ▲"
         return Text(label, justify="right" if column.numeric else "left")
 
-    def show(self, rows: Sequence[MeterRow]) -> None:
-        self._rows = list(rows)
+    def draw(self) -> None:
+        sorting = (self.state.sort_key, self.state.sort_reverse)
+        if sorting != self._sorted_by and self.columns:
+            self._sorted_by = sorting
+            for column in self.columns_shown:
+                self.columns[column.key].label = self._header(column)  # type: ignore[index]
+            self.refresh()
+        self.show(self.state.rows(self.now()))
+        self.select_sandbox(self.state.selected)
+
+    def show(self, rows: Sequence[Row]) -> None:
+        """Cells change in place; only rows on screen (and a margin) are redrawn now, the rest
+        when they scroll into view: a fleet has a thousand rows and shows thirty."""
         now = self.now()
-        ordered = sorted(
-            self._rows, key=lambda r: self._sort_value(r, now), reverse=self.sort_reverse
-        )
-        order = [r.sandbox.id for r in ordered]
-        cells = {r.sandbox.id: self._row_cells(r, now) for r in ordered}
+        order = [r.key for r in rows]
+        self._latest = {r.key: r for r in rows}
         if order == self._order:
-            for key in order:
-                old = self._shown.get(key, [])
-                if cells[key] is old:
-                    continue  # the very cells already shown
-                for column, new, previous in zip(COLUMNS, cells[key], old, strict=False):
-                    if new != previous:
-                        self.update_cell(key, column.key, new)
+            low, high = self._window()
+            for index, key in enumerate(order):
+                if low <= index < high:
+                    self._redraw_row(key, now)
+                else:
+                    self._stale.add(key)
         else:
             selected = self.selected_sandbox
             self.clear()
+            self._shown = {}
             for key in order:
-                self.add_row(*cells[key], key=key)
+                cells = self._row_cells(self._latest[key], now)
+                self.add_row(*cells, key=key)
+                self._shown[key] = cells
+            self._stale.clear()
             if selected in order:
                 self.move_cursor(row=order.index(selected), animate=False, scroll=False)
         self._order = order
-        self._shown = cells
-        for gone in self._cells.keys() - cells.keys():
+        for gone in self._cells.keys() - self._latest.keys():
             del self._cells[gone]
+            self._shown.pop(gone, None)
 
-    def _row_cells(self, row: MeterRow, now: float) -> list[Text]:
+    def _window(self) -> tuple[int, int]:
+        top = int(self.scroll_y)
+        return max(0, top - WINDOW_MARGIN), top + self.size.height + WINDOW_MARGIN
+
+    def _redraw_row(self, key: str, now: float) -> None:
+        self._stale.discard(key)
+        cells = self._row_cells(self._latest[key], now)
+        old = self._shown.get(key, [])
+        if cells is old:
+            return  # the very cells already shown
+        for column, new, previous in zip(self.columns_shown, cells, old, strict=False):
+            if new != previous:
+                self.update_cell(key, column.key, new)
+        self._shown[key] = cells
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._redraw_stale()
+
+    def on_resize(self) -> None:
+        self._redraw_stale()
+
+    def _redraw_stale(self) -> None:
+        if not self._stale:
+            return
+        now = self.now()
+        low, high = self._window()
+        for key in self._order[low:high]:
+            if key in self._stale:
+                self._redraw_row(key, now)
+
+    def _row_cells(self, row: Row, now: float) -> list[Text]:
         key = (row.sandbox, row.meter, fmt.age(row.sandbox.created_at, now), id(self.palette))
-        cached = self._cells.get(row.sandbox.id)
+        cached = self._cells.get(row.key)
         if cached is not None and cached[0] == key:
             return cached[1]
-        cells = row.cells(now, self.palette)
-        self._cells[row.sandbox.id] = (key, cells)
+        cells = row_cells(row, now, self.palette, self.columns_shown)
+        self._cells[row.key] = (key, cells)
         return cells
-
-    def _sort_value(self, row: MeterRow, now: float) -> tuple[int, Any, str]:
-        value = row.value(self.sort_key, now)
-        missing = value is None
-        # Missing data sorts last whichever the direction.
-        return (
-            int(missing) if not self.sort_reverse else -int(missing),
-            value if not missing else 0,
-            row.sandbox.label.lower(),
-        )
-
-    def sort_by(self, key: str, reverse: bool | None = None) -> None:
-        if key not in _BY_KEY and key != TREE_ORDER:
-            return
-        if reverse is None:
-            reverse = not self.sort_reverse if key == self.sort_key else False
-        self.sort_key, self.sort_reverse = key, reverse
-        for column in COLUMNS:
-            self.columns[column.key].label = self._header(column)  # type: ignore[index]
-        self._order = []
-        self.show(self._rows)
-        self.refresh()
-
-    def cycle_sort(self) -> None:
-        keys = [TREE_ORDER, *(c.key for c in COLUMNS)]
-        self.sort_by(keys[(keys.index(self.sort_key) + 1) % len(keys)], reverse=False)
 
     def restyle(self, palette: Palette) -> None:
         self.palette = palette
         self._order = []
-        self.show(self._rows)
+        if self.is_mounted:
+            self.draw()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
         if event.column_key.value:
-            self.sort_by(event.column_key.value)
+            self.post_message(self.SortRequested(event.column_key.value))
 
     @property
     def selected_sandbox(self) -> str | None:
@@ -197,8 +221,8 @@ class MeteringTable(DataTable[Text]):
             return None
         return key.value
 
-    def select_sandbox(self, sandbox_id: str | None) -> None:
-        if sandbox_id is None or sandbox_id not in self._order:
+    def select_sandbox(self, key: str | None) -> None:
+        if key is None or key not in self._order:
             return
-        if self.selected_sandbox != sandbox_id:
-            self.move_cursor(row=self._order.index(sandbox_id), animate=False)
+        if self.selected_sandbox != key:
+            self.move_cursor(row=self._order.index(key), animate=False)

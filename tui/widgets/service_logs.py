@@ -31,11 +31,13 @@ class ServiceLogPane(LogPane):
         sandbox_label: str,
         service: str,
         *,
+        host: str = "",
         id: str | None = None,
     ) -> None:
         super().__init__(f"{service} @ {sandbox_label}", id=id)
         self.gateway = gateway
         self.sandbox_id = sandbox_id
+        self.host = host
         self.service = service
         self.ended: str | None = None
         self._buffer: list[str] = []

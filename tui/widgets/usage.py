@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.reactive import reactive
 from textual.widgets import Sparkline, Static
 
 from tui import format as fmt
 from tui.models import ServiceInfo
+from tui.state import DashboardState, split
+from tui.widgets.redraws import Redraws
 
 _SERVICE_STYLE = {
     "running": "$grove-running",
@@ -20,7 +23,30 @@ _SERVICE_STYLE = {
 }
 
 
-class UsagePanel(Horizontal):
+class UsagePanel(Horizontal, Redraws):
+    meters_rev: reactive[int] = reactive(0, init=False)
+    selection_rev: reactive[int] = reactive(0, init=False)
+    services_rev: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, state: DashboardState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+
+    def draw(self) -> None:
+        key = self.state.selected
+        sandbox = self.state.sandbox(key) if key is not None else None
+        host = self.state.host(key) if key is not None else None
+        if sandbox is None or host is None or key is None:
+            self.show(None, [], [])
+            return
+        sandbox_id = split(key)[1]
+        self.show(
+            sandbox.label,
+            host.meters.memory(sandbox_id),
+            host.meters.cpu(sandbox_id),
+            host.services.get(sandbox_id),
+        )
+
     def compose(self) -> ComposeResult:
         with Vertical(id="mem-usage", classes="usage"):
             yield Static(id="mem-label", classes="usage-label")
@@ -30,7 +56,7 @@ class UsagePanel(Horizontal):
             yield Sparkline([], summary_function=max, id="cpu-spark")
 
     def on_mount(self) -> None:
-        self.show(None, [], [])
+        self.draw()
 
     def show(
         self,

@@ -1,0 +1,152 @@
+"""The fleet dashboard's numbers: many hosts in one `grove ui`.
+
+- UI CPU, 4 hosts x 250 sandboxes, metering at 1 Hz on each: `python -m tui --fake
+  --fake-hosts 4 --fake-sandboxes 250` on a pseudo-terminal (the fake engines run in the
+  same process, so their work counts against the UI), CPU over 20 s after settling. The same
+  run measures one host of 250 as the baseline.
+- Start -> first frame with 4 hosts configured, one of them hung (its connection attempts
+  never return): the dashboard must not wait for it.
+- A host that hangs: from the moment its engine stops answering to its row saying so, and the
+  other hosts' metering rate meanwhile (in-process, headless, real workers and timers).
+
+    python -m bench --only fleet
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from bench.harness import Series
+from bench.tui import CPU_BUDGET, CPU_WINDOW_S, SETTLE_S, PtyChild, Seen, _env, screen_shows
+
+HOSTS = 4
+PER_HOST = 250
+FIRST_FRAME_TARGET_MS = 1000
+SHOWN_WITHIN_S = 5.0
+WATCH_S = 10.0
+
+
+def ui_cpu(hosts: int, per_host: int) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "tui", "--fake", "--fake-hosts", str(hosts),
+            "--fake-sandboxes", str(per_host)]  # fmt: skip
+    child = PtyChild(argv, _env())
+    loaded = Seen(child, screen_shows("box-000", "palette"))
+    try:
+        loaded.wait(90, "the dashboard with its sandboxes", child)
+        time.sleep(SETTLE_S * 2)  # the first load: every host's rows and event replays
+        proc = psutil.Process(child.pid)
+        before = proc.cpu_times()
+        began = time.perf_counter()
+        time.sleep(CPU_WINDOW_S)
+        after, elapsed = proc.cpu_times(), time.perf_counter() - began
+        used = (after.user - before.user) + (after.system - before.system)
+        percent = used / elapsed * 100
+    finally:
+        child.stop()
+    return {
+        "name": f"fleet: UI CPU, {hosts} hosts x {per_host} sandboxes, 1 Hz (% of a core)",
+        "n": 1,
+        "value": round(percent, 2),
+        "window_s": round(elapsed, 1),
+        "target": CPU_BUDGET,
+        "meets_target": percent <= CPU_BUDGET,
+    }
+
+
+def first_frame(rounds: int) -> Series:
+    series = Series("fleet: start -> first frame, 4 hosts, 1 hung", target_ms=FIRST_FRAME_TARGET_MS)
+    argv = [sys.executable, "-m", "tui", "--fake", "--fake-hosts", "3", "--fake-hung", "1"]
+    for _ in range(rounds):
+        child = PtyChild(argv, _env())
+        frame = Seen(child, screen_shows("lineage", "metering", "palette"))
+        try:
+            series.add((frame.wait(30, "the first frame", child) - child.started) * 1000)
+        finally:
+            child.stop()
+    return series
+
+
+async def _hung_host(rounds: int) -> tuple[list[float], list[float]]:
+    from tui.app import GroveApp
+    from tui.engine.fake import fake_fleet
+    from tui.state import Link
+
+    shown: list[float] = []
+    rates: list[float] = []
+    for _ in range(rounds):
+        hosts = fake_fleet(HOSTS, PER_HOST, now=time.time(), live_interval=1.0)
+        app = GroveApp(hosts, user_themes=False, meter_interval=1.0)  # type: ignore[arg-type]
+        async with app.run_test(size=(140, 40)) as pilot:
+            state = app.state
+            deadline = time.monotonic() + 60
+            while not all(h.meters.samples > 60 for h in state.hosts.values()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fleet never loaded")
+                await pilot.pause(0.1)
+            victim, others = "host-4", [h for h in state.hosts if h != "host-4"]
+            counts = {h: state.hosts[h].meters.samples for h in others}
+            hosts[victim].hang = True
+            hung_at = time.monotonic()
+            while state.hosts[victim].link is Link.CONNECTED:
+                if time.monotonic() - hung_at > 30:
+                    raise RuntimeError("the hung host was never shown")
+                await pilot.pause(0.05)
+            shown.append(time.monotonic() - hung_at)
+            await asyncio.sleep(max(0.0, WATCH_S - (time.monotonic() - hung_at)))
+            elapsed = time.monotonic() - hung_at
+            rates.append(min((state.hosts[h].meters.samples - counts[h]) / elapsed
+                             for h in others))  # fmt: skip
+    return shown, rates
+
+
+def hung_host(rounds: int) -> list[dict[str, Any]]:
+    shown, rates = asyncio.run(_hung_host(rounds))
+    shown_p50 = statistics.median(shown)
+    rate_p50 = statistics.median(rates)
+    return [
+        {
+            "name": "fleet: a hung host shown as lost (s)",
+            "n": len(shown),
+            "value_s": round(shown_p50, 2),
+            "target_s": SHOWN_WITHIN_S,
+            "meets_target": shown_p50 <= SHOWN_WITHIN_S,
+        },
+        {
+            "name": "fleet: other hosts' metering meanwhile (samples/s, slowest host)",
+            "n": len(rates),
+            "value_hz": round(rate_p50, 2),
+            "target_hz": 0.9,
+            "meets_target": rate_p50 >= 0.9,
+        },
+    ]
+
+
+def run(rounds: int) -> list[dict[str, Any]]:
+    results = [ui_cpu(1, PER_HOST), ui_cpu(HOSTS, PER_HOST)]
+    results.append(first_frame(max(3, min(rounds, 10))).summary())
+    results += hung_host(max(1, min(rounds, 3)))
+    return results
+
+
+def print_summary(results: list[dict[str, Any]]) -> None:
+    head = f"{'fleet measure':64} {'n':>3} {'p50':>10} {'target':>9}  ok"
+    print(head, file=sys.stderr)
+    print("-" * len(head), file=sys.stderr)
+    for r in results:
+        ok = {True: "yes", False: "NO", None: "-"}[r.get("meets_target")]
+        if "value" in r:
+            p50, target = f"{r['value']:.1f}%", f"≤{r['target']:g}%"
+        elif "value_s" in r:
+            p50, target = f"{r['value_s']:.2f} s", f"≤{r['target_s']:g} s"
+        elif "value_hz" in r:
+            p50, target = f"{r['value_hz']:.2f}/s", f"≥{r['target_hz']:g}/s"
+        else:
+            p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.0f} ms"
+            target = f"≤{r['target_ms']:g} ms"
+        print(f"{r['name']:64} {r.get('n', 1):>3} {p50:>10} {target:>9}  {ok}", file=sys.stderr)
