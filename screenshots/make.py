@@ -9,6 +9,9 @@ run for a while, then saves, into this directory:
 
     main-THEME.svg   the dashboard with its shell tab, one per bundled theme
     logs-THEME.svg   the service's log tab, one per bundled theme
+    fleet-THEME.svg  (--fleet) a fleet: this engine running the tour, a second real engine
+                     reached through a real OpenSSH server on 127.0.0.1 with a small family of
+                     forks, and a host that refuses connections
 
 and a PNG of each when a converter is available (rsvg-convert from librsvg2-bin, or
 cairosvg); otherwise PNGs are skipped. The sandboxes the tour made are terminated afterwards
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -34,6 +38,7 @@ from engine.errors import GroveError  # noqa: E402
 from tui.app import GroveApp  # noqa: E402
 from tui.engine.gateway import EngineGateway  # noqa: E402
 from tui.screens.main import MainScreen  # noqa: E402
+from tui.state import join  # noqa: E402
 from tui.widgets.service_logs import ServiceLogPane  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
@@ -54,25 +59,29 @@ def _save(app: GroveApp, name: str) -> Path:
     return path
 
 
-async def shoot(app: GroveApp, themes: list[str], settle: float, fake: bool) -> list[Path]:
+async def shoot(
+    app: GroveApp, themes: list[str], settle: float, fake: bool, fleet: bool = False
+) -> list[Path]:
     saved: list[Path] = []
     suffix = "-fake" if fake else ""
     async with app.run_test(size=SIZE) as pilot:
         await _wait(lambda: isinstance(app.screen, MainScreen), 10, "the dashboard")
         screen = app.screen
         assert isinstance(screen, MainScreen)
+        local = app.state.hosts["local"]
         if fake:
-            await _wait(lambda: bool(screen.sandboxes), 10, "sandboxes")
-            screen.select(next(iter(screen.sandboxes)))
-            screen.open_service_log(next(iter(screen.sandboxes)), "web", "http")
-            await screen.open_shell_tab(next(iter(screen.sandboxes)), "web")
+            await _wait(lambda: bool(local.sandboxes), 10, "sandboxes")
+            web = next(iter(local.sandboxes))
+            screen.select("local", web)
+            screen.open_service_log(join("local", web), "web", "http")
+            await screen.open_shell_tab(join("local", web), "web")
         else:
 
             def outcome() -> str | None:
                 for note in app._notifications:
                     if note.title == "Demo ready":
                         return ""
-                    if note.severity == "error":
+                    if note.severity == "error" and "demo" in (note.title or ""):
                         return note.message
                 return None
 
@@ -90,7 +99,9 @@ async def shoot(app: GroveApp, themes: list[str], settle: float, fake: bool) -> 
             app.theme = theme
             bottom.active = "shells"  # type: ignore[attr-defined]
             await pilot.pause(0.5)
-            saved.append(_save(app, f"main-{theme}{suffix}"))
+            saved.append(_save(app, f"{'fleet' if fleet else 'main'}-{theme}{suffix}"))
+            if fleet:
+                continue
             if tab_of_log:
                 bottom.active = tab_of_log  # type: ignore[attr-defined]
                 await pilot.pause(0.5)
@@ -128,6 +139,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the sandboxes the tour made")
     parser.add_argument("--no-png", action="store_true")
     parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the fleet shots: a second real engine over SSH and a host that is down",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=20.0,
@@ -156,12 +172,22 @@ async def main(argv: list[str] | None = None) -> int:
         except GroveError as exc:
             print(f"screenshots: {exc.message}\n  remedy: {exc.remedy}", file=sys.stderr)
             return 1
-    app = GroveApp(gateway, now=now, user_themes=False, refresh_interval=1.0, demo=not args.fake)
-    app.animation_level = "none"
+    gateways: dict[str, EngineGateway] = {"local": gateway}
+    saved: list[Path] = []
     try:
-        saved = await shoot(
-            app, app.grove_theme_names, 0.5 if args.fake else args.settle, args.fake
-        )
+        with contextlib.ExitStack() as stack:
+            if args.fleet and not args.fake:
+                from screenshots.fleet import second_host
+
+                gateways.update(stack.enter_context(second_host()))
+            app = GroveApp(gateways, now=now, user_themes=False, demo=not args.fake)
+            app.animation_level = "none"
+            try:
+                settle = 0.5 if args.fake else args.settle
+                saved = await shoot(app, app.grove_theme_names, settle, args.fake, args.fleet)
+            finally:
+                for extra in list(gateways.values())[1:]:
+                    await extra.close()
     finally:
         if not args.fake and not args.keep:
             from tui.engine.grpc_gateway import GrpcGateway

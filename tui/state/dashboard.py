@@ -260,8 +260,9 @@ class DashboardState:
             name, _ = split(node.id)
             if needle and not _sandbox_matches(node.sandbox, name, needle):
                 continue
-            meter = self.hosts[name].meters.latest.get(node.sandbox.id)
-            rows.append(Row(name, node.sandbox, meter, len(rows)))
+            host = self.hosts[name]
+            meter = host.meters.latest.get(node.sandbox.id)
+            rows.append(Row(name, node.sandbox, meter, len(rows), stale=not host.connected))
         return sort_rows(rows, self.sort_key, self.sort_reverse, now)
 
     def fleet(self) -> FleetTotals:

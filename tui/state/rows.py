@@ -31,6 +31,8 @@ class Row:
     meter: SandboxMeter | None
     #: Place in the lineage tree (depth first): the default order, so rows line up with it.
     position: int = 0
+    #: Its host does not answer: the figures are the last ones it sent.
+    stale: bool = False
 
     @property
     def key(self) -> SandboxKey:

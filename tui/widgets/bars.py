@@ -154,7 +154,7 @@ class HostBar(Static, Redraws):
         if fleet_mode:
             per_host = Content(" · ").join(_host_figure(h) for h in self.state.shown_hosts())
             counts = Content.from_markup(
-                "[b]$r[/] of $n sandboxes running", r=str(fleet.running), n=str(fleet.sandboxes)
+                "[b]$r[/]/$n running", r=str(fleet.running), n=str(fleet.sandboxes)
             )
             lines.append(Content("hosts  ") + per_host + Content("   ") + counts)
         # Fixed height: no layout pass for an update every second.

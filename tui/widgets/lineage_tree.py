@@ -16,6 +16,8 @@ from tui.palette import Palette
 from tui.state import DashboardState, split
 from tui.widgets.redraws import Redraws
 
+#: What a host's label may take of the tree's width (its pane is 34 columns with borders).
+HOST_LABEL_WIDTH = 28
 HOST_STYLE = {
     "connected": "grove-running",
     "connecting": "grove-paused",
@@ -123,8 +125,12 @@ class LineageTree(Tree[LineageNode], Redraws):
         text = Text.assemble(("▣ ", style), (host.name, palette.style("", bold=True)))
         if host.link != "connected":
             text.append(f" {host.link}", style=style)
-            if host.error:
-                text.append(f": {host.error}", style="dim")
+            # The error as far as the pane's width goes (the host bar has more of it): a longer
+            # label would give the whole tree a horizontal scrollbar.
+            room = HOST_LABEL_WIDTH - len(text) - 2
+            if host.error and room >= 8:
+                error = host.error if len(host.error) <= room else host.error[: room - 1] + "…"
+                text.append(f": {error}", style="dim")
             return text
         details = [host.accelerator or "", f"{host.running}/{host.sandboxes}"]
         if host.mem_cow is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
 from textual.message import Message
 from textual.reactive import reactive
@@ -64,7 +65,9 @@ def row_cells(row: Row, now: float, palette: Palette, columns: Sequence[Column])
     }
     cells = []
     for column in columns:
-        style = palette.phase(s.phase) if column.key == "phase" else ""
+        style: Style | str = palette.phase(s.phase) if column.key == "phase" else ""
+        if row.stale:
+            style = "dim"  # the last figures of a host that does not answer now
         cells.append(
             Text(
                 text[column.key],
@@ -171,7 +174,8 @@ class MeteringTable(DataTable[Text], Redraws):
         if cells is old:
             return  # the very cells already shown
         for column, new, previous in zip(self.columns_shown, cells, old, strict=False):
-            if new != previous:
+            # Text equality ignores the base style: a row going stale keeps its text.
+            if new != previous or new.style != previous.style:
                 self.update_cell(key, column.key, new)
         self._shown[key] = cells
 
@@ -192,7 +196,8 @@ class MeteringTable(DataTable[Text], Redraws):
                 self._redraw_row(key, now)
 
     def _row_cells(self, row: Row, now: float) -> list[Text]:
-        key = (row.sandbox, row.meter, fmt.age(row.sandbox.created_at, now), id(self.palette))
+        key = (row.sandbox, row.meter, row.stale, fmt.age(row.sandbox.created_at, now),
+               id(self.palette))  # fmt: skip
         cached = self._cells.get(row.key)
         if cached is not None and cached[0] == key:
             return cached[1]
