@@ -104,3 +104,11 @@ def test_qemu_missing(fresh_grove: Grove) -> None:
     assert doctor.code != 0
     checks = {c["name"]: c for c in doctor.json()["checks"]}  # type: ignore[index]
     assert checks["qemu"]["status"] == "fail"
+
+
+def test_ui_hosts_are_checked_before_the_dashboard_opens(fresh_grove: Grove) -> None:
+    error = _json_error(fresh_grove, "ui", "--host", "nosuch")
+    assert error["code"] == "host_not_found" and "nosuch" in error["message"], error
+    assert "grove host add" in error["remedy"]
+    assert "invalid host" in _human_error(fresh_grove, "ui", "--host", "ssh://")
+    assert "empty --host" in _human_error(fresh_grove, "ui", "--host", " ")

@@ -167,3 +167,17 @@ async def test_single_host_keeps_its_single_host_layout() -> None:
         screen = await loaded(pilot)
         assert [c.key for c in screen.metering_table.columns_shown][:2] == ["name", "id"]
         assert "fleet" not in str(screen.query_one(HostBar).render())
+
+
+async def test_q_quits_with_status_zero() -> None:
+    """Even with a host whose connection hangs and one that refuses."""
+    app = fleet_app(fake_fleet(2, live_interval=0.2, unreachable=1, hung=1))
+    async with app.run_test(size=SIZE) as pilot:
+        hosts = app.state.hosts
+        await wait_for(pilot, lambda: len(hosts["host-1"].sandboxes) == 6
+                       and len(hosts["host-2"].sandboxes) == 6, what="both answering")  # fmt: skip
+        await wait_for(pilot, lambda: hosts["down-1"].link is Link.UNREACHABLE, what="down-1")
+        assert hosts["hung-1"].link is Link.CONNECTING
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, what="the dashboard to quit")
+    assert app.return_code == 0

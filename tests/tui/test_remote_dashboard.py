@@ -46,3 +46,39 @@ async def test_dashboard_lists_and_meters_a_remote_engine(
     finally:
         await gateway.close()
         remote.ok("sandbox", "terminate", sid)
+
+
+async def test_demo_runs_on_a_remote_host(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`grove ui --demo --host ...`: the tour (pull, create, a service, forks, a shell) on the
+    far engine, and `q` then quits with status 0."""
+    before = {s["id"] for s in json.loads(remote.ok("sandbox", "ls", "--json"))}
+    monkeypatch.setenv("HOME", str(remote.sshd.home))
+    gateway = GrpcGateway(Paths(remote.local.home), host=remote.url)
+    app = GroveApp({"lab": gateway}, user_themes=False, demo=True)
+    app.animation_level = "none"
+    made: set[str] = set()
+
+    def outcome() -> str | None:
+        for note in app._notifications:
+            if note.title == "Demo ready":
+                return ""
+            if note.severity == "error":
+                return f"{note.title}: {note.message}"
+        return None
+
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: outcome() is not None, timeout=600, what="the tour")
+            assert outcome() == "", outcome()
+            host = app.state.hosts["lab"]
+            made = set(host.sandboxes) - before
+            names = {host.sandboxes[i].name for i in made}
+            assert {"web", "web-fork-1", "web-fork-2", "web-fork-1-1"} <= names, names
+            await pilot.press("ctrl+right_square_bracket")  # out of the demo's shell
+            await pilot.press("q")
+            await wait_for(pilot, lambda: not app.is_running, what="the dashboard to quit")
+        assert app.return_code == 0
+    finally:
+        await gateway.close()
+        for sandbox_id in made:
+            remote.cli("sandbox", "terminate", sandbox_id)

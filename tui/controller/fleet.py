@@ -46,8 +46,13 @@ class FleetController(Widget):
         *,
         meter_interval: float = 1.0,
         stall_s: float | None = None,
+        demo: bool = False,
     ) -> None:
         super().__init__()
+        #: Play the tour on the first host once it answers (grove ui --demo).
+        self.demo = demo
+        self.demo_host: str | None = None
+        self._want_selected: SandboxKey | None = None
         self.state = state
         self.gateways = dict(gateways)
         self.links = {
@@ -65,7 +70,9 @@ class FleetController(Widget):
         for name, gateway in self.gateways.items():
             state.add_host(name, gateway.description)
 
-    def on_mount(self) -> None:
+    def start(self) -> None:
+        """Start every host's link: called by the screen once all its widgets are mounted,
+        so nothing the engines say (or the demo does) arrives before there is a view."""
         for name, link in self.links.items():
             self.run_worker(
                 link.run(), name=f"host {name}", group=f"host:{name}", exit_on_error=False
@@ -95,6 +102,9 @@ class FleetController(Widget):
     def _connected(self, message: HostConnected) -> None:
         self.state.connected(message.host, message.info, message.where)
         self._changed()
+        if self.demo_host is None and self.demo and message.host == next(iter(self.gateways)):
+            self.demo_host = message.host  # the tour runs once, on the first host
+            self.screen.run_demo(message.host)  # type: ignore[attr-defined]
 
     @on(HostLost)
     def _lost(self, message: HostLost) -> None:
@@ -117,6 +127,9 @@ class FleetController(Widget):
             sandbox_id = split(selected)[1]
             if any(e.sandbox_id == sandbox_id and e.kind.startswith(SERVICE_EVENTS) for e in fresh):
                 self.load_services(selected)
+        if self._want_selected is not None and self.state.sandbox(self._want_selected):
+            key, self._want_selected = self._want_selected, None
+            self.select(key)
         if self.state.selected is None:
             self._select_first()
         self._changed()
@@ -157,6 +170,22 @@ class FleetController(Widget):
                 self._load_history(key)
             self.load_services(key)
         self._changed()
+
+    def select_when_listed(self, key: SandboxKey) -> None:
+        """Select it now, or when the watch lists it (it may have been created a moment ago)."""
+        if self.state.sandbox(key) is not None:
+            self.select(key)
+        else:
+            self._want_selected = key
+
+    def keep_selection_visible(self) -> None:
+        """After the view changed (filter, sort, host focus): the selection stays if its row
+        is still shown, else the first row shown is selected."""
+        shown = [r.key for r in self.state.rows(0.0)]
+        if shown and self.state.selected not in shown:
+            self.select(shown[0])
+        else:
+            self._changed()
 
     def _select_first(self) -> None:
         rows = self.state.rows(0.0)

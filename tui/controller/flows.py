@@ -370,17 +370,17 @@ class Flows:
         def picked(name: str | None) -> None:
             if name is not None:
                 self.state.focus_host(name or None)
-                self.controller.select(self.state.selected)
+                self.controller.keep_selection_visible()
 
         self.screen.app.push_screen(ChooseScreen("Hosts", "Show which host?", options), picked)
 
     def sort(self) -> None:
         self.state.cycle_sort()
-        self.controller.select(self.state.selected)
+        self.controller.keep_selection_visible()
 
     def reverse_sort(self) -> None:
         self.state.sort_by(self.state.sort_key, not self.state.sort_reverse)
-        self.controller.select(self.state.selected)
+        self.controller.keep_selection_visible()
 
     def reconnect(self) -> None:
         lost = [h.name for h in self.state.hosts.values() if not h.connected]

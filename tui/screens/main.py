@@ -27,7 +27,7 @@ from tui.controller.flows import Flows
 from tui.messages import ActionDone, ActionFailed, Activity, StateChanged
 from tui.models import LineageNode
 from tui.palette import Palette
-from tui.state import DashboardState, SandboxKey, split
+from tui.state import DashboardState, SandboxKey, join, split
 from tui.state.dashboard import Revision
 from tui.widgets.bars import ActivityLine, EngineHeader, HostBar
 from tui.widgets.event_log import EventLogPane
@@ -66,8 +66,6 @@ class MainScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._log_tabs = count(1)
-        self._demo_started = False
-        self._want_selected: SandboxKey | None = None
         self._pending = Revision.NONE
         self._painted_at = 0.0
         self._pace_timer: Timer | None = None
@@ -92,6 +90,7 @@ class MainScreen(Screen[None]):
             self.grove.gateways,
             meter_interval=self.grove.meter_interval,
             stall_s=self.grove.stall_s,
+            demo=self.grove.demo,
         )
         self.flows = Flows(self, self.controller)
         yield self.controller
@@ -141,6 +140,7 @@ class MainScreen(Screen[None]):
         self.restyle()
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.restyle())
         self.metering_table.focus()
+        self.controller.start()
 
     def restyle(self) -> None:
         """Rich-text colours follow the theme; CSS handles the rest."""
@@ -176,14 +176,6 @@ class MainScreen(Screen[None]):
         for flag, name in REVISIONS:
             if changed & flag:
                 setattr(self, name, getattr(self, name) + 1)
-        if self._want_selected is not None and self.state.sandbox(self._want_selected):
-            key, self._want_selected = self._want_selected, None
-            self.controller.select(key)
-        if self.grove.demo and not self._demo_started and self.state.hosts:
-            first = next(iter(self.state.hosts.values()))
-            if first.connected:
-                self._demo_started = True
-                self.run_demo(first.name)
 
     # -- selection: tree and table both set the state's; both follow it
 
@@ -193,7 +185,9 @@ class MainScreen(Screen[None]):
     @on(Tree.NodeHighlighted, "#lineage")
     def _tree_highlighted(self, event: Tree.NodeHighlighted[LineageNode]) -> None:
         node = event.node.data
-        if event.node is not self.lineage_tree.cursor_node:
+        # Only a move the user makes in the tree selects: the tree's own rebuilds and its
+        # following of the table highlight too, and would race the selection made elsewhere.
+        if event.node is not self.lineage_tree.cursor_node or not self.lineage_tree.has_focus:
             return
         if node is not None and node.kind == "sandbox":
             self.controller.select(node.id)
@@ -201,22 +195,18 @@ class MainScreen(Screen[None]):
     @on(DataTable.RowHighlighted, "#metering")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
-        if key and key == self.metering_table.selected_sandbox:
+        table = self.metering_table
+        if key and key == table.selected_sandbox and not table.rebuilding:
             self.controller.select(key)
 
     def select(self, host: str, sandbox_id: str) -> None:
-        """Select a sandbox from code (the demo): now, or once it is listed (it may have been
-        created a moment ago and not be in the watch yet)."""
-        key = f"{host}\t{sandbox_id}"
-        if self.state.sandbox(key) is not None:
-            self.controller.select(key)
-        else:
-            self._want_selected = key
+        """Select a sandbox from code (the demo), now or once the watch lists it."""
+        self.controller.select_when_listed(join(host, sandbox_id))
 
     @on(MeteringTable.SortRequested)
     def _sort_requested(self, message: MeteringTable.SortRequested) -> None:
         self.state.sort_by(message.key)
-        self.controller.select(self.state.selected)
+        self.controller.keep_selection_visible()
 
     # -- actions: every key and palette entry goes through the action table
 
@@ -263,7 +253,7 @@ class MainScreen(Screen[None]):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.state.set_filter(event.value)
-        self.controller.select(self.state.selected)
+        self.controller.keep_selection_visible()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self) -> None:
@@ -275,7 +265,7 @@ class MainScreen(Screen[None]):
             box.value = ""
             box.display = False
             self.state.set_filter("")
-            self.controller.select(self.state.selected)
+            self.controller.keep_selection_visible()
             self.metering_table.focus()
 
     def show_tab(self, tab: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -40,9 +42,11 @@ class EngineHeader(Static, Redraws):
             state = "" if host.connected else _link_text(host)
             total = len(self.state.hosts)
             note = f"showing 1 of {total} hosts · H shows all" if total > 1 else ""
-            self.show(
-                host.info if host.connected else None, state, self.read_only, host.where, note
-            )
+            info = host.info
+            if info is not None:  # the count as the watch has it now, not as at connect
+                running = sum(1 for s in host.sandboxes.values() if s.phase == "running")
+                info = replace(info, sandboxes_running=running)
+            self.show(info if host.connected else None, state, self.read_only, host.where, note)
             return
         parts: list[Content] = [Content.from_markup("[b $primary] grove [/]")]
         total = len(self.state.hosts)
@@ -208,7 +212,7 @@ def _host_figure(host: HostState) -> Content:
     """'b 212 MiB of 8 GiB (3 sandboxes)', or its state when it does not answer."""
     if not host.connected:
         style = LINK_STYLE[host.link]
-        why = f" ({_brief(host.error.message, 40)})" if host.error is not None else ""
+        why = f" ({_clip(host.error.message, 40)})" if host.error is not None else ""
         return Content.from_markup(
             f"$name [{style}]$link[/][dim]$why[/]", name=host.name, link=host.link.value, why=why
         )
@@ -231,6 +235,10 @@ def _line(
         cow=f"{fmt.size(cow):>9}",
         naive=f"{fmt.size(naive):>9}",
     ) + _saving(saved, cow, naive, templates)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _brief(reason: str, limit: int = 36) -> str:

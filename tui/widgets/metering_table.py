@@ -106,6 +106,7 @@ class MeteringTable(DataTable[Text], Redraws):
         self._latest: dict[str, Row] = {}
         #: Rows whose figures changed while they were off screen.
         self._stale: set[str] = set()
+        self.rebuilding = False
         self._sorted_by: tuple[str, bool] = ("", False)
         # Cells by what they show: with hundreds of rows, most are unchanged every second.
         self._cells: dict[str, tuple[tuple[object, ...], list[Text]]] = {}
@@ -148,7 +149,7 @@ class MeteringTable(DataTable[Text], Redraws):
                 else:
                     self._stale.add(key)
         else:
-            selected = self.selected_sandbox
+            selected = self.state.selected  # where the cursor goes back: the selection
             self.clear()
             self._shown = {}
             for key in order:
@@ -158,10 +159,18 @@ class MeteringTable(DataTable[Text], Redraws):
             self._stale.clear()
             if selected in order:
                 self.move_cursor(row=order.index(selected), animate=False, scroll=False)
+            # The rebuild's own highlights (row 0 after the clear; the move above waits for a
+            # layout) are echoes, not a choice: they end after the next refresh.
+            self.rebuilding = True
+            self.call_after_refresh(self._rebuilt)
         self._order = order
         for gone in self._cells.keys() - self._latest.keys():
             del self._cells[gone]
             self._shown.pop(gone, None)
+
+    def _rebuilt(self) -> None:
+        self.rebuilding = False
+        self.select_sandbox(self.state.selected)
 
     def _window(self) -> tuple[int, int]:
         top = int(self.scroll_y)
