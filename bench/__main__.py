@@ -64,7 +64,7 @@ def main() -> int:
         if args.only in (None, "density"):
             metered += density.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
-    fleet_results = fleet.run(args.rounds) if args.only in (None, "fleet") else []
+        fleet_results = fleet.run(client, args.rounds) if args.only in (None, "fleet") else []
     results += metered + dashboard + fleet_results
     report["results"] = results
     print(json.dumps(report, indent=2))

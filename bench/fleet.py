@@ -2,8 +2,9 @@
 
 - UI CPU, 4 hosts x 250 sandboxes, metering at 1 Hz on each: `python -m tui --fake
   --fake-hosts 4 --fake-sandboxes 250` on a pseudo-terminal (the fake engines run in the
-  same process, so their work counts against the UI), CPU over 20 s after settling. The same
-  run measures one host of 250 as the baseline.
+  same process, so their work counts against the UI), CPU over 20 s after settling, median
+  of 3. The same run measures one host of 250 as the baseline, and 3 fake hosts plus the
+  real engine (a small idle family on it: real inventory and metering streams).
 - Start -> first frame with 4 hosts configured, one of them hung (its connection attempts
   never return): the dashboard must not wait for it.
 - A host that hangs: from the moment its engine stops answering to its row saying so, and the
@@ -22,9 +23,11 @@ from typing import Any
 
 import psutil
 
-from bench.harness import Series
+from bench.harness import Series, engine_paths
 from bench.tui import CPU_BUDGET, CPU_WINDOW_S, SETTLE_S, PtyChild, Seen, _env, screen_shows
+from engine.client import Grove
 
+ENV = "debian:12"
 HOSTS = 4
 PER_HOST = 250
 FIRST_FRAME_TARGET_MS = 1000
@@ -32,12 +35,14 @@ SHOWN_WITHIN_S = 5.0
 WATCH_S = 10.0
 
 
-def ui_cpu(hosts: int, per_host: int, rounds: int) -> dict[str, Any]:
-    """The median of `rounds` runs, each a fresh dashboard."""
-    runs = [_cpu_once(hosts, per_host) for _ in range(rounds)]
+def ui_cpu(hosts: int, per_host: int, rounds: int, engine: Grove | None = None) -> dict[str, Any]:
+    """The median of `rounds` runs, each a fresh dashboard; with `engine`, the real engine is
+    one more host (its own sandboxes, its real metering and inventory streams)."""
+    runs = [_cpu_once(hosts, per_host, engine) for _ in range(rounds)]
     percent = statistics.median(runs)
+    real = f" + the real engine ({len(engine.sandboxes())} sandboxes)" if engine else ""
     return {
-        "name": f"fleet: UI CPU, {hosts} hosts x {per_host} sandboxes, 1 Hz (% of a core)",
+        "name": f"fleet: UI CPU, {hosts} hosts x {per_host}{real}, 1 Hz (% of a core)",
         "n": rounds,
         "value": round(percent, 2),
         "runs": [round(r, 2) for r in runs],
@@ -47,10 +52,14 @@ def ui_cpu(hosts: int, per_host: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def _cpu_once(hosts: int, per_host: int) -> float:
+def _cpu_once(hosts: int, per_host: int, engine: Grove | None) -> float:
     argv = [sys.executable, "-m", "tui", "--fake", "--fake-hosts", str(hosts),
             "--fake-sandboxes", str(per_host)]  # fmt: skip
-    child = PtyChild(argv, _env())
+    env = _env()
+    if engine is not None:
+        argv.append("--with-engine")
+        env["GROVE_HOME"] = str(engine_paths(engine).home)
+    child = PtyChild(argv, env)
     loaded = Seen(child, screen_shows("box-000", "palette"))
     try:
         loaded.wait(90, "the dashboard with its sandboxes", child)
@@ -134,9 +143,17 @@ def hung_host(rounds: int) -> list[dict[str, Any]]:
     ]
 
 
-def run(rounds: int) -> list[dict[str, Any]]:
+def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
     cpu_rounds = max(1, min(rounds, 3))
     results = [ui_cpu(1, PER_HOST, cpu_rounds), ui_cpu(HOSTS, PER_HOST, cpu_rounds)]
+    # One real host in the same run: the engine with a small family of idle sandboxes.
+    made = [client.create(ENV).id for _ in range(2)]
+    made += [c.id for c in client.fork(made[0], replicas=4).children]
+    try:
+        results.append(ui_cpu(HOSTS - 1, PER_HOST, cpu_rounds, engine=client))
+    finally:
+        for sandbox_id in made:
+            client.terminate(sandbox_id)
     results.append(first_frame(max(3, min(rounds, 10))).summary())
     results += hung_host(max(1, min(rounds, 3)))
     return results

@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --fake: N more hosts that refuse connections",
     )
     parser.add_argument(
+        "--with-engine",
+        action="store_true",
+        help="with --fake: the real engine of GROVE_HOME too, as host 'local'",
+    )
+    parser.add_argument(
         "--fake-hung",
         type=int,
         metavar="N",
@@ -187,12 +192,17 @@ def make_app(
     fake_hosts: int = 1,
     fake_unreachable: int = 0,
     fake_hung: int = 0,
+    with_engine: bool = False,
 ) -> GroveApp:
     gateways: dict[str, EngineGateway] = {}
+    if with_engine or not fake:
+        from tui.engine.grpc_gateway import GrpcGateway
+
+        gateways["local"] = GrpcGateway()
     if fake:
         from tui.engine.fake import FakeEngine, fake_fleet
 
-        if fake_hosts == 1 and not fake_unreachable and not fake_hung:
+        if fake_hosts == 1 and not fake_unreachable and not fake_hung and not with_engine:
             gateways["local"] = FakeEngine(
                 now=time.time(), live_interval=1.0, population=fake_sandboxes
             )
@@ -202,10 +212,6 @@ def make_app(
                     fake_hosts, fake_sandboxes, fake_unreachable, now=time.time(), hung=fake_hung
                 )
             )
-    else:
-        from tui.engine.grpc_gateway import GrpcGateway
-
-        gateways["local"] = GrpcGateway()
     return GroveApp(gateways, theme=theme, read_only=read_only, demo=demo)
 
 
@@ -220,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.fake_hosts,
         args.fake_unreachable,
         args.fake_hung,
+        args.with_engine,
     )
     app.run()
     return app.return_code or 0

@@ -29,6 +29,8 @@ class Limits:
     max_vcpus: int = 16
     min_mem_mib: int = 128
     max_mem_mib: int = 65536
+    default_vcpus: int = 1
+    default_mem_mib: int = 512
 
 
 @dataclass(frozen=True)

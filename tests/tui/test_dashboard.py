@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from conftest import SIZE, fake_app, key, loaded, wait_for
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from engine.errors import GroveError
 from tui.engine.fake import FakeEngine
 from tui.local_shell import LocalShell
-from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
+from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, CreateScreen, ServiceScreen
 from tui.screens.main import MainScreen
 from tui.state import Link
 from tui.state.keys import host_key
@@ -130,18 +130,33 @@ async def test_sort_by_column_keeps_selection() -> None:
         assert screen.state.selected == key(WEB)
 
 
-async def test_create_asks_for_environment() -> None:
+async def test_create_asks_for_environment_and_size_within_the_engines_limits() -> None:
     engine = FakeEngine()
     app = fake_app(gateway=engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await loaded(pilot)
         await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen))
-        assert app.screen.query_one(Input).value == "debian:12"
+        await wait_for(pilot, lambda: isinstance(app.screen, CreateScreen))
+        dialog = app.screen
+        assert isinstance(dialog, CreateScreen)
+        assert dialog.query_one("#create-environment", Input).value == "debian:12"
+        assert dialog.query_one("#create-mem", Input).value == "512"  # the engine's default
+        # Beyond what the engine accepts: said in the dialog, nothing is sent.
+        dialog.query_one("#create-mem", Input).value = "999999"
+        await pilot.press("enter")
+        await pilot.pause(0.05)
+        assert isinstance(app.screen, CreateScreen)
+        error = str(app.screen.query_one("#answer-error", Static).render())
+        assert "Memory" in error, error
+        assert not any(c.startswith("create") for c in engine.calls)
+        dialog.query_one("#create-mem", Input).value = "256"
+        dialog.query_one("#create-name", Input).value = "small"
         await pilot.press("enter")
         sandboxes = screen.state.hosts["local"].sandboxes
         await wait_for(pilot, lambda: len(sandboxes) == 7, what="created sandbox")
         assert "create debian:12" in engine.calls
+        made = next(s for s in sandboxes.values() if s.name == "small")
+        assert made.mem_mib == 256
 
 
 async def test_terminate_needs_confirmation() -> None:

@@ -14,7 +14,14 @@ from tui.actions import BY_ID, Action
 from tui.engine.gateway import NOT_SUPPORTED, EngineGateway, parse_command, parse_probe
 from tui.messages import ActionFailed
 from tui.models import Limits, SandboxInfo
-from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
+from tui.screens.dialogs import (
+    AskScreen,
+    ChooseScreen,
+    ConfirmScreen,
+    CreateRequest,
+    CreateScreen,
+    ServiceScreen,
+)
 from tui.state import SandboxKey, split
 
 if TYPE_CHECKING:
@@ -93,17 +100,19 @@ class Flows:
         gateway = self.controller.gateway(host)
         where = f" on {host}" if len(self.state.hosts) > 1 else ""
 
-        def chosen(environment: str | None) -> None:
-            if environment:
-                self.controller.engine_action(
-                    f"create a sandbox from {environment}{where}",
-                    lambda: gateway.create_sandbox(environment),
-                    lambda s: f"Created {s.label} from {environment}{where}",
-                )
+        def chosen(asked: CreateRequest | None) -> None:
+            if asked is None:
+                return
+            self.controller.engine_action(
+                f"create a sandbox from {asked.environment}{where}",
+                lambda: gateway.create_sandbox(
+                    asked.environment, asked.name, asked.vcpus, asked.mem_mib
+                ),
+                lambda s: f"Created {s.label} from {asked.environment}{where}",
+            )
 
         self.screen.app.push_screen(
-            AskScreen(f"Create sandbox{where}", "Environment:", default, suggestions=names),
-            chosen,
+            CreateScreen(f"Create a sandbox{where}", names, default, self._limits(host)), chosen
         )
 
     def terminate(self, key: SandboxKey, sandbox: SandboxInfo) -> None:

@@ -65,6 +65,8 @@ def limits(lim: m.Limits | None) -> Limits | None:
         max_vcpus=lim.max_vcpus,
         min_mem_mib=lim.min_mem_mib,
         max_mem_mib=lim.max_mem_mib,
+        default_vcpus=lim.default_vcpus,
+        default_mem_mib=lim.default_mem_mib,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,9 +13,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
-from textual.validation import Validator
+from textual.validation import Integer, Validator
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
+
+from tui.models import Limits
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -147,6 +150,99 @@ class ChooseScreen(ModalScreen[str | None]):
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    environment: str
+    name: str
+    vcpus: int
+    mem_mib: int
+
+
+class CreateScreen(ModalScreen[CreateRequest | None]):
+    """A new sandbox: its environment, an optional name, and its size within what the
+    engine accepts (the bounds come from the engine, not from here)."""
+
+    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def __init__(
+        self, title: str, environments: Sequence[str], default: str, limits: Limits
+    ) -> None:
+        super().__init__()
+        self.title_text = title
+        self.environments = list(environments)
+        self.default = default
+        self.limits = limits
+
+    def compose(self) -> ComposeResult:
+        lim = self.limits
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static("Environment", classes="field-label")
+            yield Input(
+                self.default,
+                suggester=SuggestFromList(self.environments, case_sensitive=False),
+                id="create-environment",
+            )
+            yield Static("Name (optional)", classes="field-label")
+            yield Input("", placeholder="its id", id="create-name")
+            yield Static(f"vCPUs (1 to {lim.max_vcpus})", classes="field-label")
+            yield Input(
+                str(lim.default_vcpus),
+                validators=[Integer(minimum=1, maximum=lim.max_vcpus)],
+                id="create-vcpus",
+            )
+            yield Static(
+                f"Memory in MiB ({lim.min_mem_mib} to {lim.max_mem_mib})", classes="field-label"
+            )
+            yield Input(
+                str(lim.default_mem_mib),
+                validators=[Integer(minimum=lim.min_mem_mib, maximum=lim.max_mem_mib)],
+                id="create-mem",
+            )
+            yield Static("", id="answer-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Create", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#create-environment", Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self._finish()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._finish()
+        else:
+            self.dismiss(None)
+
+    def _finish(self) -> None:
+        environment = self.query_one("#create-environment", Input).value.strip()
+        errors = [] if environment else ["Name an environment (e.g. debian:12)."]
+        for box_id, what in (("#create-vcpus", "vCPUs"), ("#create-mem", "Memory")):
+            box = self.query_one(box_id, Input)
+            result = box.validate(box.value)
+            if result is not None and not result.is_valid:
+                errors.append(f"{what}: {'; '.join(result.failure_descriptions)}")
+        if errors:
+            self.query_one("#answer-error", Static).update(" ".join(errors))
+            return
+        self.dismiss(
+            CreateRequest(
+                environment,
+                self.query_one("#create-name", Input).value.strip(),
+                int(self.query_one("#create-vcpus", Input).value),
+                int(self.query_one("#create-mem", Input).value),
+            )
+        )
 
     def action_cancel(self) -> None:
         self.dismiss(None)
