@@ -160,7 +160,7 @@ def run(client: Grove, rounds: int) -> list[dict[str, Any]]:
 
 
 def print_summary(results: list[dict[str, Any]]) -> None:
-    head = f"{'fleet measure':64} {'n':>3} {'p50':>10} {'target':>9}  ok"
+    head = f"{'fleet measure':80} {'n':>3} {'p50':>10} {'target':>9}  ok"
     print(head, file=sys.stderr)
     print("-" * len(head), file=sys.stderr)
     for r in results:
@@ -174,4 +174,4 @@ def print_summary(results: list[dict[str, Any]]) -> None:
         else:
             p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.0f} ms"
             target = f"≤{r['target_ms']:g} ms"
-        print(f"{r['name']:64} {r.get('n', 1):>3} {p50:>10} {target:>9}  {ok}", file=sys.stderr)
+        print(f"{r['name']:80} {r.get('n', 1):>3} {p50:>10} {target:>9}  {ok}", file=sys.stderr)
