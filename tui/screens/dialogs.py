@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -18,6 +18,8 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.models import Limits
+
+T = TypeVar("T")
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -54,11 +56,28 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
-class AskScreen(ModalScreen[str | None]):
-    """Ask for one value (an environment, a fork count). Escape cancels."""
+class FormScreen(ModalScreen[T]):
+    """A dialog that asks: escape or Cancel dismisses it with None, OK (or enter) finishes."""
 
     CSS_PATH = Path(__file__).with_name("dialogs.tcss")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._finish()
+        else:
+            self.dismiss(None)
+
+    def _finish(self) -> None:
+        """Check the answer; dismiss with it, or say what is wrong and stay."""
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class AskScreen(FormScreen[str | None]):
+    """Ask for one value (an environment, a fork count). Escape cancels."""
 
     def __init__(
         self,
@@ -102,13 +121,6 @@ class AskScreen(ModalScreen[str | None]):
     def _submitted(self) -> None:
         self._finish()
 
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._finish()
-        else:
-            self.dismiss(None)
-
     def _finish(self) -> None:
         box = self.query_one("#answer", Input)
         result = box.validate(box.value)
@@ -118,15 +130,9 @@ class AskScreen(ModalScreen[str | None]):
         answer = box.value.strip()
         self.dismiss(answer if answer or self.allow_empty else None)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
-
-class ChooseScreen(ModalScreen[str | None]):
+class ChooseScreen(FormScreen[str | None]):
     """Pick one of a few options (a new shell, or one of the running ones). Escape cancels."""
-
-    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, title: str, prompt: str, options: Sequence[tuple[str, str]]) -> None:
         super().__init__()
@@ -151,9 +157,6 @@ class ChooseScreen(ModalScreen[str | None]):
     def _selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
 
 @dataclass(frozen=True)
 class CreateRequest:
@@ -163,12 +166,9 @@ class CreateRequest:
     mem_mib: int
 
 
-class CreateScreen(ModalScreen[CreateRequest | None]):
+class CreateScreen(FormScreen[CreateRequest | None]):
     """A new sandbox: its environment, an optional name, and its size within what the
     engine accepts (the bounds come from the engine, not from here)."""
-
-    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(
         self, title: str, environments: Sequence[str], default: str, limits: Limits
@@ -217,13 +217,6 @@ class CreateScreen(ModalScreen[CreateRequest | None]):
     def _submitted(self) -> None:
         self._finish()
 
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._finish()
-        else:
-            self.dismiss(None)
-
     def _finish(self) -> None:
         environment = self.query_one("#create-environment", Input).value.strip()
         errors = [] if environment else ["Name an environment (e.g. debian:12)."]
@@ -244,15 +237,9 @@ class CreateScreen(ModalScreen[CreateRequest | None]):
             )
         )
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
-
-class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
+class ServiceScreen(FormScreen[tuple[str, str, str] | None]):
     """Name, command and an optional readiness probe for a new service."""
-
-    CSS_PATH = Path(__file__).with_name("dialogs.tcss")
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, title: str, name: str = "", command: str = "", probe: str = "") -> None:
         super().__init__()
@@ -288,13 +275,6 @@ class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
         else:
             self.focus_next()
 
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._finish()
-        else:
-            self.dismiss(None)
-
     def _finish(self) -> None:
         name = self.query_one("#service-name", Input).value.strip()
         command = self.query_one("#service-command", Input).value.strip()
@@ -306,6 +286,3 @@ class ServiceScreen(ModalScreen[tuple[str, str, str] | None]):
             self.query_one("#answer-error", Static).update(f"Give it {' and '.join(missing)}.")
             return
         self.dismiss((name, command, probe))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
