@@ -21,10 +21,17 @@ import sys
 import time
 from typing import Any
 
-import psutil
-
 from bench.harness import Series, engine_paths
-from bench.tui import CPU_BUDGET, CPU_WINDOW_S, SETTLE_S, PtyChild, Seen, _env, screen_shows
+from bench.tui import (
+    CPU_BUDGET,
+    CPU_WINDOW_S,
+    SETTLE_S,
+    PtyChild,
+    Seen,
+    _env,
+    measure_ui_cpu,
+    screen_shows,
+)
 from engine.client import Grove
 
 ENV = "debian:12"
@@ -59,20 +66,7 @@ def _cpu_once(hosts: int, per_host: int, engine: Grove | None) -> float:
     if engine is not None:
         argv.append("--with-engine")
         env["GROVE_HOME"] = str(engine_paths(engine).home)
-    child = PtyChild(argv, env)
-    loaded = Seen(child, screen_shows("box-000", "palette"))
-    try:
-        loaded.wait(90, "the dashboard with its sandboxes", child)
-        time.sleep(SETTLE_S * 2)  # the first load: every host's rows and event replays
-        proc = psutil.Process(child.pid)
-        before = proc.cpu_times()
-        began = time.perf_counter()
-        time.sleep(CPU_WINDOW_S)
-        after, elapsed = proc.cpu_times(), time.perf_counter() - began
-        used = (after.user - before.user) + (after.system - before.system)
-    finally:
-        child.stop()
-    return used / elapsed * 100
+    return measure_ui_cpu(argv, env, ("box-000", "palette"), SETTLE_S * 2)[0]
 
 
 def first_frame(rounds: int) -> Series:
