@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import density, fleet, fork, foundation, idle, metering, remote, shells, tui
+from bench import density, fleet, fork, foundation, idle, metering, network, remote, shells, tui
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -29,6 +29,7 @@ def main() -> int:
             "tui",
             "fleet",
             "density",
+            "network",
         ],
         default=None,
     )
@@ -65,10 +66,14 @@ def main() -> int:
             metered += density.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
         fleet_results = fleet.run(client, args.rounds) if args.only in (None, "fleet") else []
-    results += metered + dashboard + fleet_results
+    # Its own two engines (namespaces and user-mode, pools off), after the shared one stopped.
+    net_results = (
+        network.run(args.image_cache, args.rounds) if args.only in (None, "network") else []
+    )
+    results += metered + dashboard + fleet_results + net_results
     report["results"] = results
     print(json.dumps(report, indent=2))
-    timed = [r for r in results if r not in metered + dashboard + fleet_results]
+    timed = [r for r in results if r not in metered + dashboard + fleet_results + net_results]
     if timed:
         print_table(timed)  # type: ignore[arg-type]
     if metered:
@@ -77,6 +82,8 @@ def main() -> int:
         tui.print_summary(dashboard)
     if fleet_results:
         fleet.print_summary(fleet_results)
+    if net_results:
+        network.print_summary(net_results)
     return 0
 
 

@@ -20,6 +20,7 @@ POINTS: tuple[str, ...] = (
     "template.spawned",  # an environment's first boot: QEMU started, nothing frozen yet
     "create.recorded",  # the sandbox row exists; no disk, no VM
     "create.disk_made",  # its overlay exists; no VM
+    "create.network_made",  # its namespace, veth and chain exist; no VM
     "create.spawned",  # its QEMU runs; the pid is not recorded yet
     "create.restored",  # the guest runs from the template; no identity yet
     "create.running",  # the row says running; the caller has no reply yet

@@ -44,6 +44,9 @@ class EngineStatus:
     version: str
     started_at: float
     sandboxes_running: int
+    #: 'namespace' or 'user' (engine.net), and the policy a sandbox gets without one.
+    network_backend: str
+    network_default: str
 
 
 class Engine:
@@ -77,6 +80,8 @@ class Engine:
             version=__version__,
             started_at=self.started_at,
             sandboxes_running=self.sandboxes.running_count(),
+            network_backend=self.sandboxes.network_backend,
+            network_default=self.sandboxes.network_default,
         )
 
     def lineage(self) -> list[lineage.Node]:

@@ -176,8 +176,39 @@ def teardown_grove(grove: Grove) -> None:
         os.kill(qpid, signal.SIGKILL)
     mem_dir = grove.memory_dir()
     shutil.rmtree(mem_dir, ignore_errors=True)
+    net_left = network_leftovers(grove.home)
+    remove_network_leftovers(grove.home)
     shutil.rmtree(grove.home, ignore_errors=True)
     assert not leftovers, f"QEMU processes left behind: {leftovers}"
+    assert not net_left, f"network state left behind: {net_left}"
+
+
+def network_leftovers(home: Path) -> list[str]:
+    """Namespaces, host links and the nftables table an engine of this home made."""
+    from engine.config import Paths
+    from engine.net.slots import home_tag
+
+    tag = home_tag(Paths(home))
+    found = [f"netns {p.name}" for p in _netns_dir().glob(f"grove-{tag}-*")]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {w.split('@')[0]}" for w in links.split() if w.startswith(f"gv{tag}-")]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [f"nft {line}" for line in tables.splitlines() if line.endswith(f"grove_{tag}")]
+    return found
+
+
+def remove_network_leftovers(home: Path) -> None:
+    from engine.config import Paths
+    from engine.net.slots import home_tag
+
+    tag = home_tag(Paths(home))
+    for path in _netns_dir().glob(f"grove-{tag}-*"):
+        subprocess.run(["ip", "netns", "delete", path.name], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "inet", f"grove_{tag}"], capture_output=True)
+
+
+def _netns_dir() -> Path:
+    return Path("/run/netns")
 
 
 @pytest.fixture(scope="session")

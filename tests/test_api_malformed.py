@@ -409,6 +409,13 @@ INVALID_CASES: list[tuple[str, list[Message]]] = [
     ("CreateSandbox", [pb.CreateSandboxRequest(environment="nosuch:1", name="a\u2028b")]),
     ("CreateSandbox", [pb.CreateSandboxRequest(environment="nosuch:1", secrets={"K": "\x00"})]),
     ("ForkSandbox", [pb.ForkRequest(sandbox="nosuch", replicas=-1)]),
+    # A network policy that does not parse is refused before anything is looked up.
+    ("CreateSandbox", [pb.CreateSandboxRequest(environment="nosuch:1", network="bogus")]),
+    ("ForkSandbox", [pb.ForkRequest(sandbox="nosuch", network="allow=")]),
+    ("SandboxNetwork", [pb.NetworkRequest(sandbox="nosuch", policy="allow=no_such!")]),
+    ("SandboxNetwork", [pb.NetworkRequest(sandbox="nosuch", policy="")]),
+    ("SandboxNetwork", [pb.NetworkRequest(sandbox="nosuch", policy="egress\nallow=a")]),
+    ("CreateSandbox", [pb.CreateSandboxRequest(environment="e:1", network="allow=" + "a," * 9999)]),
     ("SandboxEvents", [pb.EventsRequest(sandbox="nosuch", after=-1)]),
     ("WatchMetering", [pb.TopRequest(interval_s=NAN)]),
     ("WatchMetering", [pb.TopRequest(interval_s=-1)]),
@@ -458,6 +465,8 @@ MISSING_CASES: list[tuple[str, Message]] = [
     ("DeleteSnapshot", pb.SnapshotRef(name="nosuch")),
     ("ResetSandbox", pb.ResetRequest(sandbox="nosuch")),
     ("MeteringHistory", pb.SandboxRef(ref="nosuch")),
+    ("SandboxNetwork", pb.NetworkRequest(sandbox="nosuch")),
+    ("SandboxNetwork", pb.NetworkRequest(sandbox="nosuch", policy="egress")),
     ("ServiceStatus", pb.ServiceRef(sandbox="nosuch", name="web")),
 ]
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import ENV, Grove
+from conftest import ENV, REPO, Grove
+
+from engine.errors import GroveError
 
 
 def _json_error(grove: Grove, *args: str) -> dict[str, str]:
@@ -112,3 +116,66 @@ def test_ui_hosts_are_checked_before_the_dashboard_opens(fresh_grove: Grove) -> 
     assert "grove host add" in error["remedy"]
     assert "invalid host" in _human_error(fresh_grove, "ui", "--host", "ssh://")
     assert "empty --host" in _human_error(fresh_grove, "ui", "--host", " ")
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Iterator[Grove]:
+    """The CLI with no engine it could reach or start: what fails here failed before any call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROVE_")}
+    env["GROVE_HOME"] = "/proc/grove-cannot-exist"
+    env["PYTHONPATH"] = str(REPO)
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    yield Grove(tmp_path, env)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sandbox", "create", ENV, "--network", "bogus"),
+        ("sandbox", "create", "--from-snapshot", "base", "--network", "allow="),
+        ("run", ENV, "--network", "allow=bad_host!", "--", "true"),
+        ("sandbox", "fork", "sb-00000000", "--network", "allow=10.0.0.1:99999"),
+    ],
+    ids=["create", "create-from-snapshot", "run", "fork"],
+)
+def test_bad_network_policy_fails_before_any_engine_call(
+    offline: Grove, args: tuple[str, ...]
+) -> None:
+    error = _json_error(offline, *args)
+    assert error["code"] == "invalid_argument", error  # not engine_unreachable: no call made
+    result = offline.run(*args)
+    assert result.code == (125 if args[0] == "run" else 1)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ")  # one line of cause
+    assert lines[1].strip().startswith("remedy: ") and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    "policy", ["", " ", "bogus", "allow=", "allow=a,,b", "allow=[::1", "allow=x:0", "allow=-a"]
+)
+def test_policy_argument_refusals_name_the_flag(policy: str) -> None:
+    from engine.cli.net_cmds import policy_arg
+
+    for flag in ("--network", "--policy"):
+        with pytest.raises(GroveError) as caught:
+            policy_arg(policy, flag)
+        error = caught.value
+        assert error.code == "invalid_argument" and error.message and error.remedy
+        other = "--policy" if flag == "--network" else "--network"
+        assert other not in error.remedy
+    assert policy_arg(None) == ""  # not given: the engine's default, or a fork's inheritance
+    assert policy_arg("allow=b.org:443,b.org:443, 10.0.0.0/8") == "allow=b.org:443,10.0.0.0/8"
+
+
+def test_sandbox_network_refuses_a_bad_policy_before_any_engine_call(offline: Grove) -> None:
+    error = _json_error(offline, "sandbox", "network", "sb-00000000", "--policy", "bogus")
+    assert error["code"] == "invalid_argument" and "bogus" in error["message"]
+    assert "--policy" in error["remedy"] and "--network" not in error["remedy"]
+    assert "bogus" in _human_error(
+        offline, "sandbox", "network", "sb-00000000", "--policy", "bogus"
+    )
+    usage = _json_error(offline, "sandbox", "network", "--policy", "egress")
+    assert usage["code"] == "usage"  # no ID
+    # A good policy gets as far as the engine, which is not there.
+    reached = _json_error(offline, "sandbox", "network", "sb-00000000", "--policy", "egress")
+    assert reached["code"] == "engine_unreachable"

@@ -142,6 +142,32 @@ def test_every_message_kind_converts() -> None:
     assert info.api_version == API_VERSION
 
 
+def test_network_converts_and_no_datum_stays_none() -> None:
+    shown = wire.network(pb.NetworkInfo(
+        sandbox_id="sb-1", policy="allow=example.org:443", backend="namespace",
+        guest_address="10.0.2.15", namespace="grove-sb-1", host_address="10.200.0.2",
+        pinned=["example.org=93.184.216.34"], rx_bytes=0, tx_bytes=512,
+    ))  # fmt: skip
+    assert shown == m.NetworkInfo(
+        sandbox_id="sb-1", policy="allow=example.org:443", backend="namespace",
+        guest_address="10.0.2.15", namespace="grove-sb-1", host_address="10.200.0.2",
+        pinned=("example.org=93.184.216.34",), rx_bytes=0, tx_bytes=512, applied_ms=None,
+    )  # fmt: skip
+    user = wire.network(pb.NetworkInfo(sandbox_id="sb-2", policy="egress", backend="user",
+                                       applied_ms=3.5))  # fmt: skip
+    assert (user.namespace, user.host_address, user.rx_bytes, user.tx_bytes) == (None,) * 4
+    assert user.applied_ms == 3.5 and user.to_json()["pinned"] == []
+    assert wire.sandbox(pb.Sandbox(id="sb-1", network="off")).network == "off"
+    assert wire.sandbox(pb.Sandbox(id="sb-1")).network is None
+    info = wire.engine_info(pb.EngineStatus(network_backend="user", network_default="egress"))
+    assert (info.network_backend, info.network_default) == ("user", "egress")
+    # Unset: show only; set (even to ""): change it.
+    assert not pb.NetworkRequest(sandbox="sb-1", policy=None).HasField("policy")
+    assert pb.NetworkRequest(sandbox="sb-1", policy="off").HasField("policy")
+    meter = wire.sandbox_meter(pb.SandboxMetering(id="sb-1", net_rx_bytes=0))
+    assert (meter.net_rx_bytes, meter.net_tx_bytes) == (0, None)
+
+
 def test_bytes_in_json_are_text_or_base64() -> None:
     result = m.ExecResult(exit_code=0, stdout=b"ok\n", stderr=b"\xff\xfe")
     data = result.to_json()

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from conftest import ENV, Grove, make_grove, teardown_grove
 
 from engine.config import Paths
 from engine.crashpoints import POINTS
+from engine.net.slots import home_tag
 
 pytestmark = pytest.mark.vm
 
@@ -134,6 +136,16 @@ def assert_consistent(h: Home, context: str) -> dict[str, dict[str, Any]]:
     dirs = {p.name for p in paths.sandboxes.iterdir()}
     assert dirs <= live_ids, f"{context}: sandbox dirs without a record: {dirs - live_ids}"
     assert not (g.home / "pool").exists() or not any((g.home / "pool").iterdir())
+    # Networks: one slot, namespace and host link per running sandbox, nothing else.
+    db = sqlite3.connect(f"file:{g.home / 'grove.db'}?mode=ro", uri=True)
+    try:
+        owners = {r[0] for r in db.execute("SELECT owner FROM net_slots")}
+    finally:
+        db.close()
+    assert owners == running, f"{context}: network slots {owners} vs running {running}"
+    tag = home_tag(paths)
+    spaces = {p.name for p in Path("/run/netns").glob(f"grove-{tag}-*")}
+    assert len(spaces) == len(running), f"{context}: namespaces {spaces} for {running}"
     return listed
 
 

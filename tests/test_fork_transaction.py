@@ -110,6 +110,12 @@ class Nothing:
     async def drop(self, template_id: str) -> None:
         return None
 
+    def for_loader(self) -> None:
+        return None
+
+    def policy_of(self, text: str) -> str:
+        return text
+
 
 def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> World:
     monkeypatch.setenv("GROVE_MEM_DIR", str(tmp_path / "mem"))
@@ -131,7 +137,7 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> Worl
     world = World(paths, store, vms, None, source, fail_at)  # type: ignore[arg-type]
     world.forks = Forks(
         paths, store, Accelerator("tcg", "test", "absent"), events, vms,
-        FakeRestorer(world), nothing, nothing, collector,  # type: ignore[arg-type]
+        FakeRestorer(world), nothing, nothing, collector, nothing,  # type: ignore[arg-type]
     )  # fmt: skip
     vms.hold(source.id, world.vm())  # type: ignore[arg-type]
 
@@ -140,7 +146,7 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> Worl
             target.write_bytes(b"")
 
     async def start_loader(
-        paths: Paths, accel: Accelerator, src: SandboxRecord, template_id: str = ""
+        paths: Paths, accel: Accelerator, src: SandboxRecord, net: object, template_id: str = ""
     ) -> capture.Loader:
         if fail_at == "loader":
             raise Boom("loader")

@@ -13,20 +13,25 @@ import tempfile
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from conftest import ENV, Grove
 from waiting import wait_for
 
-from engine.cli.top_cmd import COLUMNS, sort_column
+from engine.cli.top_cmd import COLUMNS, sort_column, sorted_rows
+from engine.client.models import SandboxMeter
 from engine.errors import GroveError
 from engine.metering.cpu import MIN_WINDOW_S
 from engine.metering.disk import ChainReader, backing_file
 from engine.metering.filesystems import mounts
 from engine.metering.meter import Meter, Target, mem_path_from_argv
-from engine.metering.sampler import Sampler
+from engine.metering.net import traffic
+from engine.metering.sampler import Sampler, sandbox_source
 from engine.metering.smaps import parse_smaps, parse_status
+from engine.sandbox.phase import Phase
+from engine.store.records import SandboxRecord
 
 DATA = Path(__file__).parent / "data"
 KIB = 1024
@@ -264,6 +269,72 @@ def test_gone_process_is_no_datum(template_file: Path) -> None:
     assert reading.host.sandboxes_running == 0
 
 
+def _write_counters(root: Path, device: str, rx: str, tx: str) -> None:
+    stats = root / device / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_bytes").write_text(rx + "\n")
+    (stats / "tx_bytes").write_text(tx + "\n")
+
+
+def test_net_counters_are_read_from_the_host_side_and_swapped(tmp_path: Path) -> None:
+    # The host side transmits what the sandbox receives, and receives what it sends.
+    _write_counters(tmp_path, "tap-1", rx="1200", tx="345678")
+    assert traffic("tap-1", tmp_path) == (345678, 1200)
+    _write_counters(tmp_path, "tap-2", rx="0", tx="0")
+    assert traffic("tap-2", tmp_path) == (0, 0)  # a real zero stays a zero
+    _write_counters(tmp_path, "tap-3", rx="garbage", tx="7")
+    assert traffic("tap-3", tmp_path) == (7, None)  # an unreadable counter is no datum
+    for missing in ("", "no-such-device", "../tap-1", ".", ".."):
+        assert traffic(missing, tmp_path) == (None, None), missing
+
+
+def test_net_counters_of_a_real_device() -> None:
+    # The loopback device always exists; what it sends it receives.
+    received, sent = traffic("lo")
+    assert received is not None and sent is not None and received >= 0 and sent >= 0
+    assert traffic("grove-none0") == (None, None)
+
+
+def test_meter_reads_net_counters_of_live_sandboxes_only(template_file: Path) -> None:
+    proc = _mapper(template_file, write_pages=0)
+    try:
+        targets = [
+            Target("a", "a", "running", proc.pid, None, str(template_file), net_device="lo"),
+            Target("b", "b", "running", proc.pid, None, str(template_file)),
+            Target("c", "c", "running", proc.pid, None, str(template_file),
+                   net_device="grove-none0"),
+            Target("s", "s", "stopped", net_device="lo"),
+        ]  # fmt: skip
+        a, b, c, s = Meter().measure(targets).sandboxes
+        assert a.net_rx_bytes is not None and a.net_tx_bytes is not None
+        assert a.net_rx_bytes >= 0 and a.net_tx_bytes >= 0
+        assert (b.net_rx_bytes, b.net_tx_bytes) == (None, None)  # no device: user mode
+        assert (c.net_rx_bytes, c.net_tx_bytes) == (None, None)  # a device that went away
+        assert (s.net_rx_bytes, s.net_tx_bytes) == (None, None)  # not running
+        assert s.to_dict()["net_rx_bytes"] is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sampler_source_takes_the_live_vms_host_device() -> None:
+    def record(sid: str, phase: Phase) -> SandboxRecord:
+        return SandboxRecord(sid, sid, ENV, phase, 1, 512, 0.0, 0.0)
+
+    records = [record("a", Phase.RUNNING), record("b", Phase.STOPPED), record("c", Phase.RUNNING)]
+    net = SimpleNamespace(host_device="grv-a")
+    vms = {
+        "a": SimpleNamespace(pid=1, process=SimpleNamespace(start=2), net=net, agent=None),
+        "b": SimpleNamespace(pid=3, process=SimpleNamespace(start=4), net=net, agent=None),
+        "c": SimpleNamespace(pid=5, process=SimpleNamespace(start=6), agent=None),  # no net
+    }
+    sandboxes = SimpleNamespace(
+        records=lambda include_terminated: records, vm=lambda sid: vms.get(sid)
+    )
+    targets = [t for t, _ in sandbox_source(sandboxes)()]  # type: ignore[arg-type]
+    assert [t.net_device for t in targets] == ["grv-a", "", ""]
+
+
 def test_sampler_history_and_drop_oldest_subscribers() -> None:
     async def scenario() -> None:
         sampler = Sampler(lambda: [(Target("s", "s", "stopped"), None)], interval_s=0.1, history=3)
@@ -284,16 +355,28 @@ def test_sort_columns_validate() -> None:
     assert sort_column("cpu").header == "CPU%"
     assert sort_column("unique_mem").header == "UNIQUE-MEM"
     assert sort_column("Shared-Disk").header == "SHARED-DISK"
+    assert sort_column("net").header == sort_column("net_tx").header == "NET RX/TX"
     with pytest.raises(GroveError) as err:
         sort_column("bogus")
     assert all(c.header in err.value.remedy for c in COLUMNS)
+
+
+def test_top_net_column_is_a_pair_and_no_datum_is_a_dash() -> None:
+    net = sort_column("NET RX/TX")
+    assert net.cell(SandboxMeter("a", "a", "running")) == "-"
+    assert net.cell(SandboxMeter("a", "a", "running", net_rx_bytes=0, net_tx_bytes=2048)) == (
+        "0 B/2.0 KiB"
+    )
+    have = SandboxMeter("b", "b", "running", net_rx_bytes=5, net_tx_bytes=1)
+    none = SandboxMeter("c", "c", "stopped")
+    assert [r.id for r in sorted_rows([none, have], net)] == ["b", "c"]  # no datum last
 
 
 # -- grove top on real VMs ------------------------------------------------------------------
 
 SANDBOX_KEYS = {
     "id", "name", "unique_mem_bytes", "shared_mem_bytes", "vmm_overhead_bytes",
-    "unique_disk_bytes", "shared_disk_bytes", "cpu_percent",
+    "unique_disk_bytes", "shared_disk_bytes", "cpu_percent", "net_rx_bytes", "net_tx_bytes",
 }  # fmt: skip
 HOST_KEYS = {"naive_mem_bytes", "cow_aware_mem_bytes", "saved_mem_bytes"}
 
@@ -481,7 +564,8 @@ def test_stopped_and_terminated_sandboxes_have_no_datum(grove: Grove) -> None:
         row = rows(top(grove))[sid]
         assert row["phase"] == "stopped"
         for key in ("unique_mem_bytes", "shared_mem_bytes", "vmm_overhead_bytes",
-                    "cpu_percent", "rss_bytes", "guest_mem_used_bytes"):  # fmt: skip
+                    "cpu_percent", "rss_bytes", "guest_mem_used_bytes", "net_rx_bytes",
+                    "net_tx_bytes"):  # fmt: skip
             assert row[key] is None, (key, row)
         # Its disk is still there and still measured.
         assert row["unique_disk_bytes"] is not None and row["shared_disk_bytes"] is not None
@@ -494,7 +578,7 @@ def test_stopped_and_terminated_sandboxes_have_no_datum(grove: Grove) -> None:
     assert ended["phase"] == "terminated"
     assert all(ended[k] is None for k in SANDBOX_KEYS - {"id", "name"})
     line = next(ln for ln in grove.ok("top", "--all").out.splitlines() if ln.startswith(sid))
-    assert line.split()[3:] == ["-"] * 6
+    assert line.split()[3:] == ["-"] * (len(COLUMNS) - 3)  # every datum column
 
 
 def test_top_sort_and_bad_column(grove: Grove, family: list[str]) -> None:

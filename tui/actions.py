@@ -124,6 +124,15 @@ ACTIONS: tuple[Action, ...] = (
         needs_sandbox=True,
     ),
     Action(
+        "network",
+        "N",
+        "Network policy",
+        "Set what the sandbox may reach: off, published, egress or allow=HOST[:PORT],...",
+        "Network policy of {label}",
+        mutating=True,
+        needs_sandbox=True,
+    ),
+    Action(
         "start_service",
         "v",
         "Service",

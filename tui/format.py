@@ -18,6 +18,27 @@ def size(n: int | None) -> str:
     return DASH  # unreachable
 
 
+def short_size(n: int | None) -> str:
+    """At most four characters, for a pair in one cell: 512B, 9.5K, 340K, 1.2M, 12G."""
+    if n is None:
+        return DASH
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T", "P", "E"):
+        if value < 999.5 or unit == "E":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+        value /= 1024
+    return DASH  # unreachable
+
+
+def pair(first: int | None, second: int | None) -> str:
+    """'12M/340K'; '-' when neither is known."""
+    if first is None and second is None:
+        return DASH
+    return f"{short_size(first)}/{short_size(second)}"
+
+
 def percent(p: float | None) -> str:
     return DASH if p is None else f"{p:.1f}%"
 

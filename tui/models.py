@@ -56,10 +56,25 @@ class SandboxInfo:
     template_id: str = ""
     error: str = ""
     has_secrets: bool = False
+    #: Its network policy: off | published | egress | allow=...; "" when the engine says none.
+    network: str = ""
 
     @property
     def label(self) -> str:
         return self.name or self.id
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A sandbox's network as the engine reports it (after a change: the new policy)."""
+
+    sandbox_id: str
+    policy: str
+    backend: str = ""
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    #: How long the change took to apply, engine side; None when nothing was changed.
+    applied_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,9 @@ class SandboxMeter:
     unique_disk: int | None = None
     shared_disk: int | None = None
     cpu_percent: float | None = None
+    #: Bytes it received and sent since its VM started (None: no datum, e.g. user mode).
+    net_rx: int | None = None
+    net_tx: int | None = None
     #: When the engine took it (history samples); None on live samples, which share one time.
     sampled_at: float | None = None
 

@@ -56,6 +56,7 @@ RPC_METHODS = {
     "StartSandbox": "start",
     "TerminateSandbox": "terminate",
     "PingAgent": "ping",
+    "SandboxNetwork": "network",
     "Exec": "exec_stream",
     "SandboxEvents": "events",
     "WatchInventory": "watch_inventory",
@@ -182,6 +183,7 @@ class ExecStream:
             duration_ms=self.exit.duration_ms,
             signal=self.exit.signal,
             timed_out=self.exit.timed_out,
+            network_note=self.exit.network_note,
         )
 
     async def _write(self, message: pb.ExecInput) -> None:
@@ -390,8 +392,10 @@ class AsyncGrove:
         mem_mib: int = 0,
         secrets: Mapping[str, str] | None = None,
         from_snapshot: str = "",
+        network: str = "",
     ) -> m.Sandbox:
-        """A running sandbox; vcpus/mem_mib 0 take the engine's defaults."""
+        """A running sandbox; vcpus/mem_mib 0 take the engine's defaults, network ''
+        (a policy: off, published, egress or allow=HOST[:PORT],...) the engine's default."""
         request = pb.CreateSandboxRequest(
             environment=environment,
             name=name,
@@ -399,6 +403,7 @@ class AsyncGrove:
             mem_mib=mem_mib,
             secrets=dict(secrets or {}),
             from_snapshot=from_snapshot,
+            network=network,
         )
         return wire.sandbox(await self._unary(self._stub.CreateSandbox, request))
 
@@ -425,6 +430,12 @@ class AsyncGrove:
         """The engine<->agent round trip in ms."""
         reply = await self._unary(self._stub.PingAgent, pb.SandboxRef(ref=ref), QUICK_TIMEOUT)
         return float(reply.round_trip_ms)
+
+    async def network(self, ref: str, policy: str | None = None) -> m.NetworkInfo:
+        """A sandbox's network; with policy, change it first (applied live when running)."""
+        request = pb.NetworkRequest(sandbox=ref, policy=policy)
+        timeout = QUICK_TIMEOUT if policy is None else None
+        return wire.network(await self._unary(self._stub.SandboxNetwork, request, timeout))
 
     async def exec_stream(
         self,
@@ -501,10 +512,20 @@ class AsyncGrove:
     # fork, snapshots, lineage
 
     async def fork(
-        self, ref: str, replicas: int = 1, name_prefix: str = "", allow_secrets: bool = False
+        self,
+        ref: str,
+        replicas: int = 1,
+        name_prefix: str = "",
+        allow_secrets: bool = False,
+        network: str = "",
     ) -> m.ForkResult:
+        """Snapshot-fork a running sandbox; network '' gives each child the source's policy."""
         request = pb.ForkRequest(
-            sandbox=ref, replicas=replicas, name_prefix=name_prefix, allow_secrets=allow_secrets
+            sandbox=ref,
+            replicas=replicas,
+            name_prefix=name_prefix,
+            allow_secrets=allow_secrets,
+            network=network,
         )
         return wire.fork_result(await self._unary(self._stub.ForkSandbox, request))
 

@@ -10,6 +10,7 @@ from engine.api import grove_pb2 as pb
 from engine.fork import fsdiff, transaction
 from engine.fork.lineage import Node
 from engine.images.catalog import EnvironmentInfo, PullUpdate
+from engine.net.status import NetworkInfo
 from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
 
@@ -29,7 +30,28 @@ def sandbox(record: SandboxRecord) -> pb.Sandbox:
         error=record.error,
         has_secrets=record.secrets,
         create_ms=record.create_ms,
+        network=record.network,
     )
+
+
+def network(info: NetworkInfo) -> pb.NetworkInfo:
+    """A sandbox's network; a None datum (traffic, apply time) stays an unset field."""
+    message = pb.NetworkInfo(
+        sandbox_id=info.sandbox_id,
+        policy=info.policy,
+        backend=info.backend,
+        guest_address=info.guest_address,
+        namespace=info.namespace,
+        host_address=info.host_address,
+        pinned=list(info.pinned),
+    )
+    if info.rx_bytes is not None:
+        message.rx_bytes = info.rx_bytes
+    if info.tx_bytes is not None:
+        message.tx_bytes = info.tx_bytes
+    if info.applied_ms is not None:
+        message.applied_ms = info.applied_ms
+    return message
 
 
 def event(record: EventRecord) -> pb.SandboxEvent:

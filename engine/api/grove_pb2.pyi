@@ -49,6 +49,8 @@ class EngineStatus(_message.Message):
     SANDBOXES_RUNNING_FIELD_NUMBER: _builtins.int
     API_VERSION_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    NETWORK_BACKEND_FIELD_NUMBER: _builtins.int
+    NETWORK_DEFAULT_FIELD_NUMBER: _builtins.int
     pid: _builtins.int
     socket: _builtins.str
     accelerator: _builtins.str
@@ -59,6 +61,10 @@ class EngineStatus(_message.Message):
     sandboxes_running: _builtins.int
     api_version: _builtins.int
     """Bumped when a change breaks older clients; the client compares it once on connect."""
+    network_backend: _builtins.str
+    """namespace | user"""
+    network_default: _builtins.str
+    """the policy a sandbox gets when created without one"""
     @_builtins.property
     def limits(self) -> Global___Limits: ...
     def __init__(
@@ -74,10 +80,12 @@ class EngineStatus(_message.Message):
         sandboxes_running: _builtins.int = ...,
         api_version: _builtins.int = ...,
         limits: Global___Limits | None = ...,
+        network_backend: _builtins.str = ...,
+        network_default: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "accelerator_reason", b"accelerator_reason", "api_version", b"api_version", "home", b"home", "limits", b"limits", "pid", b"pid", "sandboxes_running", b"sandboxes_running", "socket", b"socket", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "accelerator_reason", b"accelerator_reason", "api_version", b"api_version", "home", b"home", "limits", b"limits", "network_backend", b"network_backend", "network_default", b"network_default", "pid", b"pid", "sandboxes_running", b"sandboxes_running", "socket", b"socket", "started_at", b"started_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +324,7 @@ class CreateSandboxRequest(_message.Message):
     MEM_MIB_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     FROM_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     environment: _builtins.str
     name: _builtins.str
     vcpus: _builtins.int
@@ -323,6 +332,8 @@ class CreateSandboxRequest(_message.Message):
     mem_mib: _builtins.int
     """0 = default"""
     from_snapshot: _builtins.str
+    network: _builtins.str
+    """off | published | egress | allow=HOST[:PORT],...; empty = the engine's default"""
     @_builtins.property
     def secrets(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -334,10 +345,11 @@ class CreateSandboxRequest(_message.Message):
         mem_mib: _builtins.int = ...,
         secrets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         from_snapshot: _builtins.str = ...,
+        network: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "from_snapshot", b"from_snapshot", "mem_mib", b"mem_mib", "name", b"name", "secrets", b"secrets", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "from_snapshot", b"from_snapshot", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "secrets", b"secrets", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,6 +373,7 @@ class Sandbox(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     HAS_SECRETS_FIELD_NUMBER: _builtins.int
     CREATE_MS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     environment: _builtins.str
@@ -375,6 +388,8 @@ class Sandbox(_message.Message):
     error: _builtins.str
     has_secrets: _builtins.bool
     create_ms: _builtins.float
+    network: _builtins.str
+    """its network policy"""
     def __init__(
         self,
         *,
@@ -392,10 +407,11 @@ class Sandbox(_message.Message):
         error: _builtins.str = ...,
         has_secrets: _builtins.bool = ...,
         create_ms: _builtins.float = ...,
+        network: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_ms", b"create_ms", "created_at", b"created_at", "environment", b"environment", "error", b"error", "has_secrets", b"has_secrets", "id", b"id", "mem_mib", b"mem_mib", "name", b"name", "parent_id", b"parent_id", "phase", b"phase", "pid", b"pid", "template_id", b"template_id", "updated_at", b"updated_at", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_ms", b"create_ms", "created_at", b"created_at", "environment", b"environment", "error", b"error", "has_secrets", b"has_secrets", "id", b"id", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "parent_id", b"parent_id", "phase", b"phase", "pid", b"pid", "template_id", b"template_id", "updated_at", b"updated_at", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,6 +493,97 @@ class PingReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PingReply: _TypeAlias = PingReply  # noqa: Y015
+
+@_typing.final
+class NetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    policy: _builtins.str
+    """unset: only show; set: change it (applied live when running)"""
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        policy: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "policy", b"policy", "sandbox", b"sandbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__policy: _TypeAlias = _typing.Literal["policy"]  # noqa: Y015
+    _WhichOneofArgType__policy: _TypeAlias = _typing.Literal["_policy", b"_policy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__policy) -> _WhichOneofReturnType__policy | None: ...
+
+Global___NetworkRequest: _TypeAlias = NetworkRequest  # noqa: Y015
+
+@_typing.final
+class NetworkInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    GUEST_ADDRESS_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    HOST_ADDRESS_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    RX_BYTES_FIELD_NUMBER: _builtins.int
+    TX_BYTES_FIELD_NUMBER: _builtins.int
+    APPLIED_MS_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    policy: _builtins.str
+    backend: _builtins.str
+    """namespace | user"""
+    guest_address: _builtins.str
+    namespace: _builtins.str
+    """empty in user mode"""
+    host_address: _builtins.str
+    """empty in user mode"""
+    rx_bytes: _builtins.int
+    """bytes the sandbox received; unset: no datum"""
+    tx_bytes: _builtins.int
+    """bytes it sent"""
+    applied_ms: _builtins.float
+    """how long the policy change took, engine side"""
+    @_builtins.property
+    def pinned(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """allow= names as pinned: name=address"""
+
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        guest_address: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        host_address: _builtins.str = ...,
+        pinned: _abc.Iterable[_builtins.str] | None = ...,
+        rx_bytes: _builtins.int | None = ...,
+        tx_bytes: _builtins.int | None = ...,
+        applied_ms: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_applied_ms", b"_applied_ms", "_rx_bytes", b"_rx_bytes", "_tx_bytes", b"_tx_bytes", "applied_ms", b"applied_ms", "rx_bytes", b"rx_bytes", "tx_bytes", b"tx_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_applied_ms", b"_applied_ms", "_rx_bytes", b"_rx_bytes", "_tx_bytes", b"_tx_bytes", "applied_ms", b"applied_ms", "backend", b"backend", "guest_address", b"guest_address", "host_address", b"host_address", "namespace", b"namespace", "pinned", b"pinned", "policy", b"policy", "rx_bytes", b"rx_bytes", "sandbox_id", b"sandbox_id", "tx_bytes", b"tx_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__applied_ms: _TypeAlias = _typing.Literal["applied_ms"]  # noqa: Y015
+    _WhichOneofArgType__applied_ms: _TypeAlias = _typing.Literal["_applied_ms", b"_applied_ms"]  # noqa: Y015
+    _WhichOneofReturnType__rx_bytes: _TypeAlias = _typing.Literal["rx_bytes"]  # noqa: Y015
+    _WhichOneofArgType__rx_bytes: _TypeAlias = _typing.Literal["_rx_bytes", b"_rx_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__tx_bytes: _TypeAlias = _typing.Literal["tx_bytes"]  # noqa: Y015
+    _WhichOneofArgType__tx_bytes: _TypeAlias = _typing.Literal["_tx_bytes", b"_tx_bytes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__applied_ms) -> _WhichOneofReturnType__applied_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rx_bytes) -> _WhichOneofReturnType__rx_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tx_bytes) -> _WhichOneofReturnType__tx_bytes | None: ...
+
+Global___NetworkInfo: _TypeAlias = NetworkInfo  # noqa: Y015
 
 @_typing.final
 class ExecStart(_message.Message):
@@ -574,11 +681,14 @@ class ExecExit(_message.Message):
     SIGNAL_FIELD_NUMBER: _builtins.int
     TIMED_OUT_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    NETWORK_NOTE_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
     """-1 when killed by a signal"""
     signal: _builtins.str
     timed_out: _builtins.bool
     duration_ms: _builtins.float
+    network_note: _builtins.str
+    """A failed command's sandbox had traffic its network policy blocked: what, and the remedy."""
     def __init__(
         self,
         *,
@@ -586,10 +696,11 @@ class ExecExit(_message.Message):
         signal: _builtins.str = ...,
         timed_out: _builtins.bool = ...,
         duration_ms: _builtins.float = ...,
+        network_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "exit_code", b"exit_code", "signal", b"signal", "timed_out", b"timed_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "exit_code", b"exit_code", "network_note", b"network_note", "signal", b"signal", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -770,10 +881,13 @@ class ForkRequest(_message.Message):
     REPLICAS_FIELD_NUMBER: _builtins.int
     NAME_PREFIX_FIELD_NUMBER: _builtins.int
     ALLOW_SECRETS_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     replicas: _builtins.int
     name_prefix: _builtins.str
     allow_secrets: _builtins.bool
+    network: _builtins.str
+    """the children's policy; empty = each inherits the source's"""
     def __init__(
         self,
         *,
@@ -781,10 +895,11 @@ class ForkRequest(_message.Message):
         replicas: _builtins.int = ...,
         name_prefix: _builtins.str = ...,
         allow_secrets: _builtins.bool = ...,
+        network: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "name_prefix", b"name_prefix", "replicas", b"replicas", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "name_prefix", b"name_prefix", "network", b"network", "replicas", b"replicas", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1136,6 +1251,8 @@ class SandboxMetering(_message.Message):
     CPU_PERCENT_FIELD_NUMBER: _builtins.int
     GUEST_MEM_USED_BYTES_FIELD_NUMBER: _builtins.int
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    NET_RX_BYTES_FIELD_NUMBER: _builtins.int
+    NET_TX_BYTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     phase: _builtins.str
@@ -1157,6 +1274,10 @@ class SandboxMetering(_message.Message):
     guest_mem_used_bytes: _builtins.int
     """the guest's view: MemTotal - MemAvailable"""
     template_id: _builtins.str
+    net_rx_bytes: _builtins.int
+    """bytes it received, since its VM started"""
+    net_tx_bytes: _builtins.int
+    """bytes it sent"""
     def __init__(
         self,
         *,
@@ -1173,15 +1294,21 @@ class SandboxMetering(_message.Message):
         cpu_percent: _builtins.float | None = ...,
         guest_mem_used_bytes: _builtins.int | None = ...,
         template_id: _builtins.str = ...,
+        net_rx_bytes: _builtins.int | None = ...,
+        net_tx_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_guest_mem_used_bytes", b"_guest_mem_used_bytes", "_rss_bytes", b"_rss_bytes", "_shared_disk_bytes", b"_shared_disk_bytes", "_shared_mem_bytes", b"_shared_mem_bytes", "_unique_disk_bytes", b"_unique_disk_bytes", "_unique_mem_bytes", b"_unique_mem_bytes", "_vmm_overhead_bytes", b"_vmm_overhead_bytes", "cpu_percent", b"cpu_percent", "guest_mem_used_bytes", b"guest_mem_used_bytes", "rss_bytes", b"rss_bytes", "shared_disk_bytes", b"shared_disk_bytes", "shared_mem_bytes", b"shared_mem_bytes", "unique_disk_bytes", b"unique_disk_bytes", "unique_mem_bytes", b"unique_mem_bytes", "vmm_overhead_bytes", b"vmm_overhead_bytes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_guest_mem_used_bytes", b"_guest_mem_used_bytes", "_net_rx_bytes", b"_net_rx_bytes", "_net_tx_bytes", b"_net_tx_bytes", "_rss_bytes", b"_rss_bytes", "_shared_disk_bytes", b"_shared_disk_bytes", "_shared_mem_bytes", b"_shared_mem_bytes", "_unique_disk_bytes", b"_unique_disk_bytes", "_unique_mem_bytes", b"_unique_mem_bytes", "_vmm_overhead_bytes", b"_vmm_overhead_bytes", "cpu_percent", b"cpu_percent", "guest_mem_used_bytes", b"guest_mem_used_bytes", "net_rx_bytes", b"net_rx_bytes", "net_tx_bytes", b"net_tx_bytes", "rss_bytes", b"rss_bytes", "shared_disk_bytes", b"shared_disk_bytes", "shared_mem_bytes", b"shared_mem_bytes", "unique_disk_bytes", b"unique_disk_bytes", "unique_mem_bytes", b"unique_mem_bytes", "vmm_overhead_bytes", b"vmm_overhead_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_guest_mem_used_bytes", b"_guest_mem_used_bytes", "_rss_bytes", b"_rss_bytes", "_shared_disk_bytes", b"_shared_disk_bytes", "_shared_mem_bytes", b"_shared_mem_bytes", "_unique_disk_bytes", b"_unique_disk_bytes", "_unique_mem_bytes", b"_unique_mem_bytes", "_vmm_overhead_bytes", b"_vmm_overhead_bytes", "cpu_percent", b"cpu_percent", "guest_mem_used_bytes", b"guest_mem_used_bytes", "id", b"id", "name", b"name", "phase", b"phase", "rss_bytes", b"rss_bytes", "sampled_at", b"sampled_at", "shared_disk_bytes", b"shared_disk_bytes", "shared_mem_bytes", b"shared_mem_bytes", "template_id", b"template_id", "unique_disk_bytes", b"unique_disk_bytes", "unique_mem_bytes", b"unique_mem_bytes", "vmm_overhead_bytes", b"vmm_overhead_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_guest_mem_used_bytes", b"_guest_mem_used_bytes", "_net_rx_bytes", b"_net_rx_bytes", "_net_tx_bytes", b"_net_tx_bytes", "_rss_bytes", b"_rss_bytes", "_shared_disk_bytes", b"_shared_disk_bytes", "_shared_mem_bytes", b"_shared_mem_bytes", "_unique_disk_bytes", b"_unique_disk_bytes", "_unique_mem_bytes", b"_unique_mem_bytes", "_vmm_overhead_bytes", b"_vmm_overhead_bytes", "cpu_percent", b"cpu_percent", "guest_mem_used_bytes", b"guest_mem_used_bytes", "id", b"id", "name", b"name", "net_rx_bytes", b"net_rx_bytes", "net_tx_bytes", b"net_tx_bytes", "phase", b"phase", "rss_bytes", b"rss_bytes", "sampled_at", b"sampled_at", "shared_disk_bytes", b"shared_disk_bytes", "shared_mem_bytes", b"shared_mem_bytes", "template_id", b"template_id", "unique_disk_bytes", b"unique_disk_bytes", "unique_mem_bytes", b"unique_mem_bytes", "vmm_overhead_bytes", b"vmm_overhead_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_percent: _TypeAlias = _typing.Literal["cpu_percent"]  # noqa: Y015
     _WhichOneofArgType__cpu_percent: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent"]  # noqa: Y015
     _WhichOneofReturnType__guest_mem_used_bytes: _TypeAlias = _typing.Literal["guest_mem_used_bytes"]  # noqa: Y015
     _WhichOneofArgType__guest_mem_used_bytes: _TypeAlias = _typing.Literal["_guest_mem_used_bytes", b"_guest_mem_used_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__net_rx_bytes: _TypeAlias = _typing.Literal["net_rx_bytes"]  # noqa: Y015
+    _WhichOneofArgType__net_rx_bytes: _TypeAlias = _typing.Literal["_net_rx_bytes", b"_net_rx_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__net_tx_bytes: _TypeAlias = _typing.Literal["net_tx_bytes"]  # noqa: Y015
+    _WhichOneofArgType__net_tx_bytes: _TypeAlias = _typing.Literal["_net_tx_bytes", b"_net_tx_bytes"]  # noqa: Y015
     _WhichOneofReturnType__rss_bytes: _TypeAlias = _typing.Literal["rss_bytes"]  # noqa: Y015
     _WhichOneofArgType__rss_bytes: _TypeAlias = _typing.Literal["_rss_bytes", b"_rss_bytes"]  # noqa: Y015
     _WhichOneofReturnType__shared_disk_bytes: _TypeAlias = _typing.Literal["shared_disk_bytes"]  # noqa: Y015
@@ -1198,6 +1325,10 @@ class SandboxMetering(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_percent) -> _WhichOneofReturnType__cpu_percent | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__guest_mem_used_bytes) -> _WhichOneofReturnType__guest_mem_used_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__net_rx_bytes) -> _WhichOneofReturnType__net_rx_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__net_tx_bytes) -> _WhichOneofReturnType__net_tx_bytes | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rss_bytes) -> _WhichOneofReturnType__rss_bytes | None: ...
     @_typing.overload

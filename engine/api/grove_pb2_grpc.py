@@ -99,6 +99,11 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.PingReply.FromString,
                 _registered_method=True)
+        self.SandboxNetwork = channel.unary_unary(
+                '/grove.v1.Engine/SandboxNetwork',
+                request_serializer=engine_dot_api_dot_grove__pb2.NetworkRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.NetworkInfo.FromString,
+                _registered_method=True)
         self.Exec = channel.stream_stream(
                 '/grove.v1.Engine/Exec',
                 request_serializer=engine_dot_api_dot_grove__pb2.ExecInput.SerializeToString,
@@ -303,6 +308,13 @@ class EngineServicer:
 
     def PingAgent(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxNetwork(self, request, context):
+        """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -533,6 +545,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.PingAgent,
                     request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.PingReply.SerializeToString,
+            ),
+            'SandboxNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxNetwork,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.NetworkRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.NetworkInfo.SerializeToString,
             ),
             'Exec': grpc.stream_stream_rpc_method_handler(
                     servicer.Exec,
@@ -1011,6 +1028,33 @@ class Engine:
             '/grove.v1.Engine/PingAgent',
             engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
             engine_dot_api_dot_grove__pb2.PingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/SandboxNetwork',
+            engine_dot_api_dot_grove__pb2.NetworkRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.NetworkInfo.FromString,
             options,
             channel_credentials,
             insecure,

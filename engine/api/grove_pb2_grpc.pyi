@@ -46,6 +46,8 @@ class EngineStub:
     StartSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]
     TerminateSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]
     PingAgent: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.PingReply]
+    SandboxNetwork: _grpc.UnaryUnaryMultiCallable[_grove_pb2.NetworkRequest, _grove_pb2.NetworkInfo]
+    """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live)."""
     Exec: _grpc.StreamStreamMultiCallable[_grove_pb2.ExecInput, _grove_pb2.ExecOutput]
     """First message carries ExecStart; later ones stdin bytes, stdin EOF or a signal."""
     SandboxEvents: _grpc.UnaryStreamMultiCallable[_grove_pb2.EventsRequest, _grove_pb2.SandboxEvent]
@@ -99,6 +101,8 @@ class EngineAsyncStub(EngineStub):
     StartSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]  # type: ignore[assignment]
     TerminateSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]  # type: ignore[assignment]
     PingAgent: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.PingReply]  # type: ignore[assignment]
+    SandboxNetwork: _aio.UnaryUnaryMultiCallable[_grove_pb2.NetworkRequest, _grove_pb2.NetworkInfo]  # type: ignore[assignment]
+    """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live)."""
     Exec: _aio.StreamStreamMultiCallable[_grove_pb2.ExecInput, _grove_pb2.ExecOutput]  # type: ignore[assignment]
     """First message carries ExecStart; later ones stdin bytes, stdin EOF or a signal."""
     SandboxEvents: _aio.UnaryStreamMultiCallable[_grove_pb2.EventsRequest, _grove_pb2.SandboxEvent]  # type: ignore[assignment]
@@ -227,6 +231,14 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _grove_pb2.SandboxRef,
         context: _ServicerContext,
     ) -> _typing.Union[_grove_pb2.PingReply, _abc.Awaitable[_grove_pb2.PingReply]]: ...
+
+    @_abc_1.abstractmethod
+    def SandboxNetwork(
+        self,
+        request: _grove_pb2.NetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.NetworkInfo, _abc.Awaitable[_grove_pb2.NetworkInfo]]:
+        """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live)."""
 
     @_abc_1.abstractmethod
     def Exec(

@@ -19,6 +19,7 @@ from engine.api import shells as shells_api
 from engine.api.status import abort as _abort
 from engine.api.version import API_VERSION
 from engine.errors import GroveError, invalid
+from engine.net import policy as net_policy
 
 if TYPE_CHECKING:
     from engine.daemon import Engine
@@ -40,6 +41,14 @@ def unary(
             raise  # unreachable: abort raises
 
     return wrapper
+
+
+def _policy(text: str, required: bool = False) -> str:
+    """A network policy as the request gives it, refused here when it does not parse, before
+    any sandbox is touched; "" (the default, or inherit) passes unless one is required."""
+    if text or required:
+        net_policy.parse(text)
+    return text
 
 
 class EngineService(pb_grpc.EngineServicer):
@@ -95,6 +104,7 @@ class EngineService(pb_grpc.EngineServicer):
             mem_mib=request.mem_mib,
             secrets=dict(request.secrets),
             from_snapshot=request.from_snapshot,
+            network=_policy(request.network),
         )
         return convert.sandbox(record)
 
@@ -123,6 +133,15 @@ class EngineService(pb_grpc.EngineServicer):
     async def PingAgent(self, request: pb.SandboxRef, context: Any) -> pb.PingReply:
         seconds = await self.engine.sandboxes.ping(request.ref)
         return pb.PingReply(round_trip_ms=seconds * 1000)
+
+    @unary
+    async def SandboxNetwork(self, request: pb.NetworkRequest, context: Any) -> pb.NetworkInfo:
+        sandboxes = self.engine.sandboxes
+        if request.HasField("policy"):
+            info = await sandboxes.set_network(request.sandbox, _policy(request.policy, True))
+        else:
+            info = sandboxes.network_info(request.sandbox)
+        return convert.network(info)
 
     async def Exec(
         self,
@@ -178,12 +197,15 @@ class EngineService(pb_grpc.EngineServicer):
             await self.engine.sandboxes.exec_ended(record.id, status.exit_code, status.duration_ms)
             if failure:
                 raise failure[0]
+            failed = status.exit_code != 0 or status.timed_out
+            note = await self.engine.sandboxes.network_hint(record.id) if failed else ""
             yield pb.ExecOutput(
                 exit=pb.ExecExit(
                     exit_code=status.exit_code if status.exit_code is not None else -1,
                     signal=str(status.signal or ""),
                     timed_out=status.timed_out,
                     duration_ms=status.duration_ms,
+                    network_note=note,
                 )
             )
         except Exception as exc:
@@ -230,6 +252,7 @@ class EngineService(pb_grpc.EngineServicer):
             replicas=request.replicas or 1,
             name_prefix=request.name_prefix,
             allow_secrets=request.allow_secrets,
+            network=_policy(request.network),
         )
         return pb.ForkReply(
             source=forked.source.id,

@@ -253,6 +253,7 @@ class Grove:
     start = _blocking(AsyncGrove.start)
     terminate = _blocking(AsyncGrove.terminate)
     ping = _blocking(AsyncGrove.ping)
+    network = _blocking(AsyncGrove.network)
     exec = _blocking(AsyncGrove.exec)
     events = _iterating(AsyncGrove.events)
     watch_inventory = _iterating(AsyncGrove.watch_inventory)

@@ -14,6 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from engine.errors import invalid
+from engine.net.policy import MAX_ALLOW_RULES
 
 #: Fields that name or identify something: sandboxes, environments, snapshots, shells,
 #: services, signals, policies, probe kinds, terminal types.
@@ -38,6 +39,10 @@ MAX_IDENTIFIER = 128
 #: Guest paths: at most PATH_MAX.
 PATHS = frozenset({"cwd", "paths"})
 MAX_PATH = 4096
+#: Network policies (engine.net.policy), parsed by the servicer: on one line, and no longer
+#: than the most hosts allow= takes, each a full-length name with a port (and a ', ').
+POLICIES = frozenset({"network", "policy"})
+MAX_POLICY = len("allow=") + MAX_ALLOW_RULES * (253 + len(":65535, "))
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
@@ -104,6 +109,17 @@ def _string(name: str, value: str, label: str) -> Problem | None:
             return (
                 f"{label} contains a line break or control character",
                 "pass the name or id exactly as a listing shows it, e.g. 'grove ps'",
+            )
+    if name in POLICIES:
+        if len(value) > MAX_POLICY:
+            return (
+                f"{label} is {len(value)} characters long",
+                f"allow at most {MAX_ALLOW_RULES} hosts; allow a CIDR instead of many addresses",
+            )
+        if _CONTROL.search(value):
+            return (
+                f"{label} contains a line break or control character",
+                "pass off, published, egress or allow=HOST[:PORT],... on one line",
             )
     if name in PATHS and len(value) > MAX_PATH:
         return f"{label} is {len(value)} characters long", f"pass a path of at most {MAX_PATH}"

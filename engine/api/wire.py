@@ -40,6 +40,8 @@ def engine_info(s: pb.EngineStatus) -> m.EngineInfo:
         sandboxes_running=s.sandboxes_running,
         api_version=s.api_version,
         limits=limits(s.limits) if s.HasField("limits") else None,
+        network_backend=_s(s.network_backend),
+        network_default=_s(s.network_default),
     )
 
 
@@ -99,6 +101,22 @@ def sandbox(s: pb.Sandbox) -> m.Sandbox:
         error=_s(s.error),
         has_secrets=s.has_secrets,
         create_ms=_n(s.create_ms),
+        network=_s(s.network),
+    )
+
+
+def network(n: pb.NetworkInfo) -> m.NetworkInfo:
+    return m.NetworkInfo(
+        sandbox_id=n.sandbox_id,
+        policy=n.policy,
+        backend=n.backend,
+        guest_address=_s(n.guest_address),
+        namespace=_s(n.namespace),
+        host_address=_s(n.host_address),
+        pinned=tuple(n.pinned),
+        rx_bytes=opt(n, "rx_bytes"),
+        tx_bytes=opt(n, "tx_bytes"),
+        applied_ms=opt(n, "applied_ms"),
     )
 
 
@@ -108,6 +126,7 @@ def exec_exit(e: pb.ExecExit) -> m.ExecExit:
         signal=_s(e.signal),
         timed_out=e.timed_out,
         duration_ms=e.duration_ms,
+        network_note=_s(e.network_note),
     )
 
 

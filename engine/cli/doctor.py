@@ -13,6 +13,7 @@ import psutil
 from engine.cli.context import Context
 from engine.cli.output import emit_json, iec, table
 from engine.client import socket_alive
+from engine.net import doctor as net_doctor
 from engine.vmm import accel
 
 MIN_FREE_DISK = 2 << 30
@@ -127,10 +128,14 @@ def _tsc() -> Check:
     return Check("tsc", "ok", f"tsc_early_khz={khz} lpj={loops} (keeps microvm boots reliable)")
 
 
+def _network() -> list[Check]:
+    return [Check(c.name, c.status, c.detail, c.remedy) for c in net_doctor.checks()]
+
+
 def doctor(ctx: Context) -> int:
     acc_check, kvm_check, acc_name = _accelerator()
     checks = [_qemu(), acc_check, kvm_check, _image_tools(), _images(ctx), _state_dir(ctx),
-              *_resources(ctx), _tsc()]  # fmt: skip
+              *_resources(ctx), _tsc(), *_network()]  # fmt: skip
     ok = not any(c.status == "fail" for c in checks)
     if ctx.json:
         emit_json({"ok": ok, "accelerator": acc_name, "checks": [asdict(c) for c in checks]})

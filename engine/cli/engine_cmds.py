@@ -92,6 +92,8 @@ def status(ctx: Context) -> int:
         print(f"  home         {st.home}")
         print(f"  accelerator  {st.accelerator} ({st.accelerator_reason})")
         print(f"  sandboxes    {st.sandboxes_running} running")
+        print(f"  network      {st.network_backend or '-'} (default policy "
+              f"{st.network_default or '-'})")  # fmt: skip
         if extra:
             print(f"  reached via  {extra['host']} ({extra['transport']})")
     return 0

@@ -96,7 +96,7 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
     if ex is None:
         raise GroveError("exec_lost", "the command's exit status never arrived", "retry")
     return ExecResult(ex.exit_code, bytes(stdout), bytes(stderr), ex.duration_ms, ex.signal,
-                      ex.timed_out)  # fmt: skip
+                      ex.timed_out, ex.network_note)  # fmt: skip
 
 
 def _exit_code(outcome: ExecResult) -> int:
@@ -127,10 +127,14 @@ def report(ctx: Context, outcome: ExecResult) -> int:
                 "duration_ms": round(outcome.duration_ms, 3),
                 "signal": outcome.signal or None,
                 "timed_out": outcome.timed_out,
+                "network_note": outcome.network_note,
             }
         )
-    elif outcome.timed_out:
+        return _exit_code(outcome)
+    if outcome.timed_out:
         print(f"grove: command timed out after {ctx.args.timeout} s", file=sys.stderr)
+    if outcome.network_note:
+        print(f"grove: {outcome.network_note}", file=sys.stderr)
     return _exit_code(outcome)
 
 

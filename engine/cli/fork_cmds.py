@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from engine.cli import net_cmds
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table, waiting
 from engine.client import ForkResult, LineageNode
@@ -30,6 +31,7 @@ def register(
     p.add_argument("--replicas", type=int, default=1, help="number of children (default 1)")
     p.add_argument("--name", help="name prefix: children are PREFIX-1..N")
     p.add_argument("--allow-secrets", action="store_true", help="fork even if it holds secrets")
+    net_cmds.add_option(p, net_cmds.FORK_HELP)
     p = verb(sandbox, "reset", reset, "restore a sandbox to a snapshot (default: its creation)")
     p.add_argument("id")
     p.add_argument("--snapshot", help="named snapshot to reset to")
@@ -54,14 +56,15 @@ def fork(ctx: Context) -> int:
     a = ctx.args
     if a.replicas < 1:
         raise invalid(f"invalid replica count {a.replicas}", "pass --replicas 1 or more")
+    network = net_cmds.policy_arg(a.network)
     with waiting(f"forking {a.id} into {a.replicas}", enabled=not ctx.json):
-        reply = _fork_call(ctx, a)
+        reply = _fork_call(ctx, a, network)
     return _print_fork(ctx, reply)
 
 
-def _fork_call(ctx: Context, a: Any) -> ForkResult:
+def _fork_call(ctx: Context, a: Any, network: str = "") -> ForkResult:
     return ctx.client.fork(a.id, replicas=a.replicas, name_prefix=a.name or "",
-                           allow_secrets=a.allow_secrets)  # fmt: skip
+                           allow_secrets=a.allow_secrets, network=network)  # fmt: skip
 
 
 def _print_fork(ctx: Context, reply: ForkResult) -> int:
@@ -144,20 +147,24 @@ def snapshot_rm(ctx: Context) -> int:
     return 0
 
 
-def _node_dict(node: LineageNode, now: float) -> dict[str, Any]:
-    """The node as JSON, with its age (the tree's own view) next to each created_at."""
+def _node_dict(node: LineageNode, now: float, networks: dict[str, str]) -> dict[str, Any]:
+    """The node as JSON, with its age (the tree's own view) next to each created_at, and a
+    sandbox's network policy (None for other nodes, or a sandbox no longer listed)."""
     return {
         **node.to_json(), "phase": node.phase or "",
         "age_s": round(now - node.created_at, 1) if node.created_at else None,
-        "children": [_node_dict(c, now) for c in node.children],
+        "network": networks.get(node.id) if node.kind == "sandbox" else None,
+        "children": [_node_dict(c, now, networks) for c in node.children],
     }  # fmt: skip
 
 
 def tree(ctx: Context) -> int:
     roots = ctx.client.lineage(ctx.args.id)
+    # Lineage nodes name no policy: each sandbox's comes from the listing.
+    networks = {s.id: s.network for s in ctx.client.sandboxes(all=True) if s.network}
     now = time.time()
     if ctx.json:
-        emit_json([_node_dict(r, now) for r in roots])
+        emit_json([_node_dict(r, now, networks) for r in roots])
         return 0
 
     def render(node: LineageNode, prefix: str, last: bool, top: bool) -> None:
@@ -166,7 +173,8 @@ def tree(ctx: Context) -> int:
         label = node.name if node.name == node.id else f"{node.name} ({node.id})"
         when = f"  {age(node.created_at, now)}" if node.created_at else ""
         kind = "" if node.kind == "sandbox" else f" [{node.kind}]"
-        print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase or ''}{when}")
+        net = f"  net {net_cmds.compact(networks[node.id])}" if node.id in networks else ""
+        print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase or ''}{when}{net}")
         child_prefix = prefix + ("" if top else ("   " if last else "│  "))
         for i, child in enumerate(node.children):
             render(child, child_prefix, i == len(node.children) - 1, False)

@@ -13,6 +13,7 @@ from engine.cli import (
     exec_cmds,
     fork_cmds,
     host_cmds,
+    net_cmds,
     sandbox_cmds,
     service_cmds,
     shell_cmds,
@@ -96,6 +97,7 @@ def build_parser() -> Parser:
     p.add_argument("environment", nargs="?", default="")
     p.add_argument("--from-snapshot", metavar="NAME", help="restore a named snapshot instead")
     _size_opts(p)
+    net_cmds.add_option(p)
     p.add_argument(
         "--secret",
         action="append",
@@ -118,6 +120,7 @@ def build_parser() -> Parser:
     p = verb(sbx, "terminate", sandbox_cmds.terminate, "destroy a sandbox and its files", ("rm",))
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true", help="every sandbox")
+    net_cmds.register(sbx, verb)
 
     snap = verbs.add_parser("snapshot", help="named snapshots").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
@@ -127,6 +130,7 @@ def build_parser() -> Parser:
     p = verb(verbs, "run", exec_cmds.run, "create, exec, terminate: run ENV -- CMD...")
     p.add_argument("environment")
     _size_opts(p)
+    net_cmds.add_option(p)
     _exec_opts(p)
 
     shell_cmds.register(verbs, verb)

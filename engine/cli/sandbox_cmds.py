@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.cli.context import Context
+from engine.cli.net_cmds import compact, policy_arg
 from engine.cli.output import age, emit_json, table, waiting
 from engine.client import Event, InventoryUpdate, Sandbox
 from engine.config import MAX_WATCH_REPLAY
@@ -42,6 +43,9 @@ def create_sandbox(ctx: Context, secrets: dict[str, str] | None = None) -> Sandb
         raise invalid(f"invalid vcpus {a.vcpus}", "pass --vcpus 1 or more")
     if a.mem_mib is not None and a.mem_mib < 1:
         raise invalid(f"invalid memory size {a.mem_mib} MiB", "pass --mem-mib 128 or more")
+    network = policy_arg(
+        getattr(a, "network", None)
+    )  # before ctx.client: bad input never reaches the engine
     return ctx.client.create(
         environment=a.environment or "",
         name=a.name or "",
@@ -49,6 +53,7 @@ def create_sandbox(ctx: Context, secrets: dict[str, str] | None = None) -> Sandb
         mem_mib=a.mem_mib or 0,
         secrets=secrets or {},
         from_snapshot=getattr(a, "from_snapshot", None) or "",
+        network=network,
     )
 
 
@@ -75,13 +80,13 @@ def ls(ctx: Context) -> int:
     now = time.time()
     rows = [
         [s.id, s.name, s.environment, s.phase, str(s.vcpus), f"{s.mem_mib}M",
-         age(s.created_at, now), s.parent_id or ""]
+         compact(s.network), age(s.created_at, now), s.parent_id or ""]
         for s in sandboxes
     ]  # fmt: skip
     if not rows:
         print("no sandboxes; create one with 'grove sandbox create debian:12'")
         return 0
-    print(table(["ID", "NAME", "ENV", "PHASE", "VCPU", "MEM", "AGE", "PARENT"], rows))
+    print(table(["ID", "NAME", "ENV", "PHASE", "VCPU", "MEM", "NET", "AGE", "PARENT"], rows))
     return 0
 
 

@@ -25,6 +25,24 @@ class Column:
     field: str  # "" for identity columns read from the message directly
     render: Callable[[Any], str]
     numeric: bool = True
+    #: A second field shown after the first ("rx/tx"); the column sorts by the first.
+    also: str = ""
+
+    def cell(self, row: SandboxMeter) -> str:
+        first = getattr(row, self.field)
+        if not self.also:
+            return self.render(first)
+        second = getattr(row, self.also)
+        if first is None and second is None:
+            return "-"
+        return f"{self.render(first)}/{self.render(second)}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What --sort accepts for it: its header (with and without %, or its first word),
+        its fields."""
+        fields = [_normalize(f) for f in (self.field, self.also) if f]
+        return (self.header, self.header.rstrip("%"), self.header.split(" ")[0], *fields)
 
 
 def _cpu(value: float | None) -> str:
@@ -41,6 +59,7 @@ COLUMNS = (
     Column("UNIQUE-DISK", "unique_disk_bytes", iec),
     Column("SHARED-DISK", "shared_disk_bytes", iec),
     Column("CPU%", "cpu_percent", _cpu),
+    Column("NET RX/TX", "net_rx_bytes", iec, also="net_tx_bytes"),
 )
 
 
@@ -52,7 +71,7 @@ def sort_column(name: str) -> Column:
     """A column by its header, case-insensitively; CPU and CPU% are the same column."""
     wanted = _normalize(name)
     for column in COLUMNS:
-        if wanted in (column.header, column.header.rstrip("%"), _normalize(column.field)):
+        if wanted in column.names:
             return column
     raise invalid(
         f"unknown sort column '{name}'",
@@ -72,7 +91,7 @@ def sorted_rows(rows: Sequence[SandboxMeter], column: Column | None) -> list[San
 
 
 def render(reply: MeterSample, rows: Sequence[SandboxMeter]) -> str:
-    cells = [[c.render(getattr(s, c.field)) for c in COLUMNS] for s in rows]
+    cells = [[c.cell(s) for c in COLUMNS] for s in rows]
     body = (
         table([c.header for c in COLUMNS], cells)
         if cells

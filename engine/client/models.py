@@ -53,6 +53,10 @@ class EngineInfo(Model):
     api_version: int
     #: What this engine accepts (dialogs and validation take their bounds from here).
     limits: Limits | None = None
+    #: How sandboxes are networked: 'namespace' (each its own network namespace) or 'user'.
+    network_backend: str | None = None
+    #: The policy a sandbox gets when created without one, e.g. 'published'.
+    network_default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,36 @@ class Sandbox(Model):
     has_secrets: bool = False
     #: Engine-side time from request to a running guest (creates and fork children).
     create_ms: float | None = None
+    #: Its network policy: off | published | egress | allow=HOST[:PORT],...
+    network: str | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.id
+
+
+@dataclass(frozen=True)
+class NetworkInfo(Model):
+    """What a sandbox may reach, and how it is wired (see grove.proto's NetworkInfo)."""
+
+    sandbox_id: str
+    #: off | published | egress | allow=HOST[:PORT],...
+    policy: str
+    #: 'namespace' (its own network namespace, TAP and firewall chain) or 'user'.
+    backend: str
+    #: The guest's own address (the same in every sandbox).
+    guest_address: str | None = None
+    #: Its network namespace, and the address its traffic comes from on the host (None in
+    #: user mode).
+    namespace: str | None = None
+    host_address: str | None = None
+    #: allow= names as the engine pinned them, "name=address" each.
+    pinned: tuple[str, ...] = ()
+    #: Bytes the sandbox received and sent; None: no datum (user mode, or not running).
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    #: How long the policy change took to apply, engine side (set after a change).
+    applied_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,8 @@ class ExecExit(Model):
     signal: str | None = None
     timed_out: bool = False
     duration_ms: float = 0.0
+    #: Set when the command failed and its sandbox's network policy blocked traffic meanwhile.
+    network_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +179,7 @@ class ExecResult(Model):
     duration_ms: float = 0.0
     signal: str | None = None
     timed_out: bool = False
+    network_note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -260,6 +293,9 @@ class SandboxMeter(Model):
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     guest_mem_used_bytes: int | None = None
+    #: Bytes it received and sent since its VM started (None: no datum, e.g. user mode).
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
 
 
 @dataclass(frozen=True)

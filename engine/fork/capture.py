@@ -23,6 +23,7 @@ from typing import Any
 
 from engine import crashpoints
 from engine.config import Paths
+from engine.net.network import Network
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import cmdline, memfile
 from engine.vmm.accel import Accelerator
@@ -64,6 +65,7 @@ async def start_loader(
     paths: Paths,
     accel: Accelerator,
     source: SandboxRecord,
+    net: Network,
     template_id: str = "",
     background: bool = False,
 ) -> Loader:
@@ -96,7 +98,7 @@ async def start_loader(
         prealloc=True,
         tag=paths.vm_tag(f"{template_id}-ld"),
     )
-    vm = await Vm.launch(spec, files, background=background)
+    vm = await Vm.launch(spec, files, background=background, net=net)
     try:
         channel = files.sock_dir / "mig.sock"
         await vm.migrate_in(f"unix:{channel}", ignore_shared=False)

@@ -16,6 +16,7 @@ import os
 
 from engine.config import Paths
 from engine.fork import capture
+from engine.net.networks import Networks
 from engine.store.records import SandboxRecord
 from engine.vmm.accel import Accelerator
 
@@ -25,7 +26,8 @@ Key = tuple[int, int, str, str, str]
 
 
 class LoaderPool:
-    def __init__(self, paths: Paths, accel: Accelerator) -> None:
+    def __init__(self, paths: Paths, accel: Accelerator, networks: Networks) -> None:
+        self._networks = networks
         self._paths = paths
         self._accel = accel
         self.enabled = os.environ.get("GROVE_WARM_LOADERS", "1") != "0"
@@ -50,7 +52,7 @@ class LoaderPool:
     async def _fill(self, key: Key, source: SandboxRecord) -> None:
         try:
             self._ready[key] = await capture.start_loader(
-                self._paths, self._accel, source, background=True
+                self._paths, self._accel, source, self._networks.for_loader(), background=True
             )
         except Exception as exc:  # only the next fork's speed depends on it
             log.warning("could not pre-start a fork loader: %s", exc)

@@ -24,6 +24,7 @@ from engine.fork.collector import Collector
 from engine.fork.holes import Holes
 from engine.fork.loaders import LoaderPool
 from engine.images import disks
+from engine.net.networks import Networks
 from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
@@ -59,7 +60,9 @@ class Forks:
         loaders: LoaderPool,
         holes: Holes,
         collector: Collector,
+        networks: Networks,
     ) -> None:
+        self._networks = networks
         self._paths = paths
         self._store = store
         self._accel = accel
@@ -71,7 +74,12 @@ class Forks:
         self._collector = collector
 
     async def fork(
-        self, ref: str, replicas: int = 1, name_prefix: str = "", allow_secrets: bool = False
+        self,
+        ref: str,
+        replicas: int = 1,
+        name_prefix: str = "",
+        allow_secrets: bool = False,
+        network: str = "",
     ) -> Forked:
         """Fork a running sandbox into replicas children; the source keeps running."""
         if not 1 <= replicas <= MAX_REPLICAS:
@@ -80,7 +88,9 @@ class Forks:
             )
         if name_prefix:
             validate_name(f"{name_prefix}-{replicas}")
-        return await self._capture(ref, replicas, name_prefix, None, allow_secrets)
+        # Validated before anything starts; empty: every child inherits the source's policy.
+        child_network = str(self._networks.policy_of(network)) if network else ""
+        return await self._capture(ref, replicas, name_prefix, None, allow_secrets, child_network)
 
     async def snapshot(self, ref: str, name: str) -> TemplateRecord:
         validate_name(name)
@@ -99,6 +109,7 @@ class Forks:
         name_prefix: str,
         snapshot_name: str | None,
         allow_secrets: bool,
+        child_network: str = "",
     ) -> Forked:
         source = self._vms.get(ref)
         if source.secrets and not allow_secrets:
@@ -113,7 +124,9 @@ class Forks:
                 undo.callback(self._collector.collect)  # runs last: frees what the undos left
                 # Whatever happens, the source's template gives back what the fork filled.
                 undo.callback(self._dig_source_template, source.mem_path)
-                forked = await self._steps(undo, source, vm, replicas, name_prefix, snapshot_name)
+                forked = await self._steps(
+                    undo, source, vm, replicas, name_prefix, snapshot_name, child_network
+                )
                 undo.pop_all()  # done: nothing to undo
             self._dig_source_template(source.mem_path)
         self._loaders.refill(source)  # the next fork of this size finds a loader waiting
@@ -145,6 +158,7 @@ class Forks:
         replicas: int,
         name_prefix: str,
         snapshot_name: str | None,
+        child_network: str,
     ) -> Forked:
         warm_loader = self._loaders.take(capture.loader_key(source))
         template_id = warm_loader.template_id if warm_loader else capture.new_template_id()
@@ -154,7 +168,7 @@ class Forks:
         # Step: child rows (undo: every child's VM, files and row).
         children: list[SandboxRecord] = []
         undo.push_async_callback(self._discard_all, children)
-        self._child_records(children, source, template_id, replicas, name_prefix)
+        self._child_records(children, source, template_id, replicas, name_prefix, child_network)
         crashpoints.reached("capture.children_recorded")
         # Step: the placeholder template (undo: failed, not dropped: if the source's disk was
         # already frozen, its new layer sits on this template's disk and GC must keep it).
@@ -181,7 +195,9 @@ class Forks:
             None
             if warm_loader is not None
             else asyncio.create_task(
-                capture.start_loader(self._paths, self._accel, source, template_id)
+                capture.start_loader(
+                    self._paths, self._accel, source, self._networks.for_loader(), template_id
+                )
             )
         )
         loader_box: list[capture.Loader] = [warm_loader] if warm_loader else []
@@ -264,6 +280,7 @@ class Forks:
         template_id: str,
         replicas: int,
         name_prefix: str,
+        network: str,
     ) -> None:
         names = [f"{name_prefix}-{i + 1}" if name_prefix else "" for i in range(replicas)]
         for name in names:
@@ -280,6 +297,7 @@ class Forks:
                 phase=Phase.CREATING, vcpus=source.vcpus, mem_mib=source.mem_mib,
                 created_at=now, updated_at=now, template_id=template_id, parent_id=source.id,
                 secrets=source.secrets, disk_base=template_id, origin=template_id,
+                network=network or source.network,
             )  # fmt: skip
             self._store.insert_sandbox(child)
             children.append(child)

@@ -47,7 +47,9 @@ class Templates:
     def template_id(self, image: EnvironmentImage, vcpus: int, mem_mib: int) -> str:
         # The CPU model is part of the frozen state: a template booted with other accelerator
         # arguments cannot be restored with these.
-        key = f"{image.recipe_hash}:{vcpus}:{mem_mib}:{' '.join(self._accel.qemu_args())}"
+        # net=hub: booted with no network backend state in its snapshot (engine.net.inert).
+        accel = " ".join(self._accel.qemu_args())
+        key = f"{image.recipe_hash}:{vcpus}:{mem_mib}:{accel}:net=hub"
         return "tpl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def usable(self, record: TemplateRecord | None) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from engine.metering import disk
+from engine.metering import disk, net
 from engine.metering.cpu import CpuMeter, read_stat
 from engine.metering.filesystems import FilesystemTypes
 from engine.metering.pagemap import AnonScanner
@@ -48,6 +48,8 @@ class Target:
     disk_path: str = ""
     template_id: str | None = None
     guest_mem_used_bytes: int | None = None
+    #: Its host-side network device ('' for none, e.g. user-mode networking).
+    net_device: str = ""
 
 
 # A sandbox's disk: its layers, None (no disk to measure) or why it could not be read.
@@ -330,6 +332,7 @@ class Meter:
         )
         if item is None:
             return base
+        rx, tx = net.traffic(t.net_device) if t.net_device else (None, None)
         assert item.file_key is not None
         entry = files[item.file_key]
         anon = item.split.guest_anon_kib * KIB
@@ -351,6 +354,8 @@ class Meter:
             cpu_percent=item.cpu_percent,
             guest_mem_used_bytes=t.guest_mem_used_bytes,
             template_id=t.template_id,
+            net_rx_bytes=rx,
+            net_tx_bytes=tx,
         )
 
     def _disk(self, t: Target) -> _Chain:

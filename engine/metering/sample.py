@@ -33,6 +33,10 @@ class SandboxSample:
     #: The guest's own view (MemTotal - MemAvailable), from its agent every few seconds.
     guest_mem_used_bytes: int | None = None
     template_id: str | None = None
+    #: Bytes it received and sent, from its host-side network device's counters (None: no
+    #: device, as in user-mode networking, or not running).
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +97,8 @@ SANDBOX_FIELDS = (
     "cpu_percent",
     "rss_bytes",
     "guest_mem_used_bytes",
+    "net_rx_bytes",
+    "net_tx_bytes",
 )
 HOST_FIELDS = (
     "naive_mem_bytes",

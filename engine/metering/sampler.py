@@ -203,6 +203,11 @@ class Sampler:
             self._subscribers.discard(subscription)
 
 
+def _host_device(vm: object) -> str:
+    """The host side of a VM's network link; '' without one (user-mode networking)."""
+    return str(getattr(getattr(vm, "net", None), "host_device", "") or "")
+
+
 def sandbox_source(sandboxes: Sandboxes) -> Source:
     """What to measure, from the engine's records and live VMs (read on the event loop)."""
     from engine.sandbox.phase import Phase
@@ -223,6 +228,7 @@ def sandbox_source(sandboxes: Sandboxes) -> Source:
                 mem_path=record.mem_path,
                 disk_path=record.disk_path,
                 template_id=record.template_id,
+                net_device=_host_device(vm) if live else "",
             )
             # A paused guest cannot answer; asking it would only queue a request.
             agent = vm.agent if live and vm is not None and record.phase is Phase.RUNNING else None

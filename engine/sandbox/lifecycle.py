@@ -18,6 +18,7 @@ from engine.errors import GroveError, invalid
 from engine.fork.collector import Collector
 from engine.images import environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
+from engine.net.networks import Networks
 from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
@@ -47,7 +48,9 @@ class Lifecycle:
         vms: SandboxVms,
         restorer: Restorer,
         collector: Collector,
+        networks: Networks,
     ) -> None:
+        self._networks = networks
         self._paths = paths
         self._store = store
         self._accel = accel
@@ -68,8 +71,12 @@ class Lifecycle:
         mem_mib: int = 0,
         secret_values: dict[str, str] | None = None,
         from_snapshot: str = "",
+        network: str = "",
     ) -> SandboxRecord:
-        cmdline.qemu_binary()  # fail first, with the install hint, when QEMU is missing
+        cmdline.qemu_binary()
+        policy = self._networks.policy_of(
+            network
+        )  # fail first, with the install hint, when QEMU is missing
         snapshot = self._collector.snapshot_by_name(from_snapshot) if from_snapshot else None
         if snapshot is not None:
             if (vcpus and vcpus != snapshot.vcpus) or (mem_mib and mem_mib != snapshot.mem_mib):
@@ -116,6 +123,7 @@ class Lifecycle:
             updated_at=now,
             template_id=template.id,
             secrets=bool(secret_values),
+            network=str(policy),
         )
         self._store.insert_sandbox(record)
         crashpoints.reached("create.recorded")
@@ -215,7 +223,9 @@ class Lifecycle:
             )  # fmt: skip
             self._vms.set_phase(record, Phase.STARTING, mem_path=str(mem_path), boot=boot)
             try:
-                vm = await Vm.launch(spec, files)
+                policy = self._networks.policy_of(record.network)
+                net = await self._networks.attach(record.id, policy)
+                vm = await Vm.launch(spec, files, net=net)
                 self._vms.hold(record.id, vm)
                 crashpoints.reached("start.spawned")
                 self._store.update_sandbox(record.id, pid=vm.pid, pid_start=vm.process.start)

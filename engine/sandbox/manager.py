@@ -24,9 +24,12 @@ from engine.fork.loaders import LoaderPool
 from engine.fork.transaction import Forked, Forks
 from engine.images import environments
 from engine.images.templates import Templates
+from engine.net.networks import Networks
+from engine.net.status import NetworkInfo
 from engine.sandbox import ownership, pool
 from engine.sandbox.events import SNAPSHOTS, EventLog
 from engine.sandbox.lifecycle import Lifecycle
+from engine.sandbox.network import SandboxNetworks
 from engine.sandbox.recovery import Recovery
 from engine.sandbox.restore import Restorer
 from engine.sandbox.vms import SandboxVms
@@ -50,20 +53,24 @@ class Sandboxes:
         self._store = store
         self._events = events
         self._vms = SandboxVms(paths, store, events)
-        self._pool = pool.WarmPool(paths, accel)
-        self._loaders = LoaderPool(paths, accel)
+        self._networks = Networks(paths, store)
+        self._pool = pool.WarmPool(paths, accel, self._networks)
+        self._loaders = LoaderPool(paths, accel, self._networks)
         self._holes = Holes()
         self._collector = Collector(paths, store, templates, self._pool)
-        restorer = Restorer(paths, store, accel, self._vms, self._pool)
+        restorer = Restorer(paths, store, accel, self._vms, self._pool, self._networks)
         self._lifecycle = Lifecycle(
             paths, store, accel, templates, events, load_image, self._vms, restorer,
-            self._collector,
+            self._collector, self._networks,
         )  # fmt: skip
         self._forks = Forks(
             paths, store, accel, events, self._vms, restorer, self._loaders, self._holes,
-            self._collector,
+            self._collector, self._networks,
         )  # fmt: skip
-        self._recovery = Recovery(paths, store, events, self._vms, self._lifecycle, self._holes)
+        self._recovery = Recovery(
+            paths, store, events, self._vms, self._lifecycle, self._holes, self._networks
+        )
+        self._network = SandboxNetworks(store, self._vms, self._networks, events)
 
     # lookup
 
@@ -95,9 +102,11 @@ class Sandboxes:
         mem_mib: int = 0,
         secrets: dict[str, str] | None = None,
         from_snapshot: str = "",
+        network: str = "",
     ) -> SandboxRecord:
+        """network: a policy (engine.net.policy); empty for the engine's default."""
         return await self._lifecycle.create(
-            environment, name, vcpus, mem_mib, secrets, from_snapshot
+            environment, name, vcpus, mem_mib, secrets, from_snapshot, network
         )
 
     async def exec(
@@ -135,9 +144,37 @@ class Sandboxes:
     # fork and snapshots
 
     async def fork(
-        self, ref: str, replicas: int = 1, name_prefix: str = "", allow_secrets: bool = False
+        self,
+        ref: str,
+        replicas: int = 1,
+        name_prefix: str = "",
+        allow_secrets: bool = False,
+        network: str = "",
     ) -> Forked:
-        return await self._forks.fork(ref, replicas, name_prefix, allow_secrets)
+        """network: the children's policy; empty: each inherits the source's."""
+        return await self._forks.fork(ref, replicas, name_prefix, allow_secrets, network)
+
+    # network
+
+    def network_info(self, ref: str) -> NetworkInfo:
+        return self._network.info(self._vms.get(ref))
+
+    async def network_hint(self, sandbox_id: str) -> str:
+        """After a failed command: what the sandbox's policy blocked ('' for nothing)."""
+        return await self._network.blocked_hint(sandbox_id)
+
+    async def set_network(self, ref: str, policy: str) -> NetworkInfo:
+        """Change a sandbox's policy; a running one has it applied live."""
+        return await self._network.change(ref, policy)
+
+    @property
+    def network_backend(self) -> str:
+        """'namespace' or 'user' (see engine.net)."""
+        return self._networks.backend
+
+    @property
+    def network_default(self) -> str:
+        return str(self._networks.default_policy)
 
     async def snapshot(self, ref: str, name: str) -> TemplateRecord:
         return await self._forks.snapshot(ref, name)
@@ -181,5 +218,6 @@ class Sandboxes:
         await self._pool.close()
         await self._loaders.close()
         await ownership.reap(self._paths, ownership.claims(self._store, set()))
+        await self._networks.close()
         ready = [t for t in self._store.list_templates() if t.phase is TemplatePhase.READY]
         await self._holes.dig_now([t.mem_path for t in ready])

@@ -24,6 +24,7 @@ from pathlib import Path
 from engine import crashpoints
 from engine.config import Paths
 from engine.images import disks
+from engine.net.networks import Networks
 from engine.store.records import TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
@@ -76,7 +77,10 @@ class Warm:
 
 
 class WarmPool:
-    def __init__(self, paths: Paths, accel: Accelerator, size: int | None = None) -> None:
+    def __init__(
+        self, paths: Paths, accel: Accelerator, networks: Networks, size: int | None = None
+    ) -> None:
+        self._networks = networks
         self._paths = paths
         self._accel = accel
         self.size = size if size is not None else int(os.environ.get("GROVE_POOL_SIZE", "1"))
@@ -140,7 +144,10 @@ class WarmPool:
         vm: Vm | None = None
         try:
             spec = restore_spec(self._accel, template, files, disk, self._paths.vm_tag(token))
-            vm = await Vm.launch(spec, files, background=True)
+            # The default policy: a claim changes it in place (namespaces) or, in user mode,
+            # only takes this VM when the policy fits (Networks.pool_fits).
+            net = await self._networks.attach(token, self._networks.default_policy)
+            vm = await Vm.launch(spec, files, background=True, net=net)
             crashpoints.reached("pool.spawned")
             await vm.restore(Path(template.state_path), WARM_RESTORE_TIMEOUT)
             agent = await vm.connect_agent(WARM_AGENT_TIMEOUT)

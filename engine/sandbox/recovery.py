@@ -11,6 +11,8 @@ from pathlib import Path
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.fork.holes import Holes
+from engine.net.network import Network
+from engine.net.networks import Networks, closed
 from engine.sandbox import ownership
 from engine.sandbox.events import EventLog
 from engine.sandbox.lifecycle import Lifecycle
@@ -35,7 +37,9 @@ class Recovery:
         vms: SandboxVms,
         lifecycle: Lifecycle,
         holes: Holes,
+        networks: Networks,
     ) -> None:
+        self._networks = networks
         self._paths = paths
         self._store = store
         self._events = events
@@ -56,6 +60,9 @@ class Recovery:
                     self._vms.release(record.id)
                     self._vms.set_phase(record, Phase.FAILED, error="recovery after restart failed")
         await ownership.reap(self._paths, ownership.claims(self._store, self._vms.pids()))
+        # Namespaces, links, chains and slots no live VM owns go (a crash at any step of
+        # making or removing one leaves its slot row).
+        await self._networks.reconcile()
         # Holes a fork filled in a template file are given back even if the engine died first.
         for template in self._store.list_templates():
             if template.phase is TemplatePhase.READY:
@@ -74,7 +81,9 @@ class Recovery:
             return
         vm = None
         if record.pid:
-            vm = await Vm.adopt(self._vms.files(record.id), record.pid, record.pid_start)
+            vm = await Vm.adopt(
+                self._vms.files(record.id), record.pid, record.pid_start, await self._net(record)
+            )
         if record.phase in (Phase.STOPPING, Phase.STARTING):
             # Both end stopped: the disk is kept and a start boots from it again.
             if vm is not None:
@@ -104,6 +113,16 @@ class Recovery:
         self._vms.supervise(record.id, vm)
         await self._events.emit(record.id, "adopted", pid=vm.pid)
         log.info("re-adopted sandbox %s (pid %s)", record.id, vm.pid)
+
+    async def _net(self, record: SandboxRecord) -> Network:
+        """The sandbox's network as the dead engine left it (closed if it cannot be found:
+        reconcile then removes whatever is left of it)."""
+        try:
+            policy = self._networks.policy_of(record.network)
+            return await self._networks.adopt(record.id, policy)
+        except GroveError as exc:
+            log.warning("network of %s not recovered: %s", record.id, exc.message)
+            return closed()
 
     async def _recover_reset(self, record: SandboxRecord, vm: Vm | None) -> None:
         """A reset the dead engine began: its old state is already gone, so finish it."""

@@ -16,6 +16,7 @@ from engine.agent.client import AgentClient, AgentError
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.images import disks
+from engine.net.networks import Networks
 from engine.sandbox import pool
 from engine.sandbox.phase import Phase
 from engine.sandbox.vms import SandboxVms
@@ -32,8 +33,15 @@ AGENT_RESTORE_TIMEOUT = 30.0
 
 class Restorer:
     def __init__(
-        self, paths: Paths, store: Store, accel: Accelerator, vms: SandboxVms, warm: pool.WarmPool
+        self,
+        paths: Paths,
+        store: Store,
+        accel: Accelerator,
+        vms: SandboxVms,
+        warm: pool.WarmPool,
+        networks: Networks,
     ) -> None:
+        self._networks = networks
         self._paths = paths
         self._store = store
         self._accel = accel
@@ -53,13 +61,18 @@ class Restorer:
         """Start a QEMU waiting for a snapshot: memory MAP_PRIVATE over the template's file,
         a fresh disk layer over backing. Nothing runs until complete()."""
         files = self._vms.files(record.id)
+        policy = self._networks.policy_of(record.network)
         # A restore from a finished template may take a warm VM and refills the pool; fork
         # children (given their disks) restore from a template still being captured.
         from_template = disk is None
-        warm = self._pool.take(template.id) if from_template else None
+        fits = self._networks.pool_fits(policy)
+        warm = self._pool.take(template.id) if from_template and fits else None
         if warm is not None:
             vm = _claim(warm, files)
             disk = warm.disk
+            self._vms.hold(record.id, vm)  # from here on its undo ends it with the sandbox
+            vm.net.rename(record.id)
+            await vm.net.apply(policy, await self._networks.pin(policy))
         else:
             if disk is None:
                 disk = self.new_disk(record.id)
@@ -69,7 +82,9 @@ class Restorer:
             spec = pool.restore_spec(
                 self._accel, template, files, disk, self._paths.vm_tag(record.id)
             )
-            vm = await Vm.launch(spec, files)
+            net = await self._networks.attach(record.id, policy)
+            crashpoints.reached("create.network_made")
+            vm = await Vm.launch(spec, files, net=net)
             crashpoints.reached("create.spawned")
         if from_template:
             self._pool.refill(template)

@@ -18,10 +18,10 @@ from engine.agent.client import AgentClient, AgentError
 from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError
+from engine.net.ports import PublishedPort
 from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
-from engine.services import publish
 from engine.services.logs import LogLine, ServiceLog
 from engine.services.service import BACKOFF, FAILED, STOPPED, NotReady, Service, ServiceStatus
 from engine.services.spec import ServiceSpec, validate_name
@@ -143,15 +143,13 @@ class Services:
                     f"service '{spec.name}' is already {existing.status.state} in {record.id}",
                     f"stop it first with 'grove service stop {record.id} {spec.name}'",
                 )
-            ports: list[publish.PublishedPort] = []
+            ports: list[PublishedPort] = []
             try:
                 for request in spec.publish:
-                    ports.append(
-                        await publish.publish(vm.qmp, request.guest_port, request.host_port)
-                    )
+                    ports.append(await vm.net.publish(request.guest_port, request.host_port))
             except BaseException:
                 for port in ports:
-                    await publish.unpublish(vm.qmp, port)
+                    await vm.net.unpublish(port)
                 raise
             status = ServiceStatus(ports=[p.to_dict() for p in ports])
             service = self._make(record.id, spec, status)
@@ -243,7 +241,7 @@ class Services:
         vm = self._sandboxes.vm(service.sandbox_id)
         if vm is not None:
             for port in ports:
-                await publish.unpublish(vm.qmp, port)
+                await vm.net.unpublish(port)
         service.status.ports = []
         self._save(service)
 
@@ -299,7 +297,7 @@ class Services:
         service.status.ports = []
         for port in old:
             try:
-                new = await publish.publish(vm.qmp, port.guest_port)
+                new = await vm.net.publish(port.guest_port)
             except GroveError as exc:
                 service.log.note(f"cannot publish guest port {port.guest_port}: {exc.message}")
                 continue

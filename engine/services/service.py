@@ -22,9 +22,9 @@ from typing import Any
 
 from engine.agent.client import AgentClient, AgentError, ExecHandle, ExitStatus
 from engine.errors import GroveError
+from engine.net.ports import PublishedPort
 from engine.services import probes
 from engine.services.logs import STREAMS, LineSplitter, ServiceLog
-from engine.services.publish import PublishedPort
 from engine.services.spec import ServiceSpec
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Schema 2: typed sandbox fields that schema 1 kept in the JSON column `extra`.
 _SANDBOX_FIELDS_V2 = {
@@ -23,6 +23,8 @@ _SANDBOX_FIELDS_V2 = {
     "image_hash": "TEXT NOT NULL DEFAULT ''",
     "create_ms": "REAL NOT NULL DEFAULT 0",
     "reset_to": "TEXT",
+    # Schema 3: the sandbox's network policy (engine.net.policy), as text.
+    "network": "TEXT NOT NULL DEFAULT 'published'",
 }
 
 _SCHEMA = """
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     boot TEXT NOT NULL DEFAULT '{}',
     image_hash TEXT NOT NULL DEFAULT '',
     create_ms REAL NOT NULL DEFAULT 0,
-    reset_to TEXT
+    reset_to TEXT,
+    network TEXT NOT NULL DEFAULT 'published'
 );
 CREATE INDEX IF NOT EXISTS sandboxes_phase ON sandboxes(phase);
 -- Names are unique among sandboxes that exist; a terminated one frees its name.
@@ -82,6 +85,16 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_sandbox ON events(sandbox_id, seq);
+-- Network slots (engine.net.slots): one per network namespace this engine made, written
+-- before the namespace exists so a crash at any point leaves a row naming what to remove.
+CREATE TABLE IF NOT EXISTS net_slots (
+    slot INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    -- Ports published into the namespace ([host, host_port, guest_port] each): the engine's
+    -- proxies for them listen again after a restart.
+    published TEXT NOT NULL DEFAULT '[]'
+);
 """
 
 
@@ -223,6 +236,44 @@ class Store:
             TemplateRecord.from_row(r)
             for r in self._query("SELECT * FROM templates ORDER BY created_at")
         ]
+
+    # network slots
+
+    def claim_net_slot(self, owner: str, taken: set[int], limit: int) -> int:
+        """The lowest slot this store does not hold and the host does not use (taken), now
+        recorded for owner; one transaction, so two claims never get the same slot."""
+        with self._tx() as db:
+            held = {int(r["slot"]) for r in db.execute("SELECT slot FROM net_slots")}
+            for slot in range(limit):
+                if slot not in held and slot not in taken:
+                    db.execute(
+                        "INSERT INTO net_slots(slot, owner, created_at) VALUES(?, ?, ?)",
+                        (slot, owner, time.time()),
+                    )
+                    return slot
+        raise LookupError(f"all {limit} network slots are in use")
+
+    def net_published(self, slot: int) -> list[list[Any]]:
+        rows = self._query("SELECT published FROM net_slots WHERE slot = ?", (slot,))
+        return list(json.loads(rows[0]["published"])) if rows else []
+
+    def set_net_published(self, slot: int, published: list[list[Any]]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE net_slots SET published = ? WHERE slot = ?", (json.dumps(published), slot)
+            )
+
+    def net_slots(self) -> dict[str, int]:
+        """owner -> slot, for every slot this store holds."""
+        return {str(r["owner"]): int(r["slot"]) for r in self._query("SELECT * FROM net_slots")}
+
+    def move_net_slot(self, old_owner: str, new_owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE net_slots SET owner = ? WHERE owner = ?", (new_owner, old_owner))
+
+    def free_net_slot(self, slot: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM net_slots WHERE slot = ?", (slot,))
 
     # events
 

@@ -47,6 +47,8 @@ class SandboxRecord:
     create_ms: float = 0.0
     # The template an unfinished reset restores (set with phase RESETTING).
     reset_to: str | None = None
+    # Its network policy (engine.net.policy text): children inherit it unless given one.
+    network: str = "published"
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -5,21 +5,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import GroveError
 from engine.vmm.accel import Accelerator
-
-
-@dataclass(frozen=True)
-class PortForward:
-    host_port: int
-    guest_port: int
-    host_addr: str = "127.0.0.1"
-
-    def slirp(self) -> str:
-        return f"hostfwd=tcp:{self.host_addr}:{self.host_port}-:{self.guest_port}"
 
 
 @dataclass(frozen=True)
@@ -42,8 +32,9 @@ class VmSpec:
     # -S: never run a vCPU (the fork loader only holds memory and device state).
     start_paused: bool = False
     prealloc: bool = False
-    forwards: tuple[PortForward, ...] = field(default_factory=tuple)
-    network: bool = True
+    # The -netdev backend of the VM's one NIC (engine.net): user-mode, or a TAP by fd. The
+    # device is the same for every VM (a snapshot's device state must fit every restore).
+    netdev: str = "hubport,id=n0,hubid=0"
     # -name guest=TAG: who owns this QEMU (Paths.vm_tag), readable from /proc by the next
     # engine even when the store never learnt the pid.
     tag: str = ""
@@ -96,9 +87,7 @@ def build(spec: VmSpec) -> list[str]:
             "-drive", "file=null-co://,if=none,id=d0,format=raw",
             "-device", "virtio-blk-device,drive=d0",
         ]  # fmt: skip
-    if spec.network:
-        netdev = "user,id=n0" + "".join("," + f.slirp() for f in spec.forwards)
-        argv += ["-netdev", netdev, "-device", "virtio-net-device,netdev=n0"]
+    argv += ["-netdev", spec.netdev, "-device", "virtio-net-device,netdev=n0"]
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel)]
         if spec.initrd is not None:

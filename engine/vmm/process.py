@@ -48,7 +48,7 @@ class QemuProcess:
     _exited: asyncio.Future[None] | None = None
 
     @classmethod
-    def spawn(cls, argv: list[str], log: Path) -> QemuProcess:
+    def spawn(cls, argv: list[str], log: Path, pass_fds: tuple[int, ...] = ()) -> QemuProcess:
         with open(log, "ab") as out:
             # Own session: the engine's death or a Ctrl+C at its terminal never reaches QEMU,
             # and QEMU never holds the engine's stdio open.
@@ -59,6 +59,7 @@ class QemuProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
         start = process_start_time(popen.pid)
         if start is None:

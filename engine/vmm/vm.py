@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 
 from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
+from engine.net.inert import InertNet
+from engine.net.network import Network
 from engine.vmm import cmdline
 from engine.vmm.accel import Accelerator
 from engine.vmm.process import QemuProcess
@@ -85,10 +88,14 @@ def boot_spec(
 
 
 class Vm:
-    def __init__(self, files: VmFiles, process: QemuProcess, qmp: Qmp) -> None:
+    """A VM owns its process, monitor, agent connection, sockets and its network (engine.net):
+    kill() ends them all."""
+
+    def __init__(self, files: VmFiles, process: QemuProcess, qmp: Qmp, net: Network) -> None:
         self.files = files
         self.process = process
         self.qmp = qmp
+        self.net = net
         self.agent: AgentClient | None = None
 
     @property
@@ -96,31 +103,52 @@ class Vm:
         return self.process.pid
 
     @classmethod
-    async def launch(cls, spec: cmdline.VmSpec, files: VmFiles, background: bool = False) -> Vm:
-        """Start QEMU; background=True for a VM started ahead of need (see set_background)."""
-        files.prepare()
-        process = QemuProcess.spawn(cmdline.build(spec), files.qemu_log)
+    async def launch(
+        cls,
+        spec: cmdline.VmSpec,
+        files: VmFiles,
+        background: bool = False,
+        net: Network | None = None,
+    ) -> Vm:
+        """Start QEMU; background=True for a VM started ahead of need (see set_background).
+        net: its network, owned by the VM from here on (none given: no network at all)."""
+        net = net if net is not None else InertNet()
+        try:
+            files.prepare()
+            netdev, fds = net.netdev()
+            spec = dataclasses.replace(spec, netdev=netdev)
+            process = QemuProcess.spawn(cmdline.build(spec), files.qemu_log, pass_fds=fds)
+        except BaseException:
+            await net.close()
+            raise
+        net.spawned()
         if background:
             process.set_background(True)
         try:
             qmp = await Qmp.connect(files.qmp, timeout=15.0)
         except BaseException:
             await process.kill()
+            await net.close()
             raise
-        return cls(files, process, qmp)
+        net.bind(qmp)
+        return cls(files, process, qmp, net)
 
     @classmethod
-    async def adopt(cls, files: VmFiles, pid: int, start: int | None) -> Vm | None:
+    async def adopt(cls, files: VmFiles, pid: int, start: int | None, net: Network) -> Vm | None:
+        """A VM an earlier engine started; net: its network, found again (see engine.net)."""
         process = QemuProcess.adopt(pid, start, cmdline.qemu_binary())
         if process is None:
+            await net.close()
             return None
         try:
             qmp = await Qmp.connect(files.qmp, timeout=3.0)
         except (GroveError, OSError, TimeoutError):
             # A monitor that will not talk cannot be driven: the VM is of no use to anyone.
             await process.kill()
+            await net.close()
             return None
-        return cls(files, process, qmp)
+        net.bind(qmp)
+        return cls(files, process, qmp, net)
 
     async def restore(self, state: Path, timeout: float = 60.0) -> None:
         """Load device state into a VM started with -incoming defer and run it.
@@ -304,6 +332,7 @@ class Vm:
             self.agent = None
         await self.process.kill()
         await self.qmp.close()
+        await self.net.close()
         self.files.remove_sockets()
         log.debug("vm %s killed in %.1f ms", self.pid, (time.monotonic() - started) * 1000)
 

@@ -470,3 +470,55 @@ async def test_history_seeds_the_sparklines() -> None:
         screen.select("local", fork)
         await wait_for(pilot, lambda: len(meters.memory(fork)) == 60, what="seeded")
         assert fork in meters.seeded and len(meters.cpu(fork)) == 60
+
+
+async def test_network_policy_action_changes_it_through_the_engine() -> None:
+    engine = FakeEngine()
+    app = fake_app(gateway=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        table = screen.metering_table
+        assert cell(table, WEB, "network") == "published"
+        assert cell(table, "sb-5e2c8f70", "net_io") == "-"  # stopped: no datum
+        assert "/" in cell(table, WEB, "net_io")
+        table.select_sandbox(key(WEB))
+        await pilot.pause()
+        await pilot.press("N")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), what="the choice")
+        choice = app.screen
+        assert isinstance(choice, ChooseScreen)
+        assert [value for value, _ in choice.options] == ["off", "published", "egress", "allow"]
+        assert "now" in dict(choice.options)["published"]
+        choice.dismiss("egress")
+        await wait_for(pilot, lambda: cell(table, WEB, "network") == "egress", what="egress")
+        assert f"network {WEB} egress" in engine.calls
+        # allow=: asked for the list, checked by the engine's own parser before it is sent.
+        await pilot.press("N")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), what="the choice")
+        app.screen.dismiss("allow")
+        await wait_for(pilot, lambda: isinstance(app.screen, AskScreen), what="the list")
+        ask = app.screen
+        assert isinstance(ask, AskScreen)
+        ask.query_one(Input).value = "bad_host!"
+        await pilot.press("enter")
+        await pilot.pause(0.05)
+        assert isinstance(app.screen, AskScreen)
+        assert "neither a host name" in str(app.screen.query_one("#answer-error", Static).render())
+        ask.query_one(Input).value = "example.org:443, 10.0.0.0/8"
+        await pilot.press("enter")
+        want = "allow=example.org:443,10.0.0.0/8"
+        await wait_for(pilot, lambda: engine.sandboxes[WEB].network == want, what="allow=")
+        await wait_for(pilot, lambda: screen.state.sandbox(key(WEB)).network == want)  # type: ignore[union-attr]
+        assert cell(table, WEB, "network").startswith("allow=")
+        assert want in str(screen.query_one(UsagePanel).border_subtitle)
+
+
+async def test_network_policy_is_refused_in_read_only_mode() -> None:
+    engine = FakeEngine()
+    app = fake_app(read_only=True, gateway=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("N")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, MainScreen)
+        assert not [c for c in engine.calls if c.startswith("network")]

@@ -27,11 +27,12 @@ from tui.engine.gateway import (
     parse_command,
     parse_probe,
 )
-from tui.engine.grpc_gateway import GrpcGateway, lineage_nodes, meter_sample
+from tui.engine.grpc_gateway import GrpcGateway, lineage_nodes, meter_sample, sandbox_info
 from tui.metering import MeterHistory
 from tui.models import EnvironmentInfo, MeterSample, SandboxInfo, SandboxMeter
 from tui.screens.main import MainScreen
 from tui.themes import BUNDLED_DIR, VARIABLE_DEFAULTS, load_theme_file, load_themes
+from tui.widgets.metering_table import COLUMNS, FLEET_COLUMNS, OPTIONAL, Column, fit_columns
 from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
@@ -84,6 +85,27 @@ def test_format_never_invents_zero() -> None:
     assert fmt.size(None) == "-" and fmt.percent(None) == "-"
     assert fmt.size(0) == "0 B" and fmt.size(3 * 1024 * 1024) == "3.0 MiB"
     assert fmt.age(0, 100) == "-" and fmt.age(40, 100) == "1m00s"
+    assert fmt.pair(None, None) == "-" and fmt.pair(0, None) == "0B/-"
+    assert fmt.pair(340 * 1024, 12 << 20) == "340K/12M"
+    # At most four characters each, so a pair fits its column.
+    for n in (0, 999, 1000, 9 * 1024, 10189, 1022976, 1024000, 5 << 30, 1 << 60):
+        assert len(fmt.short_size(n)) <= 4, n
+
+
+def test_table_leaves_out_the_least_useful_columns_first() -> None:
+    def keys(width: int, columns: tuple[Column, ...] = COLUMNS) -> list[str]:
+        return [c.key for c in fit_columns(columns, width)]
+
+    every = [c.key for c in COLUMNS]
+    assert keys(500) == every
+    assert keys(sum(c.width + 2 for c in COLUMNS)) == every
+    # The 140-column terminal of the snapshots: the table gets 104.
+    assert keys(104) == [k for k in every if k not in ("shared_mem", "age")]
+    # Two less: age comes back in the room VMM overhead leaves.
+    assert keys(102) == [k for k in every if k not in ("shared_mem", "vmm")]
+    narrow = keys(10)  # nothing optional is left; the table scrolls
+    assert narrow == [k for k in every if k not in OPTIONAL] and "network" in narrow
+    assert keys(104, FLEET_COLUMNS)[:2] == ["host", "name"]
 
 
 def test_both_gateways_satisfy_the_protocol() -> None:
@@ -242,6 +264,14 @@ def test_grpc_gateway_flattens_lineage_and_keeps_no_datum() -> None:
     )
     (meter,) = sample.sandboxes
     assert meter.unique_mem == 0 and meter.shared_mem is None and meter.cpu_percent is None
+    assert meter.net_rx is None and meter.net_tx is None
+    assert sandbox_info(sdk.Sandbox("sb-1", "", "e", "running", 1, 1)).network == ""
+    assert sandbox_info(sdk.Sandbox("sb-1", "", "e", "running", 1, 1, network="off")).network == (
+        "off"
+    )
+    busy = sdk.SandboxMeter("sb-1", "w", "running", net_rx_bytes=0, net_tx_bytes=7)
+    traffic = meter_sample(sdk.MeterSample(None, 1.0, (busy,)))
+    assert (traffic.sandboxes[0].net_rx, traffic.sandboxes[0].net_tx) == (0, 7)
     assert sample.host.mem_cow == 5 and sample.host.mem_naive is None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.errors import GroveError
@@ -171,6 +173,8 @@ def test_sort_and_host_focus() -> None:
     assert not state.sort_reverse
     with pytest.raises(ValueError):
         state.sort_by("nonsense")
+    state.sort_by("net_io")  # no traffic datum anywhere: the order by name, none made up
+    assert [r.sandbox.label for r in state.rows(0)] == ["api", "db", "web"]
     state.focus_host("b")
     assert [r.sandbox.label for r in state.rows(0)] == ["db"]
     assert [n.label for n in state.tree() if n.kind == "host"] == ["b"]
@@ -209,3 +213,24 @@ def test_changes_say_what_moved() -> None:
     assert state.take_changes() & Revision.SELECTION
     assert not state.select(join("a", "sb-404"))  # no such sandbox: nothing changes
     assert state.take_changes() is Revision.NONE
+
+
+def test_sort_by_network_policy_and_traffic() -> None:
+    state = connected_state("a")
+    state.apply("a", full(
+        replace(box("sb-1", "web"), network="published"),
+        replace(box("sb-2", "api"), network="egress"),
+        box("sb-3", "old", phase="stopped"),  # an engine that names no policy
+    ))  # fmt: skip
+    meters = (
+        SandboxMeter("sb-1", net_rx=10, net_tx=5),
+        SandboxMeter("sb-2", net_rx=0, net_tx=100),
+        SandboxMeter("sb-3"),  # stopped: no datum
+    )
+    state.sample("a", MeterSample(1.0, meters, HostTotals()))
+    state.sort_by("network")
+    assert [r.sandbox.label for r in state.rows(0)] == ["api", "web", "old"]
+    state.sort_by("net_io", reverse=True)
+    assert [r.sandbox.label for r in state.rows(0)] == ["api", "web", "old"]  # 100, 15, none
+    state.sort_by("net_io")
+    assert [r.sandbox.label for r in state.rows(0)] == ["web", "api", "old"]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from textual.validation import Integer
 
 from engine.errors import GroveError
+from engine.net import policy as net_policy
 from tui import format as fmt
 from tui.actions import BY_ID, Action
 from tui.engine.gateway import NOT_SUPPORTED, EngineGateway, parse_command, parse_probe
@@ -16,6 +17,7 @@ from tui.messages import ActionFailed
 from tui.models import Limits, SandboxInfo
 from tui.screens.dialogs import (
     AskScreen,
+    Checked,
     ChooseScreen,
     ConfirmScreen,
     CreateRequest,
@@ -30,6 +32,14 @@ if TYPE_CHECKING:
 
 NEW_SHELL = "+new"
 DEFAULT_LIMITS = Limits()
+ALLOW = "allow"
+#: The policies offered, in the order of what they let through.
+POLICIES = (
+    ("off", "no traffic at all, not even published ports"),
+    ("published", "only its published ports, from the host; nothing out"),
+    ("egress", "outbound to anywhere, plus its published ports"),
+    (ALLOW, "outbound only to the hosts, CIDRs and ports you list"),
+)
 
 
 class Flows:
@@ -210,6 +220,60 @@ class Flows:
                 "",
                 suggestions=snapshots,
                 allow_empty=True,
+            ),
+            chosen,
+        )
+
+    def network(self, key: SandboxKey, sandbox: SandboxInfo) -> None:
+        gateway, sid, label = self._target(key, sandbox)
+        current = sandbox.network
+
+        def change(policy: str) -> None:
+            self.controller.engine_action(
+                f"set the network policy of {label} to {policy}",
+                lambda: gateway.network(sid, policy),
+                lambda info: (
+                    f"{label}: network {info.policy}"
+                    + (
+                        f", applied in {info.applied_ms:.1f} ms"
+                        if info.applied_ms is not None
+                        else ""
+                    )
+                ),
+            )
+
+        def allowed(hosts: str | None) -> None:
+            if hosts:
+                change(_allow_policy(hosts))
+
+        def chosen(mode: str | None) -> None:
+            if mode is None:
+                return
+            if mode != ALLOW:
+                change(mode)
+                return
+            listed = current.removeprefix("allow=") if current.startswith("allow=") else ""
+            self.screen.app.push_screen(
+                AskScreen(
+                    f"Network of {label}: allow",
+                    "Outbound only to (comma-separated host names, addresses or CIDRs, each "
+                    "with an optional :PORT):",
+                    listed,
+                    validators=[Checked(lambda text: net_policy.parse(_allow_policy(text)))],
+                ),
+                allowed,
+            )
+
+        options = [
+            (mode, f"{mode} · {what}" + (" · now" if _mode(current) == mode else ""))
+            for mode, what in POLICIES
+        ]
+        now = f" It has {current} now." if current else ""
+        self.screen.app.push_screen(
+            ChooseScreen(
+                f"Network policy of {label}",
+                f"What may {label} reach? A running sandbox gets the change live.{now}",
+                options,
             ),
             chosen,
         )
@@ -404,3 +468,13 @@ class Flows:
 
     def zoom(self) -> None:
         self.screen.toggle_zoom()
+
+
+def _mode(policy: str) -> str:
+    return ALLOW if policy.startswith("allow=") else policy
+
+
+def _allow_policy(hosts: str) -> str:
+    """What was typed into the allow dialog as a policy (with or without its 'allow=')."""
+    text = hosts.strip()
+    return text if text.startswith("allow=") else f"allow={text}"

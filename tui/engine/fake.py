@@ -1,7 +1,8 @@
 """FakeEngine: a deterministic, in-memory EngineGateway for snapshot tests and `--fake` demos.
 
 One small family: environment debian:12; `web` (serving `http`) with two forks, one of which
-has a fork of its own; a stopped sandbox; and an orphan whose parent is gone. Numbers are fixed
+has a fork of its own (and egress); a stopped sandbox cut off the network; and an orphan whose
+parent is gone. Numbers are fixed
 formulas of the sample index, timestamps are offsets from a fixed `now`: two runs render the
 same screen. `population=N` makes N sandboxes instead (a forest of forks), for benchmarks.
 """
@@ -15,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from engine.errors import GroveError, not_found
+from engine.net import policy as net_policy
 from tui.engine.gateway import ShellSession, derive_lineage, not_supported
 from tui.models import (
     EngineInfo,
@@ -27,6 +29,7 @@ from tui.models import (
     LineageNode,
     LogLine,
     MeterSample,
+    NetworkInfo,
     PullUpdate,
     SandboxInfo,
     SandboxMeter,
@@ -40,16 +43,24 @@ HISTORY = 60
 
 #: Feature names the fake can pretend not to have (as the real engine today).
 ALL_FEATURES = frozenset(
-    {"metering", "history", "lineage", "fork", "snapshot", "reset", "shell", "services"}
+    {"metering", "history", "lineage", "fork", "snapshot", "reset", "shell", "services", "network"}
 )
-DEFAULT_FEATURES = frozenset({"metering", "history", "fork", "reset", "shell", "services"})
+DEFAULT_FEATURES = frozenset(
+    {"metering", "history", "fork", "reset", "shell", "services", "network"}
+)
 
 
 def _sandboxes(now: float) -> list[SandboxInfo]:
     base: dict[str, Any] = {"environment": "debian:12", "vcpus": 1, "mem_mib": 512}
+    published: dict[str, Any] = {**base, "network": "published"}
     return [
         SandboxInfo(
-            id="sb-1f3a9c20", name="web", phase="running", pid=41001, created_at=now - 7260, **base
+            id="sb-1f3a9c20",
+            name="web",
+            phase="running",
+            pid=41001,
+            created_at=now - 7260,
+            **published,
         ),
         SandboxInfo(
             id="sb-2b7e41d5",
@@ -58,6 +69,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             pid=41017,
             created_at=now - 1830,
             parent_id="sb-1f3a9c20",
+            network="egress",
             **base,
         ),
         SandboxInfo(
@@ -67,7 +79,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             pid=41018,
             created_at=now - 1829,
             parent_id="sb-1f3a9c20",
-            **base,
+            **published,
         ),
         SandboxInfo(
             id="sb-4d91a2b3",
@@ -76,10 +88,15 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             pid=41102,
             created_at=now - 245,
             parent_id="sb-2b7e41d5",
-            **base,
+            **published,
         ),
         SandboxInfo(
-            id="sb-5e2c8f70", name="build", phase="stopped", created_at=now - 90061, **base
+            id="sb-5e2c8f70",
+            name="build",
+            phase="stopped",
+            created_at=now - 90061,
+            network="off",
+            **base,
         ),
         SandboxInfo(
             id="sb-6a4b1c9d",
@@ -88,9 +105,16 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             created_at=now - 5400,
             parent_id="sb-0dead000",
             error="agent did not answer after restore",
-            **base,
+            **published,
         ),
     ]
+
+
+def _population_policy(i: int) -> str:
+    """Mostly published; every seventh has egress, every thirteenth no network at all."""
+    if i % 13 == 5:
+        return "off"
+    return "egress" if i % 7 == 3 else "published"
 
 
 def _population(now: float, n: int, id_base: int = 0xC0000000) -> list[SandboxInfo]:
@@ -107,6 +131,7 @@ def _population(now: float, n: int, id_base: int = 0xC0000000) -> list[SandboxIn
                 pid=50000 + i,
                 created_at=now - 3600 + i * 5,
                 parent_id=parent,
+                network=_population_policy(i),
             )
         )
     return out
@@ -127,6 +152,13 @@ _DISK: dict[str, int] = {
     "sb-5e2c8f70": 212 * MiB,
     "sb-6a4b1c9d": 1 * MiB,
 }
+# Per sandbox: bytes received and sent at sample 0, and their growth per sample while running.
+_NET: dict[str, tuple[int, int, int, int]] = {
+    "sb-1f3a9c20": (2400 * 1024, 18 * 1024, 31 * MiB, 210 * 1024),  # serves http
+    "sb-2b7e41d5": (96 * MiB, 512 * 1024, 3 * MiB, 24 * 1024),  # egress: downloads
+    "sb-3c0d5e6f": (1200 * 1024, 0, 380 * 1024, 0),
+    "sb-4d91a2b3": (24 * 1024, 300, 9 * 1024, 120),
+}
 _TEMPLATE_MEM = 74 * MiB  # resident template pages, charged once to the family
 _TEMPLATE_DISK = 106 * MiB
 _VMM = 34 * MiB
@@ -143,6 +175,10 @@ def _meter(sandbox: SandboxInfo, i: int) -> SandboxMeter:
     unique_mib, growth, cpu = profile
     jitter = _WAVE[(i + len(sandbox.id)) % len(_WAVE)]
     running = sandbox.phase == "running"
+    rx, rx_rate, tx, tx_rate = _NET.get(sandbox.id, (4096, 64, 2048, 32))
+    if sandbox.network == "off":
+        rx = rx_rate = tx = tx_rate = 0
+    ticks = i if running else 0
     return SandboxMeter(
         sandbox_id=sandbox.id,
         unique_mem=int((unique_mib + growth * i + 0.1 * jitter) * MiB),
@@ -151,6 +187,8 @@ def _meter(sandbox: SandboxInfo, i: int) -> SandboxMeter:
         unique_disk=disk,
         shared_disk=_TEMPLATE_DISK,
         cpu_percent=(cpu + jitter * cpu / 12) if running else 0.0,
+        net_rx=rx + rx_rate * ticks,
+        net_tx=tx + tx_rate * ticks,
     )
 
 
@@ -542,6 +580,7 @@ class FakeEngine:
             mem_mib=mem_mib or 512,
             pid=42000 + self._created,
             created_at=self.now,
+            network="published",
         )
         self.sandboxes[sandbox.id] = sandbox
         self._emit(sandbox.id, "created", environment=environment, create_ms=212.0)
@@ -661,6 +700,21 @@ class FakeEngine:
         sandbox = self._get(ref)
         self._emit(sandbox.id, "reset", snapshot=snapshot or "(creation)")
         return sandbox
+
+    async def network(self, ref: str, policy: str | None = None) -> NetworkInfo:
+        self._require("network", "network policies")
+        sandbox = self._get(ref)
+        applied = None
+        if policy is not None:
+            self.calls.append(f"network {ref} {policy}")
+            text = str(net_policy.parse(policy))  # the engine's own check and its errors
+            applied = 1.8
+            sandbox = self._set(sandbox, network=text)
+            self._emit(sandbox.id, "network_changed", policy=text)
+        meter = _meter(sandbox, self._tick)
+        return NetworkInfo(
+            sandbox.id, sandbox.network, "namespace", meter.net_rx, meter.net_tx, applied
+        )
 
     def _running(self, ref: str) -> SandboxInfo:
         sandbox = self._get(ref)

@@ -22,6 +22,7 @@ from tui.models import (
     LineageNode,
     LogLine,
     MeterSample,
+    NetworkInfo,
     PullUpdate,
     SandboxInfo,
     SandboxMeter,
@@ -121,6 +122,11 @@ class EngineGateway(Protocol):
 
     async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
         """Back to a named snapshot, or (snapshot '') to how the sandbox was created."""
+        ...
+
+    async def network(self, ref: str, policy: str | None = None) -> NetworkInfo:
+        """The sandbox's network; with policy (engine.net.policy text), change it first
+        (applied live when it runs)."""
         ...
 
     async def list_shells(self, ref: str) -> list[ShellInfo]: ...

@@ -27,6 +27,7 @@ from tui.models import (
     LineageNode,
     LogLine,
     MeterSample,
+    NetworkInfo,
     PullUpdate,
     SandboxInfo,
     SandboxMeter,
@@ -116,6 +117,7 @@ def sandbox_info(s: m.Sandbox) -> SandboxInfo:
         template_id=s.template_id or "",
         error=s.error or "",
         has_secrets=s.has_secrets,
+        network=s.network or "",
     )
 
 
@@ -128,6 +130,8 @@ def sandbox_meter(s: m.SandboxMeter, with_time: bool = False) -> SandboxMeter:
         unique_disk=s.unique_disk_bytes,
         shared_disk=s.shared_disk_bytes,
         cpu_percent=s.cpu_percent,
+        net_rx=s.net_rx_bytes,
+        net_tx=s.net_tx_bytes,
         # Live samples share the sample's time; history samples carry their own.
         sampled_at=s.sampled_at if with_time else None,
     )
@@ -366,6 +370,17 @@ class GrpcGateway:
 
     async def reset_sandbox(self, ref: str, snapshot: str = "") -> SandboxInfo:
         return sandbox_info(await (await self._client()).reset(ref, snapshot))
+
+    async def network(self, ref: str, policy: str | None = None) -> NetworkInfo:
+        info = await (await self._client()).network(ref, policy)
+        return NetworkInfo(
+            sandbox_id=info.sandbox_id,
+            policy=info.policy,
+            backend=info.backend,
+            rx_bytes=info.rx_bytes,
+            tx_bytes=info.tx_bytes,
+            applied_ms=info.applied_ms,
+        )
 
     # shells and services
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -13,13 +13,29 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
-from textual.validation import Integer, Validator
+from textual.validation import Integer, ValidationResult, Validator
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.errors import GroveError
 from tui.models import Limits
 
 T = TypeVar("T")
+
+
+class Checked(Validator):
+    """A value the engine's own parser accepts: its GroveError, cause and remedy, otherwise."""
+
+    def __init__(self, check: Callable[[str], object]) -> None:
+        super().__init__()
+        self.check = check
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            self.check(value)
+        except GroveError as exc:
+            return self.failure(f"{exc.message}; {exc.remedy}" if exc.remedy else exc.message)
+        return self.success()
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -110,7 +110,7 @@ class MainScreen(Screen[None]):
                 )
                 yield HostBar(state, id="host").data_bind(cls.meters_rev, cls.hosts_rev)
                 yield UsagePanel(state, id="usage").data_bind(
-                    cls.meters_rev, cls.selection_rev, cls.services_rev
+                    cls.meters_rev, cls.selection_rev, cls.services_rev, cls.tree_rev
                 )
         with TabbedContent(id="bottom", initial="logs"):
             with TabPane("Events", id="logs"):

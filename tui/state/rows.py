@@ -21,6 +21,8 @@ SORT_KEYS = (
     "unique_disk",
     "cpu",
     "age",
+    "network",
+    "net_io",
 )
 
 
@@ -53,7 +55,16 @@ class Row:
             "unique_disk": m.unique_disk if m else None,
             "cpu": m.cpu_percent if m else None,
             "age": (now - s.created_at) if s.created_at > 0 else None,
+            "network": s.network or None,
+            "net_io": _traffic(m),
         }[key]
+
+
+def _traffic(m: SandboxMeter | None) -> int | None:
+    """Bytes in and out together (a row with neither has no datum)."""
+    if m is None or (m.net_rx is None and m.net_tx is None):
+        return None
+    return (m.net_rx or 0) + (m.net_tx or 0)
 
 
 def sort_rows(rows: list[Row], key: str, reverse: bool, now: float) -> list[Row]:

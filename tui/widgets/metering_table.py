@@ -40,13 +40,36 @@ COLUMNS = (
     Column("unique_disk", "disk uniq", 9, True),
     Column("cpu", "CPU", 6, True),
     Column("age", "age", 7, True),
+    Column("network", "net", 9),
+    Column("net_io", "net rx/tx", 9, True),
 )
+#: Left out, in this order, while the table is too narrow for every column.
+OPTIONAL = ("shared_mem", "age", "vmm", "unique_disk", "id")
 #: Rows above and below the visible ones that are kept current too.
 WINDOW_MARGIN = 5
 HOST_COLUMN = Column("host", "host", 10)
 #: A fleet's table: the host instead of the id (the filter still finds ids; the tree and the
 #: usage panel name the selection).
 FLEET_COLUMNS = (HOST_COLUMN, *(c for c in COLUMNS if c.key != "id"))
+
+
+def fit_columns(columns: Sequence[Column], width: int, padding: int = 1) -> tuple[Column, ...]:
+    """The columns that fit in width (each takes its own and both paddings): the OPTIONAL ones
+    are left out first to last until the rest fit, then any of them that fits again comes back
+    (most useful first). A table too narrow even then scrolls."""
+
+    def cost(keys: set[str]) -> int:
+        return sum(c.width + 2 * padding for c in columns if c.key not in keys)
+
+    left_out: list[str] = []
+    for key in OPTIONAL:
+        if cost(set(left_out)) <= width:
+            break
+        left_out.append(key)
+    for key in reversed(left_out[:-1]):
+        if cost(set(left_out) - {key}) <= width:
+            left_out.remove(key)
+    return tuple(c for c in columns if c.key not in left_out)
 
 
 def row_cells(row: Row, now: float, palette: Palette, columns: Sequence[Column]) -> list[Text]:
@@ -62,6 +85,8 @@ def row_cells(row: Row, now: float, palette: Palette, columns: Sequence[Column])
         "unique_disk": fmt.size(m.unique_disk if m else None),
         "cpu": fmt.percent(m.cpu_percent if m else None),
         "age": fmt.age(s.created_at, now),
+        "network": s.network or fmt.DASH,
+        "net_io": fmt.pair(m.net_rx, m.net_tx) if m else fmt.DASH,
     }
     cells = []
     for column in columns:
@@ -100,7 +125,9 @@ class MeteringTable(DataTable[Text], Redraws):
         self.now = now
         self.palette = Palette({})
         # A fleet gets a host column; the hosts are known when the dashboard starts.
-        self.columns_shown = FLEET_COLUMNS if len(state.hosts) > 1 else COLUMNS
+        self.all_columns = FLEET_COLUMNS if len(state.hosts) > 1 else COLUMNS
+        #: Those that fit the table's width (see fit_columns), chosen again on each resize.
+        self.columns_shown = self.all_columns
         self._order: list[str] = []
         self._shown: dict[str, list[Text]] = {}
         self._latest: dict[str, Row] = {}
@@ -112,8 +139,24 @@ class MeteringTable(DataTable[Text], Redraws):
         self._cells: dict[str, tuple[tuple[object, ...], list[Text]]] = {}
 
     def on_mount(self) -> None:
+        self._add_columns()
+        self.draw()
+
+    def _add_columns(self) -> None:
         for column in self.columns_shown:
             self.add_column(self._header(column), key=column.key, width=column.width)
+
+    def _fit(self) -> None:
+        """Show the columns the width has room for; rows are drawn again when that changes."""
+        width = self.scrollable_content_region.width
+        shown = fit_columns(self.all_columns, width, self.cell_padding) if width > 0 else None
+        if shown is None or shown == self.columns_shown:
+            return
+        self.columns_shown = shown
+        self.clear(columns=True)
+        self._add_columns()
+        self._order = []  # every row again, with the new set of cells
+        self._cells.clear()
         self.draw()
 
     def watch_selection_rev(self) -> None:
@@ -193,6 +236,7 @@ class MeteringTable(DataTable[Text], Redraws):
         self._redraw_stale()
 
     def on_resize(self) -> None:
+        self._fit()
         self._redraw_stale()
 
     def _redraw_stale(self) -> None:

@@ -1,4 +1,5 @@
-"""The selected sandbox: sparklines of its unique memory and CPU, and its services."""
+"""The selected sandbox: sparklines of its unique memory and CPU, its network policy and
+its services."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class UsagePanel(Horizontal, Redraws):
     meters_rev: reactive[int] = reactive(0, init=False)
     selection_rev: reactive[int] = reactive(0, init=False)
     services_rev: reactive[int] = reactive(0, init=False)
+    #: The inventory: the sandbox's network policy can change with no new sample.
+    tree_rev: reactive[int] = reactive(0, init=False)
 
     def __init__(self, state: DashboardState, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -45,6 +48,7 @@ class UsagePanel(Horizontal, Redraws):
             host.meters.memory(sandbox_id),
             host.meters.cpu(sandbox_id),
             host.services.get(sandbox_id),
+            sandbox.network,
         )
 
     def compose(self) -> ComposeResult:
@@ -64,6 +68,7 @@ class UsagePanel(Horizontal, Redraws):
         memory: Sequence[float],
         cpu: Sequence[float],
         services: Sequence[ServiceInfo] | None = None,
+        network: str = "",
     ) -> None:
         mem_now = fmt.size(int(memory[-1])) if memory else fmt.DASH
         cpu_now = fmt.percent(cpu[-1]) if cpu else fmt.DASH
@@ -79,13 +84,22 @@ class UsagePanel(Horizontal, Redraws):
             Content.from_markup("[b]CPU[/] · $who  [b $grove-cpu]$v[/]", who=who, v=cpu_now),
             layout=False,
         )
-        self.border_subtitle = _services(services) if name else ""
+        self.border_subtitle = _subtitle(network, services) if name else ""
         # No data draws nothing rather than a flat line that would read as zero.
         for spark_id, data in (("#mem-spark", memory), ("#cpu-spark", cpu)):
             spark = self.query_one(spark_id, Sparkline)
             if spark.display != bool(data):
                 spark.display = bool(data)
             spark.data = list(data)
+
+
+def _subtitle(network: str, services: Sequence[ServiceInfo] | None) -> Content | str:
+    """'net published · services: web ● ready'; each part only when known."""
+    parts = [Content.from_markup("net [b]$policy[/]", policy=network)] if network else []
+    listed = _services(services)
+    if listed:
+        parts.append(Content(listed) if isinstance(listed, str) else listed)
+    return Content(" · ").join(parts) if parts else ""
 
 
 def _services(services: Sequence[ServiceInfo] | None) -> Content | str:
