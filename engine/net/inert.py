@@ -49,7 +49,7 @@ class InertNet:
         pass
 
     def counters(self) -> tuple[int, int] | None:
-        return None
+        return None  # no device of the engine's to count on (slirp keeps none either)
 
     async def apply(self, policy: NetworkPolicy, pinned: dict[str, list[str]]) -> None:
         raise GroveError("network_failed", "this VM has no network", "it is not a sandbox")

@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 from engine.errors import GroveError
+from engine.net.inert import InertNet
 from engine.net.policy import Mode, NetworkPolicy
 from engine.net.ports import (
     HOST,
@@ -39,29 +40,19 @@ def refuse_allow(policy: NetworkPolicy) -> None:
         )
 
 
-class UserNet:
-    """A VM's slirp backend and the host forwards on it."""
+class UserNet(InertNet):
+    """A VM's slirp backend and the host forwards on it (no namespace, device or address of
+    its own: those stay InertNet's empty ones)."""
 
     backend = "user"
 
     def __init__(self, policy: NetworkPolicy) -> None:
         refuse_allow(policy)
+        super().__init__()
         self.policy = policy
         self.restricted = restricted(policy)
         self._published: list[PublishedPort] = []
         self._qmp: Qmp | None = None
-
-    @property
-    def host_device(self) -> str:
-        return ""
-
-    @property
-    def namespace(self) -> str:
-        return ""
-
-    @property
-    def host_address(self) -> str:
-        return ""
 
     @property
     def published(self) -> list[PublishedPort]:
@@ -70,19 +61,9 @@ class UserNet:
     def netdev(self) -> tuple[str, tuple[int, ...]]:
         return f"user,id={NETDEV}" + (",restrict=on" if self.restricted else ""), ()
 
-    def spawned(self) -> None:
-        """QEMU has started with netdev(): nothing of ours to hand over."""
-
     def bind(self, qmp: object) -> None:
         assert isinstance(qmp, Qmp)
         self._qmp = qmp
-
-    def counters(self) -> tuple[int, int] | None:
-        return None  # slirp keeps no byte counters the engine can read
-
-    @property
-    def pinned(self) -> dict[str, list[str]]:
-        return {}
 
     async def apply(self, policy: NetworkPolicy, pinned: dict[str, list[str]]) -> None:
         refuse_allow(policy)
@@ -134,9 +115,6 @@ class UserNet:
         arguments: dict[str, Any] = {"command-line": command}
         out = await self._qmp.execute("human-monitor-command", **arguments)
         return str(out or "").strip()
-
-    def rename(self, owner: str) -> None:
-        """A warm VM handed to a sandbox: nothing here is named after its owner."""
 
     async def close(self) -> None:
         self._published.clear()  # the forwards go with the QEMU process
