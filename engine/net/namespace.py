@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 
 from engine.errors import GroveError
+from engine.metering.net import traffic
 from engine.net import dns, netns, nft
 from engine.net.policy import NetworkPolicy
 from engine.net.ports import HOST, PublishedPort, closed_to_ingress, port_in_use, port_is_free
@@ -147,13 +148,9 @@ class NamespaceNet:
         """Nothing to drive through the monitor: the namespace is the backend."""
 
     def counters(self) -> tuple[int, int] | None:
-        """(received, sent) bytes of the sandbox: the host end's tx and rx."""
-        base = f"/sys/class/net/{self.slot.host_device}/statistics"
-        try:
-            with open(f"{base}/tx_bytes") as tx, open(f"{base}/rx_bytes") as rx:
-                return int(tx.read()), int(rx.read())
-        except (OSError, ValueError):
-            return None
+        """(received, sent) bytes of the sandbox, from the host end's counters."""
+        received, sent = traffic(self.slot.host_device)
+        return None if received is None or sent is None else (received, sent)
 
     # making, adopting, changing, removing
 
