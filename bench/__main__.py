@@ -9,7 +9,19 @@ import sys
 import time
 from pathlib import Path
 
-from bench import density, fleet, fork, foundation, idle, metering, network, remote, shells, tui
+from bench import (
+    density,
+    files,
+    fleet,
+    fork,
+    foundation,
+    idle,
+    metering,
+    network,
+    remote,
+    shells,
+    tui,
+)
 from bench.harness import print_table, private_engine
 from engine.vmm.accel import probe
 
@@ -30,6 +42,7 @@ def main() -> int:
             "fleet",
             "density",
             "network",
+            "files",
         ],
         default=None,
     )
@@ -66,14 +79,16 @@ def main() -> int:
             metered += density.run(client, args.rounds)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
         fleet_results = fleet.run(client, args.rounds) if args.only in (None, "fleet") else []
+        file_results = files.run(client, args.rounds) if args.only in (None, "files") else []
     # Its own two engines (namespaces and user-mode, pools off), after the shared one stopped.
     net_results = (
         network.run(args.image_cache, args.rounds) if args.only in (None, "network") else []
     )
-    results += metered + dashboard + fleet_results + net_results
+    results += metered + dashboard + fleet_results + net_results + file_results
     report["results"] = results
     print(json.dumps(report, indent=2))
-    timed = [r for r in results if r not in metered + dashboard + fleet_results + net_results]
+    special = metered + dashboard + fleet_results + net_results + file_results
+    timed = [r for r in results if r not in special]
     if timed:
         print_table(timed)  # type: ignore[arg-type]
     if metered:
@@ -84,6 +99,8 @@ def main() -> int:
         fleet.print_summary(fleet_results)
     if net_results:
         network.print_summary(net_results)
+    if file_results:
+        files.print_summary(file_results)
     return 0
 
 

@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import IO
 
 from engine import __version__
+from engine.agent.client import AgentClient
 from engine.api.server import make_server
 from engine.config import Paths
 from engine.errors import GroveError
+from engine.files import disk as offline_disk
+from engine.files import limits as file_limits
+from engine.files.live import LiveFiles
+from engine.files.offline import OfflineFiles
 from engine.fork import fsdiff, lineage
 from engine.images import environments
 from engine.images.catalog import EnvironmentCatalog
@@ -65,7 +70,16 @@ class Engine:
         )
         self.meter = engine_sampler(self.sandboxes, meter_interval)
         self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events)
+        self.files = LiveFiles(self._agent_of, file_limits.push_limit)
+        self.disks = OfflineFiles(
+            self.sandboxes.get, self.sandboxes.snapshot_by_name, paths.home / "tmp"
+        )
         self._shutdown = asyncio.Event()
+
+    def _agent_of(self, ref: str) -> tuple[str, AgentClient]:
+        record, vm = self.sandboxes.live_vm(ref)
+        assert vm.agent is not None
+        return record.id, vm.agent
 
     def _load_image(self, name: str) -> asyncio.Task[environments.EnvironmentImage]:
         return self.environments.load_image(name)
@@ -98,6 +112,12 @@ class Engine:
     # serving
 
     async def serve(self) -> None:
+        # First: recovery empties tmp/, which a crashed engine's disk helpers and FUSE mounts
+        # would keep busy (and a mountpoint cannot be removed).
+        try:
+            offline_disk.sweep_stale(self.paths.home / "tmp")
+        except Exception:  # leftovers must not keep the engine from starting
+            log.exception("sweeping offline disk leftovers failed")
         await self.sandboxes.recover()
         self.sandboxes.collect_garbage()
         self.meter.start()

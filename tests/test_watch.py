@@ -24,6 +24,7 @@ from engine import config
 from engine.client import AsyncGrove, GroveError
 from engine.client import models as m
 from engine.config import Paths
+from engine.files import limits as file_limits
 from engine.fork.transaction import MAX_REPLICAS
 from engine.sandbox.events import ENVIRONMENTS, Change, EventLog
 from engine.store.db import Store
@@ -187,6 +188,7 @@ async def test_status_carries_the_engine_limits(idle: Grove) -> None:
         max_fork_replicas=MAX_REPLICAS, max_vcpus=config.MAX_VCPUS,
         min_mem_mib=config.MIN_MEM_MIB, max_mem_mib=config.MAX_MEM_MIB,
         default_vcpus=config.DEFAULT_VCPUS, default_mem_mib=config.DEFAULT_MEM_MIB,
+        max_push_bytes=file_limits.push_limit(), max_read_bytes=file_limits.MAX_READ_BYTES,
     )  # fmt: skip
 
 

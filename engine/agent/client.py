@@ -795,14 +795,17 @@ class AgentClient:
         hash_files: bool = True,
         exclude: Sequence[str] = (),
         one_file_system: bool = True,
+        max_depth: int = 0,
     ) -> list[dict[str, Any]]:
-        """Entries (path, type, size, mode, uid, gid, mtime_ns, sha256|target) under path."""
+        """Entries (path, type, size, mode, uid, gid, mtime_ns, sha256|target) under path;
+        max_depth 1 lists only path's own entries (0: the whole tree)."""
         message = {
             "op": "fs_manifest",
             "path": path,
             "hash": hash_files,
             "exclude": list(exclude),
             "one_file_system": one_file_system,
+            "max_depth": max_depth,
         }
         stream, _ = await self._open_stream(message)
         entries: list[dict[str, Any]] = []
@@ -818,6 +821,14 @@ class AgentClient:
                     raise _reply_error(event)
         finally:
             self._forget(stream.channel)
+
+    async def stat(self, path: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        """lstat of a guest path: path, type (file|dir|symlink|other), size, mode, mtime_ns."""
+        return await self._call({"op": "fs_stat", "path": path}, timeout)
+
+    async def remove(self, path: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Unlink a guest file (not a directory)."""
+        await self._call({"op": "fs_remove", "path": path}, timeout)
 
     # -- diagnostics -------------------------------------------------------------------------
 

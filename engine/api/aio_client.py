@@ -18,6 +18,7 @@ import grpc.aio
 from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import wire
+from engine.api.files_client import AsyncSandboxFiles, FileMethods
 from engine.api.version import API_VERSION
 from engine.client import hosts, local
 from engine.client import models as m
@@ -82,6 +83,14 @@ RPC_METHODS = {
     "ServiceStatus": "service_status",
     "ServiceList": "services",
     "ServiceLogs": "service_logs",
+    "FileList": "file_list",
+    "FileRead": "file_read",
+    "Push": "push_files",
+    "Pull": "pull_files",
+    "ApplyPatch": "apply_patch",
+    "DiskList": "disk_list",
+    "DiskRead": "disk_read",
+    "DiskExport": "disk_export",
 }
 
 
@@ -118,6 +127,10 @@ def version_error(info: m.EngineInfo) -> GroveError:
         f"this client speaks API {API_VERSION}",
         "run the same Grove version on both ends, then 'grove engine stop' to restart it",
     )
+
+
+#: The largest stdin piece one ExecInput message carries.
+STDIN_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,7 +208,9 @@ class ExecStream:
             pass  # the command ended already; output() has its exit
 
     async def write(self, data: bytes) -> None:
-        await self._write(pb.ExecInput(stdin=data))
+        # In pieces: one gRPC message is capped (4 MiB by default) and stdin may be larger.
+        for start in range(0, len(data), STDIN_CHUNK):
+            await self._write(pb.ExecInput(stdin=data[start : start + STDIN_CHUNK]))
 
     async def close_stdin(self) -> None:
         await self._write(pb.ExecInput(stdin_eof=True))
@@ -272,7 +287,7 @@ class ShellStream:
         self._call.cancel()
 
 
-class AsyncGrove:
+class AsyncGrove(FileMethods):
     """An engine, reached over its unix socket. Make one with `await AsyncGrove.connect()`."""
 
     def __init__(self, socket: str, description: str = "", tunnel: SshTunnel | None = None) -> None:
@@ -336,6 +351,10 @@ class AsyncGrove:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
+
+    def files(self, ref: str) -> AsyncSandboxFiles:
+        """One sandbox's files: list, read, write, push, pull, patch."""
+        return AsyncSandboxFiles(self, ref)
 
     async def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from engine import config
 from engine.api import grove_pb2 as pb
+from engine.files import limits as file_limits
 from engine.fork import fsdiff, transaction
 from engine.fork.lineage import Node
 from engine.images.catalog import EnvironmentInfo, PullUpdate
@@ -72,6 +73,8 @@ def limits() -> pb.Limits:
         max_mem_mib=config.MAX_MEM_MIB,
         default_vcpus=config.DEFAULT_VCPUS,
         default_mem_mib=config.DEFAULT_MEM_MIB,
+        max_push_bytes=file_limits.push_limit(),
+        max_read_bytes=file_limits.MAX_READ_BYTES,
     )
 
 

@@ -103,12 +103,18 @@ class Limits(_message.Message):
     MAX_MEM_MIB_FIELD_NUMBER: _builtins.int
     DEFAULT_VCPUS_FIELD_NUMBER: _builtins.int
     DEFAULT_MEM_MIB_FIELD_NUMBER: _builtins.int
+    MAX_PUSH_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_READ_BYTES_FIELD_NUMBER: _builtins.int
     max_fork_replicas: _builtins.int
     max_vcpus: _builtins.int
     min_mem_mib: _builtins.int
     max_mem_mib: _builtins.int
     default_vcpus: _builtins.int
     default_mem_mib: _builtins.int
+    max_push_bytes: _builtins.int
+    """one push (GROVE_PUSH_LIMIT)"""
+    max_read_bytes: _builtins.int
+    """one FileRead / DiskRead"""
     def __init__(
         self,
         *,
@@ -118,10 +124,12 @@ class Limits(_message.Message):
         max_mem_mib: _builtins.int = ...,
         default_vcpus: _builtins.int = ...,
         default_mem_mib: _builtins.int = ...,
+        max_push_bytes: _builtins.int = ...,
+        max_read_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_mem_mib", b"default_mem_mib", "default_vcpus", b"default_vcpus", "max_fork_replicas", b"max_fork_replicas", "max_mem_mib", b"max_mem_mib", "max_vcpus", b"max_vcpus", "min_mem_mib", b"min_mem_mib"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_mem_mib", b"default_mem_mib", "default_vcpus", b"default_vcpus", "max_fork_replicas", b"max_fork_replicas", "max_mem_mib", b"max_mem_mib", "max_push_bytes", b"max_push_bytes", "max_read_bytes", b"max_read_bytes", "max_vcpus", b"max_vcpus", "min_mem_mib", b"min_mem_mib"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2246,3 +2254,622 @@ class ServiceLogBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceLogBatch: _TypeAlias = ServiceLogBatch  # noqa: Y015
+
+@_typing.final
+class FileEntry(_message.Message):
+    """Files."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MTIME_FIELD_NUMBER: _builtins.int
+    LINK_TARGET_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """absolute guest path"""
+    type: _builtins.str
+    """file | directory | symlink | other"""
+    size: _builtins.int
+    mode: _builtins.int
+    """permission bits"""
+    mtime: _builtins.float
+    """unix seconds"""
+    link_target: _builtins.str
+    """symlinks only"""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        type: _builtins.str = ...,
+        size: _builtins.int = ...,
+        mode: _builtins.int = ...,
+        mtime: _builtins.float = ...,
+        link_target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link_target", b"link_target", "mode", b"mode", "mtime", b"mtime", "path", b"path", "size", b"size", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileEntry: _TypeAlias = FileEntry  # noqa: Y015
+
+@_typing.final
+class FileListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    path: _builtins.str
+    recursive: _builtins.bool
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        path: _builtins.str = ...,
+        recursive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "recursive", b"recursive", "sandbox", b"sandbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileListRequest: _TypeAlias = FileListRequest  # noqa: Y015
+
+@_typing.final
+class FileListReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___FileEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileListReply: _TypeAlias = FileListReply  # noqa: Y015
+
+@_typing.final
+class FileReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    path: _builtins.str
+    max_bytes: _builtins.int
+    """0: the default (64 KiB)"""
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        path: _builtins.str = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "path", b"path", "sandbox", b"sandbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileReadRequest: _TypeAlias = FileReadRequest  # noqa: Y015
+
+@_typing.final
+class FileReadReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MTIME_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    size: _builtins.int
+    """the whole file's size"""
+    truncated: _builtins.bool
+    """data is the first max_bytes of it"""
+    mode: _builtins.int
+    mtime: _builtins.float
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        size: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+        mode: _builtins.int = ...,
+        mtime: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mode", b"mode", "mtime", b"mtime", "size", b"size", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileReadReply: _TypeAlias = FileReadReply  # noqa: Y015
+
+@_typing.final
+class PushStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    DEST_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    dest: _builtins.str
+    """absolute guest path: the file, or the directory a tree goes into"""
+    format: _builtins.str
+    """"file" (raw bytes) or "tar" (a tree, merged into dest)"""
+    mode: _builtins.int
+    """"file" only; 0: 0644"""
+    total_bytes: _builtins.int
+    """what the client will send (checked against the limit first)"""
+    files: _builtins.int
+    """regular files in the tree (progress only)"""
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        dest: _builtins.str = ...,
+        format: _builtins.str = ...,
+        mode: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
+        files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dest", b"dest", "files", b"files", "format", b"format", "mode", b"mode", "sandbox", b"sandbox", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushStart: _TypeAlias = PushStart  # noqa: Y015
+
+@_typing.final
+class PushCommit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Sha256Entry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sha256(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """relative path (or "" for a file) -> hex digest"""
+
+    def __init__(
+        self,
+        *,
+        sha256: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushCommit: _TypeAlias = PushCommit  # noqa: Y015
+
+@_typing.final
+class PushInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def start(self) -> Global___PushStart: ...
+    @_builtins.property
+    def commit(self) -> Global___PushCommit: ...
+    def __init__(
+        self,
+        *,
+        start: Global___PushStart | None = ...,
+        data: _builtins.bytes = ...,
+        commit: Global___PushCommit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "data", b"data", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit", b"commit", "data", b"data", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "data", "commit"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___PushInput: _TypeAlias = PushInput  # noqa: Y015
+
+@_typing.final
+class PushReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEST_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    DIRECTORIES_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    dest: _builtins.str
+    bytes: _builtins.int
+    files: _builtins.int
+    directories: _builtins.int
+    duration_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        dest: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        files: _builtins.int = ...,
+        directories: _builtins.int = ...,
+        duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "dest", b"dest", "directories", b"directories", "duration_ms", b"duration_ms", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushReply: _TypeAlias = PushReply  # noqa: Y015
+
+@_typing.final
+class FilePullRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    path: _builtins.str
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "sandbox", b"sandbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilePullRequest: _TypeAlias = FilePullRequest  # noqa: Y015
+
+@_typing.final
+class FilePullHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """file | directory"""
+    size: _builtins.int
+    """the file's size, or the tree's total file bytes"""
+    mode: _builtins.int
+    files: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        size: _builtins.int = ...,
+        mode: _builtins.int = ...,
+        files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "mode", b"mode", "size", b"size", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilePullHeader: _TypeAlias = FilePullHeader  # noqa: Y015
+
+@_typing.final
+class FilePullTrailer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Sha256Entry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    bytes: _builtins.int
+    @_builtins.property
+    def sha256(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """relative path (or "" for a file) -> hex digest"""
+
+    def __init__(
+        self,
+        *,
+        sha256: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilePullTrailer: _TypeAlias = FilePullTrailer  # noqa: Y015
+
+@_typing.final
+class FilePullOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    TRAILER_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___FilePullHeader: ...
+    @_builtins.property
+    def trailer(self) -> Global___FilePullTrailer: ...
+    def __init__(
+        self,
+        *,
+        header: Global___FilePullHeader | None = ...,
+        data: _builtins.bytes = ...,
+        trailer: Global___FilePullTrailer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "kind", b"kind", "trailer", b"trailer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "kind", b"kind", "trailer", b"trailer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["header", "data", "trailer"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___FilePullOutput: _TypeAlias = FilePullOutput  # noqa: Y015
+
+@_typing.final
+class PatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    PATCH_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    patch: _builtins.str
+    """unified diff text"""
+    dry_run: _builtins.bool
+    """plan only"""
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        patch: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "patch", b"patch", "sandbox", b"sandbox"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchRequest: _TypeAlias = PatchRequest  # noqa: Y015
+
+@_typing.final
+class PatchReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    MODIFIED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def added(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def modified(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        added: _abc.Iterable[_builtins.str] | None = ...,
+        modified: _abc.Iterable[_builtins.str] | None = ...,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "deleted", b"deleted", "modified", b"modified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchReply: _TypeAlias = PatchReply  # noqa: Y015
+
+@_typing.final
+class DiskListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """a stopped sandbox or a snapshot name"""
+    path: _builtins.str
+    recursive: _builtins.bool
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        path: _builtins.str = ...,
+        recursive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "recursive", b"recursive", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskListRequest: _TypeAlias = DiskListRequest  # noqa: Y015
+
+@_typing.final
+class DiskReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    path: _builtins.str
+    max_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        path: _builtins.str = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "path", b"path", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskReadRequest: _TypeAlias = DiskReadRequest  # noqa: Y015
+
+@_typing.final
+class DiskExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    format: _builtins.str
+    """qcow2 | raw"""
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskExportRequest: _TypeAlias = DiskExportRequest  # noqa: Y015
+
+@_typing.final
+class DiskExportProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    percent: _builtins.float
+    stage: _builtins.str
+    """converting | sending"""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.float = ...,
+        stage: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["percent", b"percent", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskExportProgress: _TypeAlias = DiskExportProgress  # noqa: Y015
+
+@_typing.final
+class DiskExportHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    VIRTUAL_SIZE_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    size: _builtins.int
+    """bytes that follow"""
+    virtual_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        format: _builtins.str = ...,
+        size: _builtins.int = ...,
+        virtual_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "size", b"size", "virtual_size", b"virtual_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiskExportHeader: _TypeAlias = DiskExportHeader  # noqa: Y015
+
+@_typing.final
+class DiskExportOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def progress(self) -> Global___DiskExportProgress: ...
+    @_builtins.property
+    def header(self) -> Global___DiskExportHeader: ...
+    def __init__(
+        self,
+        *,
+        progress: Global___DiskExportProgress | None = ...,
+        header: Global___DiskExportHeader | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "kind", b"kind", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "kind", b"kind", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "header", "data"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___DiskExportOutput: _TypeAlias = DiskExportOutput  # noqa: Y015

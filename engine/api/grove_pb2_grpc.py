@@ -229,6 +229,46 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.ServiceLogsRequest.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.ServiceLogBatch.FromString,
                 _registered_method=True)
+        self.FileList = channel.unary_unary(
+                '/grove.v1.Engine/FileList',
+                request_serializer=engine_dot_api_dot_grove__pb2.FileListRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.FileListReply.FromString,
+                _registered_method=True)
+        self.FileRead = channel.unary_unary(
+                '/grove.v1.Engine/FileRead',
+                request_serializer=engine_dot_api_dot_grove__pb2.FileReadRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.FileReadReply.FromString,
+                _registered_method=True)
+        self.Push = channel.stream_unary(
+                '/grove.v1.Engine/Push',
+                request_serializer=engine_dot_api_dot_grove__pb2.PushInput.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.PushReply.FromString,
+                _registered_method=True)
+        self.Pull = channel.unary_stream(
+                '/grove.v1.Engine/Pull',
+                request_serializer=engine_dot_api_dot_grove__pb2.FilePullRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.FilePullOutput.FromString,
+                _registered_method=True)
+        self.ApplyPatch = channel.unary_unary(
+                '/grove.v1.Engine/ApplyPatch',
+                request_serializer=engine_dot_api_dot_grove__pb2.PatchRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.PatchReply.FromString,
+                _registered_method=True)
+        self.DiskList = channel.unary_unary(
+                '/grove.v1.Engine/DiskList',
+                request_serializer=engine_dot_api_dot_grove__pb2.DiskListRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.FileListReply.FromString,
+                _registered_method=True)
+        self.DiskRead = channel.unary_unary(
+                '/grove.v1.Engine/DiskRead',
+                request_serializer=engine_dot_api_dot_grove__pb2.DiskReadRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.FileReadReply.FromString,
+                _registered_method=True)
+        self.DiskExport = channel.unary_stream(
+                '/grove.v1.Engine/DiskExport',
+                request_serializer=engine_dot_api_dot_grove__pb2.DiskExportRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.DiskExportOutput.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -478,6 +518,61 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FileList(self, request, context):
+        """Files in and out of a running sandbox (guest paths are absolute). Push's first message is
+        PushStart, then data chunks, then PushCommit with every file's sha256: the guest writes to a
+        temporary name and renames only after the hashes match, so a broken push leaves the old
+        content. Pull sends a header, the bytes (a file, or a tar of a directory), then a trailer
+        with every file's sha256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileRead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Push(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pull(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyPatch(self, request, context):
+        """Unified text diffs, every file planned before any write, then applied per file atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiskList(self, request, context):
+        """Offline disks: a stopped sandbox's or a snapshot's disk chain, read with no VM booted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiskRead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiskExport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -675,6 +770,46 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ServiceLogs,
                     request_deserializer=engine_dot_api_dot_grove__pb2.ServiceLogsRequest.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.ServiceLogBatch.SerializeToString,
+            ),
+            'FileList': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileList,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.FileListRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.FileListReply.SerializeToString,
+            ),
+            'FileRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileRead,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.FileReadRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.FileReadReply.SerializeToString,
+            ),
+            'Push': grpc.stream_unary_rpc_method_handler(
+                    servicer.Push,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.PushInput.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.PushReply.SerializeToString,
+            ),
+            'Pull': grpc.unary_stream_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.FilePullRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.FilePullOutput.SerializeToString,
+            ),
+            'ApplyPatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPatch,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.PatchRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.PatchReply.SerializeToString,
+            ),
+            'DiskList': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiskList,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.DiskListRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.FileListReply.SerializeToString,
+            ),
+            'DiskRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiskRead,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.DiskReadRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.FileReadReply.SerializeToString,
+            ),
+            'DiskExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.DiskExport,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.DiskExportRequest.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.DiskExportOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1730,6 +1865,222 @@ class Engine:
             '/grove.v1.Engine/ServiceLogs',
             engine_dot_api_dot_grove__pb2.ServiceLogsRequest.SerializeToString,
             engine_dot_api_dot_grove__pb2.ServiceLogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/FileList',
+            engine_dot_api_dot_grove__pb2.FileListRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.FileListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/FileRead',
+            engine_dot_api_dot_grove__pb2.FileReadRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.FileReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Push(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/grove.v1.Engine/Push',
+            engine_dot_api_dot_grove__pb2.PushInput.SerializeToString,
+            engine_dot_api_dot_grove__pb2.PushReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grove.v1.Engine/Pull',
+            engine_dot_api_dot_grove__pb2.FilePullRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.FilePullOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/ApplyPatch',
+            engine_dot_api_dot_grove__pb2.PatchRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.PatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiskList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/DiskList',
+            engine_dot_api_dot_grove__pb2.DiskListRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.FileListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiskRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/DiskRead',
+            engine_dot_api_dot_grove__pb2.DiskReadRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.FileReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiskExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grove.v1.Engine/DiskExport',
+            engine_dot_api_dot_grove__pb2.DiskExportRequest.SerializeToString,
+            engine_dot_api_dot_grove__pb2.DiskExportOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,22 @@ class EngineStub:
     ServiceStatus: _grpc.UnaryUnaryMultiCallable[_grove_pb2.ServiceRef, _grove_pb2.ServiceInfo]
     ServiceList: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.ServiceListReply]
     ServiceLogs: _grpc.UnaryStreamMultiCallable[_grove_pb2.ServiceLogsRequest, _grove_pb2.ServiceLogBatch]
+    FileList: _grpc.UnaryUnaryMultiCallable[_grove_pb2.FileListRequest, _grove_pb2.FileListReply]
+    """Files in and out of a running sandbox (guest paths are absolute). Push's first message is
+    PushStart, then data chunks, then PushCommit with every file's sha256: the guest writes to a
+    temporary name and renames only after the hashes match, so a broken push leaves the old
+    content. Pull sends a header, the bytes (a file, or a tar of a directory), then a trailer
+    with every file's sha256.
+    """
+    FileRead: _grpc.UnaryUnaryMultiCallable[_grove_pb2.FileReadRequest, _grove_pb2.FileReadReply]
+    Push: _grpc.StreamUnaryMultiCallable[_grove_pb2.PushInput, _grove_pb2.PushReply]
+    Pull: _grpc.UnaryStreamMultiCallable[_grove_pb2.FilePullRequest, _grove_pb2.FilePullOutput]
+    ApplyPatch: _grpc.UnaryUnaryMultiCallable[_grove_pb2.PatchRequest, _grove_pb2.PatchReply]
+    """Unified text diffs, every file planned before any write, then applied per file atomically."""
+    DiskList: _grpc.UnaryUnaryMultiCallable[_grove_pb2.DiskListRequest, _grove_pb2.FileListReply]
+    """Offline disks: a stopped sandbox's or a snapshot's disk chain, read with no VM booted."""
+    DiskRead: _grpc.UnaryUnaryMultiCallable[_grove_pb2.DiskReadRequest, _grove_pb2.FileReadReply]
+    DiskExport: _grpc.UnaryStreamMultiCallable[_grove_pb2.DiskExportRequest, _grove_pb2.DiskExportOutput]
 
 @_typing.type_check_only
 class EngineAsyncStub(EngineStub):
@@ -139,6 +155,22 @@ class EngineAsyncStub(EngineStub):
     ServiceStatus: _aio.UnaryUnaryMultiCallable[_grove_pb2.ServiceRef, _grove_pb2.ServiceInfo]  # type: ignore[assignment]
     ServiceList: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.ServiceListReply]  # type: ignore[assignment]
     ServiceLogs: _aio.UnaryStreamMultiCallable[_grove_pb2.ServiceLogsRequest, _grove_pb2.ServiceLogBatch]  # type: ignore[assignment]
+    FileList: _aio.UnaryUnaryMultiCallable[_grove_pb2.FileListRequest, _grove_pb2.FileListReply]  # type: ignore[assignment]
+    """Files in and out of a running sandbox (guest paths are absolute). Push's first message is
+    PushStart, then data chunks, then PushCommit with every file's sha256: the guest writes to a
+    temporary name and renames only after the hashes match, so a broken push leaves the old
+    content. Pull sends a header, the bytes (a file, or a tar of a directory), then a trailer
+    with every file's sha256.
+    """
+    FileRead: _aio.UnaryUnaryMultiCallable[_grove_pb2.FileReadRequest, _grove_pb2.FileReadReply]  # type: ignore[assignment]
+    Push: _aio.StreamUnaryMultiCallable[_grove_pb2.PushInput, _grove_pb2.PushReply]  # type: ignore[assignment]
+    Pull: _aio.UnaryStreamMultiCallable[_grove_pb2.FilePullRequest, _grove_pb2.FilePullOutput]  # type: ignore[assignment]
+    ApplyPatch: _aio.UnaryUnaryMultiCallable[_grove_pb2.PatchRequest, _grove_pb2.PatchReply]  # type: ignore[assignment]
+    """Unified text diffs, every file planned before any write, then applied per file atomically."""
+    DiskList: _aio.UnaryUnaryMultiCallable[_grove_pb2.DiskListRequest, _grove_pb2.FileListReply]  # type: ignore[assignment]
+    """Offline disks: a stopped sandbox's or a snapshot's disk chain, read with no VM booted."""
+    DiskRead: _aio.UnaryUnaryMultiCallable[_grove_pb2.DiskReadRequest, _grove_pb2.FileReadReply]  # type: ignore[assignment]
+    DiskExport: _aio.UnaryStreamMultiCallable[_grove_pb2.DiskExportRequest, _grove_pb2.DiskExportOutput]  # type: ignore[assignment]
 
 class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -425,5 +457,69 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _grove_pb2.ServiceLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_grove_pb2.ServiceLogBatch], _abc.AsyncIterator[_grove_pb2.ServiceLogBatch]]: ...
+
+    @_abc_1.abstractmethod
+    def FileList(
+        self,
+        request: _grove_pb2.FileListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.FileListReply, _abc.Awaitable[_grove_pb2.FileListReply]]:
+        """Files in and out of a running sandbox (guest paths are absolute). Push's first message is
+        PushStart, then data chunks, then PushCommit with every file's sha256: the guest writes to a
+        temporary name and renames only after the hashes match, so a broken push leaves the old
+        content. Pull sends a header, the bytes (a file, or a tar of a directory), then a trailer
+        with every file's sha256.
+        """
+
+    @_abc_1.abstractmethod
+    def FileRead(
+        self,
+        request: _grove_pb2.FileReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.FileReadReply, _abc.Awaitable[_grove_pb2.FileReadReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Push(
+        self,
+        request_iterator: _MaybeAsyncIterator[_grove_pb2.PushInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.PushReply, _abc.Awaitable[_grove_pb2.PushReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Pull(
+        self,
+        request: _grove_pb2.FilePullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_grove_pb2.FilePullOutput], _abc.AsyncIterator[_grove_pb2.FilePullOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ApplyPatch(
+        self,
+        request: _grove_pb2.PatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.PatchReply, _abc.Awaitable[_grove_pb2.PatchReply]]:
+        """Unified text diffs, every file planned before any write, then applied per file atomically."""
+
+    @_abc_1.abstractmethod
+    def DiskList(
+        self,
+        request: _grove_pb2.DiskListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.FileListReply, _abc.Awaitable[_grove_pb2.FileListReply]]:
+        """Offline disks: a stopped sandbox's or a snapshot's disk chain, read with no VM booted."""
+
+    @_abc_1.abstractmethod
+    def DiskRead(
+        self,
+        request: _grove_pb2.DiskReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.FileReadReply, _abc.Awaitable[_grove_pb2.FileReadReply]]: ...
+
+    @_abc_1.abstractmethod
+    def DiskExport(
+        self,
+        request: _grove_pb2.DiskExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_grove_pb2.DiskExportOutput], _abc.AsyncIterator[_grove_pb2.DiskExportOutput]]: ...
 
 def add_EngineServicer_to_server(servicer: EngineServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

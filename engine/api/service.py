@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from engine.api import convert, inventory, metering
+from engine.api import files as files_api
 from engine.api import grove_pb2 as pb
 from engine.api import grove_pb2_grpc as pb_grpc
 from engine.api import services as services_api
@@ -395,5 +396,65 @@ class EngineService(pb_grpc.EngineServicer):
         try:
             async for batch in services_api.logs(self.engine.sessions.services, request):
                 yield batch
+        except Exception as exc:
+            await _abort(context, exc)
+
+    # files
+
+    @unary
+    async def FileList(self, request: pb.FileListRequest, context: Any) -> pb.FileListReply:
+        found = await self.engine.files.list(request.sandbox, request.path, request.recursive)
+        return files_api.entries(found)
+
+    @unary
+    async def FileRead(self, request: pb.FileReadRequest, context: Any) -> pb.FileReadReply:
+        result = await self.engine.files.read(request.sandbox, request.path, request.max_bytes)
+        return files_api.read_reply(result)
+
+    async def Push(
+        self,
+        request_iterator: AsyncIterator[pb.PushInput],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.PushReply:
+        try:
+            return await files_api.push(self.engine.files, request_iterator)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def Pull(
+        self, request: pb.FilePullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.FilePullOutput]:
+        try:
+            async for message in files_api.pull(self.engine.files, request):
+                yield message
+        except Exception as exc:
+            await _abort(context, exc)
+
+    @unary
+    async def ApplyPatch(self, request: pb.PatchRequest, context: Any) -> pb.PatchReply:
+        result = await self.engine.files.apply_patch(
+            request.sandbox, request.patch, request.dry_run
+        )
+        return pb.PatchReply(added=result.added, modified=result.modified, deleted=result.deleted)
+
+    # offline disks
+
+    @unary
+    async def DiskList(self, request: pb.DiskListRequest, context: Any) -> pb.FileListReply:
+        found = await self.engine.disks.list(request.target, request.path, request.recursive)
+        return files_api.entries(found)
+
+    @unary
+    async def DiskRead(self, request: pb.DiskReadRequest, context: Any) -> pb.FileReadReply:
+        result = await self.engine.disks.read(request.target, request.path, request.max_bytes)
+        return files_api.read_reply(result)
+
+    async def DiskExport(
+        self, request: pb.DiskExportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.DiskExportOutput]:
+        try:
+            async for item in self.engine.disks.export(request.target, request.format or "qcow2"):
+                yield files_api.export_output(item)
         except Exception as exc:
             await _abort(context, exc)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from engine.api.aio_client import AsyncGrove, ExecStream, ShellStream
+from engine.api.files_client import Progress
 from engine.client import models as m
 from engine.client.hosts import SshTarget
 from engine.client.ssh import StateCallback
@@ -286,3 +288,49 @@ class Grove:
     service_status = _blocking(AsyncGrove.service_status)
     services = _blocking(AsyncGrove.services)
     service_logs = _iterating(AsyncGrove.service_logs)
+
+    file_list = _blocking(AsyncGrove.file_list)
+    file_read = _blocking(AsyncGrove.file_read)
+    file_write = _blocking(AsyncGrove.file_write)
+    push_files = _blocking(AsyncGrove.push_files)
+    pull_files = _blocking(AsyncGrove.pull_files)
+    apply_patch = _blocking(AsyncGrove.apply_patch)
+    disk_list = _blocking(AsyncGrove.disk_list)
+    disk_read = _blocking(AsyncGrove.disk_read)
+    disk_export = _blocking(AsyncGrove.disk_export)
+
+    def files(self, ref: str) -> SandboxFiles:
+        """One sandbox's files: ``grove.files(box.id).push("./project", "/root/project")``."""
+        return SandboxFiles(self, ref)
+
+
+class SandboxFiles:
+    """The blocking twin of AsyncSandboxFiles."""
+
+    def __init__(self, grove: Grove, ref: str) -> None:
+        self._grove = grove
+        self.ref = ref
+
+    def list(self, path: str, recursive: bool = False) -> list[m.FileEntry]:
+        return self._grove.file_list(self.ref, path, recursive)
+
+    def read(self, path: str, max_bytes: int = 0) -> m.FileRead:
+        return self._grove.file_read(self.ref, path, max_bytes)
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> m.PushResult:
+        return self._grove.file_write(self.ref, path, data, mode)
+
+    def push(
+        self, source: str | Path, dest: str, exclude: Sequence[str] = (), ignore: bool = True,
+        progress: Progress | None = None,
+    ) -> m.PushResult:  # fmt: skip
+        return self._grove.push_files(self.ref, source, dest, exclude, ignore, progress)
+
+    def pull(
+        self, path: str, output: str | Path, as_tar: bool = False, force: bool = False,
+        progress: Progress | None = None,
+    ) -> m.PullResult:  # fmt: skip
+        return self._grove.pull_files(self.ref, path, output, as_tar, force, progress)
+
+    def patch(self, patch: str, dry_run: bool = False) -> m.PatchResult:
+        return self._grove.apply_patch(self.ref, patch, dry_run)

@@ -53,6 +53,8 @@ def limits(x: pb.Limits) -> m.Limits:
         max_mem_mib=x.max_mem_mib,
         default_vcpus=x.default_vcpus,
         default_mem_mib=x.default_mem_mib,
+        max_push_bytes=x.max_push_bytes or None,
+        max_read_bytes=x.max_read_bytes or None,
     )
 
 
@@ -326,3 +328,16 @@ def exec_output(message: pb.ExecOutput) -> m.ExecOutput | m.ExecExit | int:
     if kind == "stderr":
         return m.ExecOutput(stream="stderr", data=message.stderr)
     return message.started_pid
+
+
+def file_entry(e: pb.FileEntry) -> m.FileEntry:
+    return m.FileEntry(
+        path=e.path, type=e.type, size=e.size, mode=e.mode, mtime=e.mtime,
+        link_target=_s(e.link_target),
+    )  # fmt: skip
+
+
+def file_read(path: str, r: pb.FileReadReply) -> m.FileRead:
+    return m.FileRead(
+        path=path, data=r.data, size=r.size, truncated=r.truncated, mode=r.mode, mtime=r.mtime
+    )

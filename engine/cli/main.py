@@ -11,6 +11,7 @@ from engine.cli import (
     engine_cmds,
     env_cmds,
     exec_cmds,
+    file_cmds,
     fork_cmds,
     host_cmds,
     net_cmds,
@@ -136,6 +137,7 @@ def build_parser() -> Parser:
     shell_cmds.register(verbs, verb)
     host_cmds.register(verbs, verb)
     service_cmds.register(verbs, verb)
+    file_cmds.register(verbs, verb)
 
     p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's events, services' and console")
     p.add_argument("id", nargs="?")

@@ -67,6 +67,9 @@ class Limits(Model):
     max_mem_mib: int
     default_vcpus: int
     default_mem_mib: int
+    #: One push's bytes and one read's (None: an engine that does not say).
+    max_push_bytes: int | None = None
+    max_read_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,88 @@ class Diff(Model):
     sandbox: str
     against: str
     changes: tuple[FileChange, ...] = ()
+
+
+# files
+
+
+@dataclass(frozen=True)
+class FileEntry(Model):
+    path: str
+    type: Literal["file", "directory", "symlink", "other"] | str
+    size: int
+    mode: int
+    mtime: float
+    #: Symlinks only; None otherwise.
+    link_target: str | None = None
+
+
+@dataclass(frozen=True)
+class FileRead(Model):
+    path: str
+    data: bytes
+    #: The whole file's size; data holds its first len(data) bytes.
+    size: int
+    truncated: bool
+    mode: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class TransferProgress(Model):
+    """A push, pull or export under way: bytes moved of the total (None: not known yet)."""
+
+    stage: str  # planning | sending | receiving | converting | verifying | done
+    done_bytes: int = 0
+    total_bytes: int | None = None
+    files: int | None = None
+
+
+@dataclass(frozen=True)
+class PushResult(Model):
+    sandbox: str
+    source: str
+    dest: str
+    bytes: int
+    files: int
+    directories: int
+    duration_ms: float
+    #: Entries left out by --exclude or .gitignore.
+    excluded: int = 0
+
+
+@dataclass(frozen=True)
+class PullResult(Model):
+    sandbox: str
+    path: str
+    output: str
+    type: str  # file | directory | tar
+    bytes: int
+    files: int
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class PatchResult(Model):
+    sandbox: str
+    added: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.added) + len(self.modified) + len(self.deleted)
+
+
+@dataclass(frozen=True)
+class ExportResult(Model):
+    target: str
+    output: str
+    format: str
+    bytes: int
+    virtual_size: int
+    duration_ms: float
 
 
 # metering: None is "no datum", shown as '-', never 0

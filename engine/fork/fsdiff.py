@@ -9,7 +9,6 @@ metadata differ are hashed, and small text files get a unified patch.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import hashlib
 import secrets
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 from engine.agent.client import AgentClient
 from engine.config import Paths
 from engine.errors import GroveError, invalid
+from engine.files.patch import unified
 from engine.images import disks
 from engine.sandbox.manager import Sandboxes
 from engine.store.db import Store
@@ -180,7 +180,7 @@ async def _compare(
             before, after = old_small[path], new_small[path]
             change.old_sha256 = hashlib.sha256(before).hexdigest()
             change.new_sha256 = hashlib.sha256(after).hexdigest()
-            change.patch = _patch(path, before, after)
+            change.patch = unified(path, before, after)
         elif path in old_large:
             change.old_sha256, change.new_sha256 = old_large[path], new_large.get(path, "")
         same_content = change.old_sha256 == change.new_sha256
@@ -189,8 +189,23 @@ async def _compare(
             continue  # touched but identical: not a change
         changes.append(change)
     await _fill_added(changes, new_agent, new)
+    await _fill_deleted(changes, old_agent, old)
     changes.sort(key=lambda c: c.path)
     return changes
+
+
+async def _fill_deleted(
+    changes: list[FileChange], agent: AgentClient, old: dict[str, dict[str, Any]]
+) -> None:
+    """A deleted small text file gets a patch too, so the diff applies with 'grove patch'."""
+    deleted = [c for c in changes if c.change == "deleted" and c.kind == "file"]
+    small = [c.path for c in deleted if old[c.path]["size"] <= PATCH_LIMIT]
+    contents = await _contents(agent, small)
+    for change in deleted:
+        if change.path in contents:
+            data = contents[change.path]
+            change.old_sha256 = hashlib.sha256(data).hexdigest()
+            change.patch = unified(change.path, data, None)
 
 
 async def _fill_added(
@@ -204,20 +219,6 @@ async def _fill_added(
         if change.path in contents:
             data = contents[change.path]
             change.new_sha256 = hashlib.sha256(data).hexdigest()
-            change.patch = _patch(change.path, b"", data)
+            change.patch = unified(change.path, None, data)
         else:
             change.new_sha256 = hashes.get(change.path, "")
-
-
-def _patch(path: str, before: bytes, after: bytes) -> str:
-    if b"\0" in before or b"\0" in after:
-        return ""
-    try:
-        old, new = before.decode(), after.decode()
-    except UnicodeDecodeError:
-        return ""
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=f"a{path}", tofile=f"b{path}",
-    )  # fmt: skip
-    return "".join(lines)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import crashpoints
+from engine.agent.client import AgentError
 from engine.config import Paths
 from engine.errors import GroveError, invalid
 from engine.fork import capture
@@ -120,6 +121,8 @@ class Forks:
             )
         async with self._vms.lock(source.id):
             source, vm = self._vms.live_vm(source.id)
+            if snapshot_name is not None:
+                await _sync_guest(vm)
             async with contextlib.AsyncExitStack() as undo:
                 undo.callback(self._collector.collect)  # runs last: frees what the undos left
                 # Whatever happens, the source's template gives back what the fork filled.
@@ -304,3 +307,13 @@ class Forks:
             sdir = self._paths.sandbox_dir(child_id)
             sdir.mkdir(parents=True, mode=0o700)
             secrets.inherit(self._paths.sandbox_dir(source.id), sdir)
+
+
+async def _sync_guest(vm: Vm) -> None:
+    """A named snapshot's disk is read offline (grove disk ls/read/export): flush the guest's
+    dirty file pages first so its disk layer holds what the guest wrote, not only its memory.
+    Best effort: a guest that cannot answer still gets its (crash-consistent) snapshot."""
+    if vm.agent is None:
+        return
+    with contextlib.suppress(AgentError, OSError, TimeoutError):
+        await vm.agent.run(["sync"], timeout_s=30)

@@ -20,6 +20,7 @@ from .server import Server
 from .services import ServiceOps
 from .system import SystemOps, become_subreaper
 from .transport import Transport, UnixSocketTransport, VirtioPortTransport
+from .tree import TreeOps
 
 USAGE = "usage: python3 -m guest.agent [--connect unix:PATH] [--port NAME] [--log LEVEL]"
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ProcessOps(server, reaper)
     SystemOps(server)
     FileOps(server)
+    TreeOps(server)
     ServiceOps(server)
 
     def stop() -> None:

@@ -50,6 +50,7 @@ def _os_error(exc: OSError, path: str) -> RequestError:
 
 class FileReadSession(Session):
     kind = "file_read"
+    controls = frozenset({"abort"})
 
     def __init__(self, server: Server, channel: int, fd: int, remaining: int | None) -> None:
         super().__init__(server, channel)
@@ -103,6 +104,11 @@ class FileReadSession(Session):
     def on_room(self) -> None:
         self._schedule()
 
+    def on_control(self, op: str, request: dict[str, Any]) -> None:
+        self._close()
+        self.server.reply(self.channel, {"event": "aborted"})
+        self.server.end_session(self.channel)
+
     def _finish(self, error: Reply | None = None) -> None:
         self._close()
         if error is not None:
@@ -127,7 +133,11 @@ class FileReadSession(Session):
 
 
 class FileWriteSession(Session):
+    """Empty DATA commits; so does a ``commit`` control, which first checks the sha256 the engine
+    sends against what arrived, so a corrupted or cut-short upload never replaces the file."""
+
     kind = "file_write"
+    controls = frozenset({"commit", "abort"})
 
     def __init__(self, server: Server, channel: int, fd: int, tmp: str | None, path: str) -> None:
         super().__init__(server, channel)
@@ -155,6 +165,21 @@ class FileWriteSession(Session):
         self.digest.update(data)
         self.received += len(data)
         self.server.window(self.channel, self.recv.consumed(len(data), idle=True))
+
+    def on_control(self, op: str, request: dict[str, Any]) -> None:
+        if self.fd < 0:
+            return
+        if op == "abort":
+            self.terminate()
+            self.server.reply(self.channel, {"event": "aborted"})
+            self.server.end_session(self.channel)
+            return
+        expected = request.get("sha256")
+        if expected != self.digest.hexdigest():
+            text = f"{self.path}: sha256 of the {self.received} bytes received does not match"
+            self._fail({"ok": False, "code": "checksum_mismatch", "error": text})
+            return
+        self._commit()
 
     def _commit(self) -> None:
         try:
@@ -298,6 +323,9 @@ class FileOps:
         hash_files = bool(request.get("hash", True))
         one_fs = bool(request.get("one_file_system", True))
         exclude = request.get("exclude", [])
+        max_depth = request.get("max_depth", 0)  # 0: the whole tree; 1: root's entries only
+        if not isinstance(max_depth, int) or max_depth < 0:
+            raise RequestError("bad_request", "max_depth must be a non-negative integer")
         if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
             raise RequestError("bad_request", "exclude must be a list of absolute paths")
         try:
@@ -325,9 +353,9 @@ class FileOps:
         def walk() -> None:
             batch: list[dict[str, Any]] = []
             count = errors = 0
-            stack = [root]
+            stack = [(root, 1)]
             while stack:
-                directory = stack.pop()
+                directory, depth = stack.pop()
                 try:
                     with os.scandir(directory) as it:
                         children = sorted(it, key=lambda e: e.name)
@@ -350,8 +378,8 @@ class FileOps:
                     errors += "error" in entry
                     batch.append(entry)
                     count += 1
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(child.path)
+                    if stat.S_ISDIR(st.st_mode) and (not max_depth or depth < max_depth):
+                        stack.append((child.path, depth + 1))
                     if len(batch) >= MANIFEST_BATCH:
                         if not post({"event": "entries", "entries": batch}):
                             return

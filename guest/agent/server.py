@@ -95,6 +95,12 @@ class Session:
         """A new peer takes this session over; must reply on the channel first."""
         raise RequestError("not_attachable", f"a {self.kind} session cannot be attached")
 
+    #: CTRL ops the engine may send on this session's own channel (besides attach).
+    controls: frozenset[str] = frozenset()
+
+    def on_control(self, op: str, request: dict[str, Any]) -> None:
+        """A CTRL request in ``controls`` on this channel (a transfer's commit or abort)."""
+
     def describe(self) -> dict[str, Any]:
         return {"channel": self.channel, "kind": self.kind}
 
@@ -328,6 +334,8 @@ class Server:
         if session is not None:
             if op == "attach":
                 self._call(channel, "attach", lambda _c, _r: _attach(session), request)
+            elif isinstance(op, str) and op in session.controls:
+                self._call(channel, op, lambda _c, r: session.on_control(op, r), request)
             else:
                 text = f"channel {channel} belongs to a running {session.kind}"
                 self.reply(channel, error_reply("channel_busy", text))

@@ -18,7 +18,7 @@ def payload_files(root: Path | None = None) -> list[tuple[str, Path]]:
     """(path relative to ``root``, absolute path) for each payload file, sorted for stability."""
     base = SOURCE_ROOT if root is None else root
     guest = base / "guest"
-    files = [guest / "__init__.py", guest / "protocol.py"]
+    files = [guest / "__init__.py", guest / "protocol.py", guest / "tarstream.py"]
     agent = guest / "agent"
     if agent.is_dir():
         files.extend(p for p in agent.rglob("*.py") if "__pycache__" not in p.parts)
