@@ -160,6 +160,15 @@ ACTIONS: tuple[Action, ...] = (
         needs_sandbox=True,
     ),
     Action(
+        "files",
+        "f",
+        "Files",
+        "Push a local file or directory into the sandbox, or pull one out of it",
+        "Push or pull files of {label}",
+        mutating=True,
+        needs_sandbox=True,
+    ),
+    Action(
         "close_tab",
         "C",
         "Close tab",

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from engine.errors import GroveError
-from tui.models import EngineInfo, InventoryChange, MeterSample, SandboxMeter, ServiceInfo
+from tui.models import (
+    EngineInfo,
+    InventoryChange,
+    MeterSample,
+    SandboxMeter,
+    ServiceInfo,
+    TransferProgress,
+    TransferResult,
+)
 
 
 @dataclass
@@ -102,6 +110,27 @@ class ActionDone(Message):
     text: str
     #: What to do next on the UI side (open the new service's log, say).
     then: Callable[[], object] | None = field(default=None, compare=False)
+
+
+@dataclass
+class TransferProgressed(Message):
+    """The file transfer moved on; a newer update replaces one not yet handled."""
+
+    progress: TransferProgress
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TransferProgressed)
+
+
+@dataclass
+class TransferFinished(Message):
+    result: TransferResult
+
+
+@dataclass
+class TransferFailed(Message):
+    action: str
+    error: GroveError
 
 
 @dataclass

@@ -163,6 +163,27 @@ class PullUpdate:
 
 
 @dataclass(frozen=True)
+class TransferProgress:
+    """A push or pull under way: bytes moved of the total (None: not known yet)."""
+
+    stage: str  # planning | sending | receiving | verifying | done
+    done: int = 0
+    total: int | None = None
+    files: int | None = None
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A finished push (local source into the guest) or pull (guest source to local)."""
+
+    direction: str  # push | pull
+    source: str
+    dest: str
+    bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
 class ExecResult:
     exit_code: int
     stdout: bytes = b""

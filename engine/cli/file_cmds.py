@@ -163,29 +163,33 @@ def _print_read(ctx: Context, read: FileRead) -> int:
 
 
 def file_ls(ctx: Context) -> int:
-    a = ctx.args
-    guest_path(a.path)
-    return _print_entries(ctx, ctx.client.file_list(a.id, a.path, recursive=a.recursive))
+    return _ls(ctx, ctx.args.id, lambda: ctx.client.file_list)
 
 
 def file_read(ctx: Context) -> int:
-    a = ctx.args
-    guest_path(a.path)
-    size = read_size(a.max_bytes)
-    return _print_read(ctx, ctx.client.file_read(a.id, a.path, max_bytes=size))
+    return _read(ctx, ctx.args.id, lambda: ctx.client.file_read)
 
 
 def disk_ls(ctx: Context) -> int:
-    a = ctx.args
-    guest_path(a.path)
-    return _print_entries(ctx, ctx.client.disk_list(a.target, a.path, recursive=a.recursive))
+    return _ls(ctx, ctx.args.target, lambda: ctx.client.disk_list)
 
 
 def disk_read(ctx: Context) -> int:
+    return _read(ctx, ctx.args.target, lambda: ctx.client.disk_read)
+
+
+# The client is reached only after the input was checked (a bad path never dials the engine).
+def _ls(ctx: Context, target: str, lister: Callable[[], Callable[..., list[FileEntry]]]) -> int:
+    a = ctx.args
+    guest_path(a.path)
+    return _print_entries(ctx, lister()(target, a.path, recursive=a.recursive))
+
+
+def _read(ctx: Context, target: str, reader: Callable[[], Callable[..., FileRead]]) -> int:
     a = ctx.args
     guest_path(a.path)
     size = read_size(a.max_bytes)
-    return _print_read(ctx, ctx.client.disk_read(a.target, a.path, max_bytes=size))
+    return _print_read(ctx, reader()(target, a.path, max_bytes=size))
 
 
 # -- writing ---------------------------------------------------------------------------------

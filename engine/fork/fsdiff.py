@@ -188,37 +188,31 @@ async def _compare(
         if same_meta and (same_content or n["type"] != "file"):
             continue  # touched but identical: not a change
         changes.append(change)
-    await _fill_added(changes, new_agent, new)
-    await _fill_deleted(changes, old_agent, old)
+    await _fill_whole(changes, "added", new_agent, new)
+    await _fill_whole(changes, "deleted", old_agent, old)
     changes.sort(key=lambda c: c.path)
     return changes
 
 
-async def _fill_deleted(
-    changes: list[FileChange], agent: AgentClient, old: dict[str, dict[str, Any]]
+async def _fill_whole(
+    changes: list[FileChange], kind: str, agent: AgentClient, entries: dict[str, dict[str, Any]]
 ) -> None:
-    """A deleted small text file gets a patch too, so the diff applies with 'grove patch'."""
-    deleted = [c for c in changes if c.change == "deleted" and c.kind == "file"]
-    small = [c.path for c in deleted if old[c.path]["size"] <= PATCH_LIMIT]
+    """Hash every added (or deleted) file on the side that has it; a small text one gets a
+    patch that creates (or removes) it, so the whole diff applies with 'grove patch'."""
+    whole = [c for c in changes if c.change == kind and c.kind == "file"]
+    small = [c.path for c in whole if entries[c.path]["size"] <= PATCH_LIMIT]
     contents = await _contents(agent, small)
-    for change in deleted:
-        if change.path in contents:
-            data = contents[change.path]
-            change.old_sha256 = hashlib.sha256(data).hexdigest()
-            change.patch = unified(change.path, data, None)
-
-
-async def _fill_added(
-    changes: list[FileChange], agent: AgentClient, new: dict[str, dict[str, Any]]
-) -> None:
-    added = [c for c in changes if c.change == "added" and c.kind == "file"]
-    small = [c.path for c in added if new[c.path]["size"] <= PATCH_LIMIT]
-    contents = await _contents(agent, small)
-    hashes = await _hashes(agent, [c.path for c in added if c.path not in contents])
-    for change in added:
-        if change.path in contents:
-            data = contents[change.path]
-            change.new_sha256 = hashlib.sha256(data).hexdigest()
-            change.patch = unified(change.path, None, data)
+    hashes = await _hashes(agent, [c.path for c in whole if c.path not in contents])
+    for change in whole:
+        data = contents.get(change.path)
+        digest = (
+            hashlib.sha256(data).hexdigest() if data is not None else hashes.get(change.path, "")
+        )
+        if kind == "added":
+            change.new_sha256 = digest
+            if data is not None:
+                change.patch = unified(change.path, None, data)
         else:
-            change.new_sha256 = hashes.get(change.path, "")
+            change.old_sha256 = digest
+            if data is not None:
+                change.patch = unified(change.path, data, None)

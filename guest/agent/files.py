@@ -48,7 +48,32 @@ def _os_error(exc: OSError, path: str) -> RequestError:
     return RequestError(code, f"{path}: {exc.strerror or exc}")
 
 
-class FileReadSession(Session):
+class SendingSession(Session):
+    """A session that pumps DATA out under the engine's credit: pump() sends what the window
+    and the send queue allow, and runs again when either grows."""
+
+    def __init__(self, server: Server, channel: int) -> None:
+        super().__init__(server, channel)
+        self.window = SendWindow()
+        self._scheduled = False
+
+    def pump(self) -> None:
+        raise NotImplementedError
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.server.loop.call_soon(self.pump)
+
+    def on_window(self, credit: int) -> None:
+        self.window.grant(credit)
+        self._schedule()
+
+    def on_room(self) -> None:
+        self._schedule()
+
+
+class FileReadSession(SendingSession):
     kind = "file_read"
     controls = frozenset({"abort"})
 
@@ -56,10 +81,8 @@ class FileReadSession(Session):
         super().__init__(server, channel)
         self.fd = fd
         self.remaining = remaining
-        self.window = SendWindow()
         self.digest = hashlib.sha256()
         self.sent = 0
-        self._scheduled = False
 
     def pump(self) -> None:
         self._scheduled = False
@@ -90,18 +113,6 @@ class FileReadSession(Session):
                 self.remaining -= len(data)
             self.window.take(len(data))
             self.server.send(encode_data(self.channel, STDOUT, data))
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.server.loop.call_soon(self.pump)
-
-    def on_window(self, credit: int) -> None:
-        self.window.grant(credit)
-        self._schedule()
-
-    def on_room(self) -> None:
         self._schedule()
 
     def on_control(self, op: str, request: dict[str, Any]) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 
 from ..protocol import DATA_CHUNK, STDIN, STDOUT, encode_data
 from ..tarstream import Member, TarError, TarExtractor, TreePacker, TreeWriter, walk
-from .files import _os_error, _path, _type
-from .flow import RecvWindow, SendWindow
+from .files import SendingSession, _os_error, _path, _type
+from .flow import RecvWindow
 from .server import Reply, RequestError, Server, Session
 
 #: Hashes go out in batches so one CTRL frame stays far below MAX_PAYLOAD for any tree size.
@@ -133,7 +133,7 @@ def _summary(writer: TreeWriter) -> dict[str, Any]:
     }
 
 
-class TreePullSession(Session):
+class TreePullSession(SendingSession):
     """Streams the tar of a tree under the engine's credit, then every file's sha256."""
 
     kind = "tree_pull"
@@ -142,8 +142,6 @@ class TreePullSession(Session):
     def __init__(self, server: Server, channel: int, packer: TreePacker) -> None:
         super().__init__(server, channel)
         self.packer: TreePacker | None = packer
-        self.window = SendWindow()
-        self._scheduled = False
 
     def pump(self) -> None:
         self._scheduled = False
@@ -172,18 +170,6 @@ class TreePullSession(Session):
             batch = dict(items[start : start + HASH_BATCH])
             self.server.reply(self.channel, {"event": "hashes", "sha256": batch})
         self._end({"event": "done", "bytes": packer.bytes_read, "files": len(items)})
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self.server.loop.call_soon(self.pump)
-
-    def on_window(self, credit: int) -> None:
-        self.window.grant(credit)
-        self._schedule()
-
-    def on_room(self) -> None:
-        self._schedule()
 
     def on_control(self, op: str, request: dict[str, Any]) -> None:
         self._end({"event": "aborted"})

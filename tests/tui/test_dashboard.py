@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 from conftest import SIZE, fake_app, key, loaded, wait_for
 from textual.widgets import Input, Static
 
 from engine.errors import GroveError
 from tui.engine.fake import FakeEngine
 from tui.local_shell import LocalShell
-from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, CreateScreen, ServiceScreen
+from tui.screens.dialogs import (
+    AskScreen,
+    ChooseScreen,
+    ConfirmScreen,
+    CreateScreen,
+    FilesScreen,
+    ServiceScreen,
+)
 from tui.screens.main import MainScreen
 from tui.state import Link
 from tui.state.keys import host_key
-from tui.widgets.bars import EngineHeader
+from tui.widgets.bars import EngineHeader, TransferLine
 from tui.widgets.log_view import LogView
 from tui.widgets.metering_table import MeteringTable
 from tui.widgets.service_logs import ServiceLogPane
@@ -522,3 +532,45 @@ async def test_network_policy_is_refused_in_read_only_mode() -> None:
         await pilot.pause(0.1)
         assert isinstance(app.screen, MainScreen)
         assert not [c for c in engine.calls if c.startswith("network")]
+
+
+async def test_files_push_shows_progress_then_what_it_did(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "main.py").write_text("print('hi')\n")
+    engine = FakeEngine()
+    engine.transfer_gate = asyncio.Event()
+    app = fake_app(gateway=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await loaded(pilot)
+        screen.metering_table.select_sandbox(key(WEB))
+        await pilot.pause()
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilesScreen), what="the dialog")
+        dialog = app.screen
+        assert isinstance(dialog, FilesScreen)
+        # A relative guest path is refused inline, and the dialog stays.
+        await pilot.press(*str(tmp_path / "nothing"), "enter", *"root/x", "enter")
+        error = str(dialog.query_one("#answer-error", Static).render())
+        assert "absolute" in error and "No local file or directory" in error
+        assert app.screen is dialog
+        guest = dialog.query_one("#files-guest", Input)
+        guest.value = ""  # empty again: it follows the local path
+        local = dialog.query_one("#files-local", Input)
+        local.value = str(project)
+        await pilot.pause()
+        assert guest.value == "/root/proj"
+        guest.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: engine.transfers, what="the push")
+        assert engine.transfers == [("push", WEB, str(project), "/root/proj")]
+        line = screen.query_one(TransferLine)
+        await wait_for(pilot, lambda: "42%" in str(line.render()), what="the progress")
+        assert line.display
+        assert f"push {project} → /root/proj  42%  12.0/28.5 MiB" in str(line.render())
+        engine.transfer_gate.set()
+        await wait_for(
+            pilot,
+            lambda: "pushed 3 files to /root/proj" in str(line.render()),
+            what="the outcome",
+        )

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import SIZE, key, wait_for
@@ -16,13 +17,15 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.widgets.tree import TreeNode
 
+from engine.client import AsyncGrove
 from engine.config import Paths
 from tui.app import GroveApp
 from tui.engine.grpc_gateway import GrpcGateway
 from tui.models import LineageNode
-from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, ServiceScreen
+from tui.screens.dialogs import AskScreen, ChooseScreen, ConfirmScreen, FilesScreen, ServiceScreen
 from tui.screens.main import MainScreen
 from tui.state import HostState
+from tui.widgets.bars import TransferLine
 from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
@@ -241,6 +244,38 @@ async def test_service_log_follows_and_errors_carry_the_remedy(
         note = next(n for n in app._notifications if n.severity == "error")
         assert "→" in note.message  # the remedy
         app._notifications.clear()
+
+
+async def test_files_push_lands_in_the_guest(
+    family: Family, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = tmp_path / "tui-push"
+    (project / "sub").mkdir(parents=True)
+    (project / "a.txt").write_text("alpha\n")
+    (project / "sub" / "b.txt").write_text("beta\n")
+    async with dashboard(family, monkeypatch) as (app, pilot, screen):
+        await select(pilot, screen, family.parent)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilesScreen), what="the dialog")
+        dialog = app.screen
+        dialog.query_one("#files-local", Input).value = str(project)
+        await pilot.pause()
+        assert dialog.query_one("#files-guest", Input).value == "/root/tui-push"
+        await pilot.click("#ok")
+        line = screen.query_one(TransferLine)
+        await wait_for(
+            pilot,
+            lambda: "pushed 2 files to /root/tui-push" in str(line.render()),
+            timeout=60,
+            what="the push to finish",
+        )
+    client = await AsyncGrove.connect(Paths(family.grove.home), autostart=False)  # type: ignore[attr-defined]
+    try:
+        entries = await client.file_list(family.parent, "/root/tui-push", recursive=True)
+    finally:
+        await client.close()
+    names = {e.path.rstrip("/").rsplit("/", 1)[-1] for e in entries}
+    assert {"a.txt", "sub", "b.txt"} <= names
 
 
 async def test_terminate_with_confirmation_removes_the_node(

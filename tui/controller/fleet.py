@@ -6,6 +6,7 @@ coalesced StateChanged message and hands them to the widgets' reactives.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -28,9 +29,17 @@ from tui.messages import (
     MeterSampled,
     ServicesLoaded,
     StateChanged,
+    TransferFailed,
+    TransferFinished,
+    TransferProgressed,
 )
+from tui.models import TransferProgress
 from tui.state import DashboardState, SandboxKey, split
 from tui.state.dashboard import Revision
+from tui.state.transfer import Transfer
+
+#: How long the status line keeps a finished transfer's outcome.
+TRANSFER_SHOWN_S = 10.0
 
 #: Event kinds after which the selected sandbox's service list is read again.
 SERVICE_EVENTS = ("service", "started", "reset", "adopted", "stopped")
@@ -250,6 +259,73 @@ class FleetController(Widget):
             self.screen.post_message(Activity(None))
         self.screen.post_message(ActionDone(done(result), then))
 
+    # file transfers: one at a time, followed on the status line
+
+    def transfer(self, key: SandboxKey, label: str, direction: str, local: str, guest: str) -> bool:
+        """Push local into the sandbox at guest, or pull guest out to local; False (and
+        said) while another transfer runs."""
+        source, dest = (local, guest) if direction == "push" else (guest, local)
+        if not self.state.transfer_started(direction, label, source, dest):
+            self.app.notify(
+                "A file transfer is under way; wait for it to finish.", severity="warning"
+            )
+            return False
+        self._changed()
+        self._transfer_worker(key, label, direction, local, guest)
+        return True
+
+    @work(group="transfer", exit_on_error=False)
+    async def _transfer_worker(
+        self, key: SandboxKey, label: str, direction: str, local: str, guest: str
+    ) -> None:
+        host, sandbox_id = split(key)
+        gateway = self.gateways[host]
+        path = str(Path(local).expanduser())
+
+        def progress(update: TransferProgress) -> None:
+            self.post_message(TransferProgressed(update))
+
+        try:
+            if direction == "push":
+                result = await gateway.push_files(sandbox_id, path, guest, progress)
+            else:
+                result = await gateway.pull_files(sandbox_id, guest, path, progress)
+        except GroveError as exc:
+            what = f"push {local} to {label}" if direction == "push" else f"pull {guest}"
+            self.post_message(TransferFailed(what, exc))
+            return
+        except Exception as exc:  # an OSError writing a pulled file, say: shown, not fatal
+            self.post_message(TransferFailed("transfer files", _internal(exc)))
+            return
+        self.post_message(TransferFinished(result))
+
+    @on(TransferProgressed)
+    def _transfer_progressed(self, message: TransferProgressed) -> None:
+        self.state.transfer_progress(message.progress)
+        self._changed()
+
+    @on(TransferFinished)
+    def _transfer_finished(self, message: TransferFinished) -> None:
+        self.state.transfer_done(message.result)
+        self._changed()
+        self._clear_transfer_later()
+
+    @on(TransferFailed)
+    def _transfer_failed(self, message: TransferFailed) -> None:
+        self.state.transfer_failed(message.error.message)
+        self._changed()
+        self.report(message.error, message.action)
+        self._clear_transfer_later()
+
+    def _clear_transfer_later(self) -> None:
+        transfer = self.state.transfer
+        if transfer is not None:
+            self.set_timer(TRANSFER_SHOWN_S, lambda: self._clear_transfer(transfer))
+
+    def _clear_transfer(self, transfer: Transfer) -> None:
+        self.state.transfer_cleared(transfer)
+        self._changed()
+
     def report(self, error: GroveError, what: str) -> None:
         """A notification with the remedy; the same failure is not announced twice running."""
         key = (what, error.code, error.message)
@@ -275,3 +351,14 @@ class FleetController(Widget):
                 ),
                 "finish a background task",
             )
+
+
+def _internal(error: Exception) -> GroveError:
+    """A failure that is no GroveError (an OSError writing a pulled file, say): shown whole."""
+    if isinstance(error, OSError):
+        return GroveError("local_error", str(error), "check the local path and its permissions")
+    return GroveError(
+        "internal",
+        f"{type(error).__name__}: {error}",
+        "please report this with the steps that led to it",
+    )

@@ -22,6 +22,8 @@ from tui.screens.dialogs import (
     ConfirmScreen,
     CreateRequest,
     CreateScreen,
+    FilesRequest,
+    FilesScreen,
     ServiceScreen,
 )
 from tui.state import SandboxKey, split
@@ -422,6 +424,22 @@ class Flows:
             lambda: gateway.stop_service(sandbox_id, chosen),
             lambda info: f"Service {info.name} in {label} is {info.state}",
         )
+
+    # files
+
+    def files(self, key: SandboxKey, sandbox: SandboxInfo) -> None:
+        label = sandbox.label
+        if self.state.transfer is not None and self.state.transfer.running:
+            self.screen.notify(
+                "A file transfer is under way; wait for it to finish.", severity="warning"
+            )
+            return
+
+        def chosen(asked: FilesRequest | None) -> None:
+            if asked is not None:
+                self.controller.transfer(key, label, asked.direction, asked.local, asked.guest)
+
+        self.screen.app.push_screen(FilesScreen(f"Files of {label}"), chosen)
 
     # the view
 

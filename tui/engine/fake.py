@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.errors import GroveError, not_found
 from engine.net import policy as net_policy
-from tui.engine.gateway import ShellSession, derive_lineage, not_supported
+from tui.engine.gateway import OnProgress, ShellSession, derive_lineage, not_supported
 from tui.models import (
     EngineInfo,
     EnvironmentInfo,
@@ -35,6 +35,8 @@ from tui.models import (
     SandboxMeter,
     ServiceInfo,
     ShellInfo,
+    TransferProgress,
+    TransferResult,
 )
 
 FAKE_NOW = 1_795_000_000.0  # a fixed instant, so ages never change between runs
@@ -43,10 +45,24 @@ HISTORY = 60
 
 #: Feature names the fake can pretend not to have (as the real engine today).
 ALL_FEATURES = frozenset(
-    {"metering", "history", "lineage", "fork", "snapshot", "reset", "shell", "services", "network"}
-)
+    {
+        "metering", "history", "lineage", "fork", "snapshot", "reset", "shell", "services",
+        "network", "files",
+    }
+)  # fmt: skip
 DEFAULT_FEATURES = frozenset(
-    {"metering", "history", "fork", "reset", "shell", "services", "network"}
+    {"metering", "history", "fork", "reset", "shell", "services", "network", "files"}
+)
+
+#: What every fake push or pull reports: 3 files, 28.5 MiB, in a fixed sequence.
+TRANSFER_BYTES = 29_884_416
+TRANSFER_FILES = 3
+TRANSFER_STEPS: tuple[TransferProgress, ...] = (
+    TransferProgress("planning"),
+    TransferProgress("sending", 0, TRANSFER_BYTES, TRANSFER_FILES),
+    TransferProgress("sending", 12_582_912, TRANSFER_BYTES, TRANSFER_FILES),
+    TransferProgress("sending", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES),
+    TransferProgress("done", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES),
 )
 
 
@@ -360,6 +376,11 @@ class FakeEngine:
         self._created = 0
         self._tick = HISTORY
         self.calls: list[str] = []
+        #: Every push and pull asked for: (direction, sandbox id, source, dest).
+        self.transfers: list[tuple[str, str, str, str]] = []
+        #: Set: the next transfers wait for it after their first sending step (tests look
+        #: at the progress line meanwhile).
+        self.transfer_gate: asyncio.Event | None = None
         self.shells: dict[str, list[FakeShell]] = {}
         self.services: dict[tuple[str, str], ServiceInfo] = {}
         self.service_lines: dict[tuple[str, str], list[LogLine]] = {}
@@ -808,6 +829,36 @@ class FakeEngine:
                 yield await queue.get()
         finally:
             self._log_subscribers.remove(subscription)
+
+    # -- files
+
+    async def push_files(
+        self, ref: str, local: str, guest: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        self._require("files", "file transfers")
+        sandbox = self._running(ref)
+        self.calls.append(f"push {sandbox.id} {local} {guest}")
+        self.transfers.append(("push", sandbox.id, local, guest))
+        await self._transfer(progress, "sending")
+        return TransferResult("push", local, guest, TRANSFER_BYTES, TRANSFER_FILES)
+
+    async def pull_files(
+        self, ref: str, guest: str, local: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        self._require("files", "file transfers")
+        sandbox = self._running(ref)
+        self.calls.append(f"pull {sandbox.id} {guest} {local}")
+        self.transfers.append(("pull", sandbox.id, guest, local))
+        await self._transfer(progress, "receiving")
+        return TransferResult("pull", guest, local, TRANSFER_BYTES, TRANSFER_FILES)
+
+    async def _transfer(self, progress: OnProgress | None, moving: str) -> None:
+        for i, step in enumerate(TRANSFER_STEPS):
+            if progress is not None:
+                progress(replace(step, stage=moving) if step.stage == "sending" else step)
+            await asyncio.sleep(0)
+            if i == 2 and self.transfer_gate is not None:
+                await self.transfer_gate.wait()
 
 
 def fake_fleet(

@@ -10,7 +10,8 @@ together, and the SDK's API version check on connect catches a mismatched engine
 from __future__ import annotations
 
 import shlex
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from engine.errors import GroveError
@@ -28,9 +29,14 @@ from tui.models import (
     SandboxMeter,
     ServiceInfo,
     ShellInfo,
+    TransferProgress,
+    TransferResult,
 )
 
 NOT_SUPPORTED = "not_supported"
+
+#: Hears a transfer's progress (on the event loop, possibly once per chunk).
+OnProgress = Callable[[TransferProgress], None]
 
 
 def not_supported(feature: str) -> GroveError:
@@ -150,6 +156,43 @@ class EngineGateway(Protocol):
     ) -> AsyncIterator[list[LogLine]]:
         """Batches of log lines: the last `tail`, then (follow) new ones as they come."""
         ...
+
+    async def push_files(
+        self, ref: str, local: str, guest: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        """A local file or directory into the guest at `guest` (a directory merges there)."""
+        ...
+
+    async def pull_files(
+        self, ref: str, guest: str, local: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        """A guest file or directory out to `local` (a file into an existing directory keeps
+        its name; a tree needs a new or empty directory)."""
+        ...
+
+
+def throttled(
+    progress: OnProgress, per_second: float = 10.0, clock: Callable[[], float] = time.monotonic
+) -> OnProgress:
+    """`progress`, told at most `per_second` times a second: a stage change and the last
+    update ('done') always get through, the chunks in between are dropped."""
+    interval = 1.0 / per_second
+    last_at: float | None = None
+    last_stage = ""
+
+    def report(update: TransferProgress) -> None:
+        nonlocal last_at, last_stage
+        now = clock()
+        if (
+            update.stage != last_stage
+            or update.stage == "done"
+            or last_at is None
+            or now - last_at >= interval
+        ):
+            last_at, last_stage = now, update.stage
+            progress(update)
+
+    return report
 
 
 PROBE_KINDS = ("tcp", "http", "file", "command")

@@ -8,14 +8,14 @@ in one package, and the API version check on connect covers a mismatched engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import psutil
 
 from engine.client import AsyncGrove, Probe, ShellStream, socket_alive
 from engine.client import models as m
 from engine.config import Paths
-from tui.engine.gateway import ShellSession
+from tui.engine.gateway import OnProgress, ShellSession, throttled
 from tui.models import (
     EngineInfo,
     EnvironmentInfo,
@@ -33,6 +33,8 @@ from tui.models import (
     SandboxMeter,
     ServiceInfo,
     ShellInfo,
+    TransferProgress,
+    TransferResult,
 )
 
 # SDK models -> dashboard models
@@ -204,6 +206,18 @@ def service_info(i: m.Service) -> ServiceInfo:
         error=i.error or "",
         ports=tuple(f"{p.host}:{p.host_port}->{p.guest_port}" for p in i.published_ports),
     )
+
+
+def transfer_progress(p: m.TransferProgress) -> TransferProgress:
+    return TransferProgress(stage=p.stage, done=p.done_bytes, total=p.total_bytes, files=p.files)
+
+
+def _relay(progress: OnProgress | None) -> Callable[[m.TransferProgress], None] | None:
+    """The SDK reports every chunk: the dashboard hears at most ten updates a second."""
+    if progress is None:
+        return None
+    told = throttled(progress)
+    return lambda p: told(transfer_progress(p))
 
 
 class GroveShell:
@@ -411,3 +425,19 @@ class GrpcGateway:
         grove = await self._client()
         async for batch in grove.service_logs(ref, name, tail=tail, follow=follow):
             yield [LogLine(line.ts, line.stream, line.text) for line in batch]
+
+    # files
+
+    async def push_files(
+        self, ref: str, local: str, guest: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        grove = await self._client()
+        result = await grove.push_files(ref, local, guest, progress=_relay(progress))
+        return TransferResult("push", local, result.dest or guest, result.bytes, result.files)
+
+    async def pull_files(
+        self, ref: str, guest: str, local: str, progress: OnProgress | None = None
+    ) -> TransferResult:
+        grove = await self._client()
+        result = await grove.pull_files(ref, guest, local, progress=_relay(progress))
+        return TransferResult("pull", guest, result.output, result.bytes, result.files)

@@ -1,4 +1,5 @@
-"""Modal dialogs: confirm before destroying, a one-line question, a choice, a service form."""
+"""Modal dialogs: confirm before destroying, a one-line question, a choice, a service form,
+a file transfer."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.validation import Integer, ValidationResult, Validator
-from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
 from engine.errors import GroveError
@@ -302,3 +303,117 @@ class ServiceScreen(FormScreen[tuple[str, str, str] | None]):
             self.query_one("#answer-error", Static).update(f"Give it {' and '.join(missing)}.")
             return
         self.dismiss((name, command, probe))
+
+
+@dataclass(frozen=True)
+class FilesRequest:
+    #: push (local into the sandbox) or pull (out of it).
+    direction: str
+    local: str
+    guest: str
+
+
+def guest_default(path: str) -> str:
+    """Where a push of `local` goes unless told: /root/<its name>."""
+    local = Path(path).expanduser()
+    name = local.name or local.resolve().name
+    return f"/root/{name}" if name else ""
+
+
+def local_default(path: str) -> str:
+    """Where a pull of guest `path` lands unless told: ./<its name>."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return f"./{name}" if name else ""
+
+
+class FilesScreen(FormScreen[FilesRequest | None]):
+    """Push a local path into the sandbox, or pull a guest path out of it. The other path
+    follows the one typed (push ./proj → /root/proj) until it is edited itself."""
+
+    def __init__(self, title: str, direction: str = "push", local: str = "", guest: str = ""):
+        super().__init__()
+        self.title_text = title
+        self.defaults = (direction, local, guest)
+        #: What was last filled in for the user; a value that differs was typed.
+        self._filled = {"files-local": local, "files-guest": guest}
+
+    def compose(self) -> ComposeResult:
+        direction, local, guest = self.defaults
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            with RadioSet(id="files-direction"):
+                yield RadioButton(
+                    "push: a local file or directory into the sandbox",
+                    value=direction == "push",
+                    id="push",
+                )
+                yield RadioButton(
+                    "pull: a guest file or directory out of it",
+                    value=direction == "pull",
+                    id="pull",
+                )
+            yield Static("Local path", classes="field-label")
+            yield Input(local, placeholder="./proj", id="files-local")
+            yield Static("Guest path (absolute)", classes="field-label")
+            yield Input(guest, placeholder="/root/proj", id="files-guest")
+            yield Static("", id="answer-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#files-local", Input).focus()
+
+    @property
+    def direction(self) -> str:
+        pressed = self.query_one(RadioSet).pressed_button
+        return "pull" if pressed is not None and pressed.id == "pull" else "push"
+
+    @on(RadioSet.Changed)
+    def _direction_changed(self) -> None:
+        self._follow()
+        self.query_one("#answer-error", Static).update("")
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        if event.input.id in ("files-local", "files-guest"):
+            self._follow()
+
+    def _follow(self) -> None:
+        """Fill the other path from the one that leads (local for a push, guest for a pull),
+        unless it holds something the user typed."""
+        if self.direction == "push":
+            lead, other, fill = "files-local", "files-guest", guest_default
+        else:
+            lead, other, fill = "files-guest", "files-local", local_default
+        box = self.query_one(f"#{other}", Input)
+        if box.value.strip() and box.value != self._filled[other]:
+            return
+        leading = self.query_one(f"#{lead}", Input).value.strip()
+        value = fill(leading) if leading else ""
+        self._filled[other] = value
+        if box.value != value:
+            box.value = value
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "files-guest":
+            self._finish()
+        else:
+            self.focus_next()
+
+    def _finish(self) -> None:
+        local = self.query_one("#files-local", Input).value.strip()
+        guest = self.query_one("#files-guest", Input).value.strip()
+        direction = self.direction
+        errors = [
+            f"Give a {what} path." for what, v in (("local", local), ("guest", guest)) if not v
+        ]
+        if guest and not guest.startswith("/"):
+            errors.append("The guest path must be absolute (start with /).")
+        if direction == "push" and local and not Path(local).expanduser().exists():
+            errors.append(f"No local file or directory '{local}'.")
+        if errors:
+            self.query_one("#answer-error", Static).update(" ".join(errors))
+            return
+        self.dismiss(FilesRequest(direction, local, guest))

@@ -29,7 +29,7 @@ from tui.models import LineageNode
 from tui.palette import Palette
 from tui.state import DashboardState, SandboxKey, join, split
 from tui.state.dashboard import Revision
-from tui.widgets.bars import ActivityLine, EngineHeader, HostBar
+from tui.widgets.bars import ActivityLine, EngineHeader, HostBar, TransferLine
 from tui.widgets.event_log import EventLogPane
 from tui.widgets.lineage_tree import LineageTree
 from tui.widgets.metering_table import MeteringTable
@@ -49,6 +49,7 @@ REVISIONS = (
     (Revision.VIEW, "view_rev"),
     (Revision.EVENTS, "events_rev"),
     (Revision.SERVICES, "services_rev"),
+    (Revision.TRANSFER, "transfer_rev"),
 )
 
 
@@ -62,6 +63,7 @@ class MainScreen(Screen[None]):
     view_rev: reactive[int] = reactive(0)
     events_rev: reactive[int] = reactive(0)
     services_rev: reactive[int] = reactive(0)
+    transfer_rev: reactive[int] = reactive(0)
 
     def __init__(self) -> None:
         super().__init__()
@@ -96,6 +98,7 @@ class MainScreen(Screen[None]):
         yield self.controller
         yield EngineHeader(state, self.grove.read_only, id="header").data_bind(cls.hosts_rev)
         yield ActivityLine(id="activity")
+        yield TransferLine(state, id="transfer").data_bind(cls.transfer_rev)
         yield Input(
             placeholder="filter sandboxes by name, id, phase, environment or host (esc clears)",
             id="filter",

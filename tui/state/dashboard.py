@@ -23,10 +23,13 @@ from tui.models import (
     SandboxInfo,
     SandboxMeter,
     ServiceInfo,
+    TransferProgress,
+    TransferResult,
 )
 from tui.state.host import HostState, Link
 from tui.state.keys import SandboxKey, host_key, join, split
 from tui.state.rows import SORT_KEYS, TREE_ORDER, Row, sort_rows
+from tui.state.transfer import Transfer
 
 EVENT_LOG = 2000
 
@@ -42,6 +45,7 @@ class Revision(Flag):
     VIEW = auto()  # filter, sort, host focus
     EVENTS = auto()
     SERVICES = auto()
+    TRANSFER = auto()  # the file transfer on the status line
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class DashboardState:
         self.events: deque[LoggedEvent] = deque(maxlen=EVENT_LOG)
         #: Events ever logged: a view that has shown n of them writes the ones after.
         self.events_total = 0
+        #: The file transfer under way, or the last one's outcome until it is cleared.
+        self.transfer: Transfer | None = None
         self.changed = Revision.NONE
         self._tree: list[LineageNode] | None = None
         #: Each host's lineage with fleet-wide ids, kept until its inventory changes (metering
@@ -172,6 +178,37 @@ class DashboardState:
         if name in self.hosts:
             self.hosts[name].services[sandbox_id] = services
             self._mark(Revision.SERVICES)
+
+    # the file transfer
+
+    def transfer_started(self, direction: str, sandbox: str, source: str, dest: str) -> bool:
+        """A new push or pull; False while another one still runs (one at a time)."""
+        if self.transfer is not None and self.transfer.running:
+            return False
+        self.transfer = Transfer(direction, sandbox, source, dest)
+        self._mark(Revision.TRANSFER)
+        return True
+
+    def transfer_progress(self, progress: TransferProgress) -> None:
+        if self.transfer is not None and self.transfer.running:
+            self.transfer.progress = progress
+            self._mark(Revision.TRANSFER)
+
+    def transfer_done(self, result: TransferResult) -> None:
+        if self.transfer is not None and self.transfer.running:
+            self.transfer.result = result
+            self._mark(Revision.TRANSFER)
+
+    def transfer_failed(self, message: str) -> None:
+        if self.transfer is not None and self.transfer.running:
+            self.transfer.error = message
+            self._mark(Revision.TRANSFER)
+
+    def transfer_cleared(self, transfer: Transfer) -> None:
+        """The status line lets go of a finished transfer (not of a newer one)."""
+        if self.transfer is transfer and not transfer.running:
+            self.transfer = None
+            self._mark(Revision.TRANSFER)
 
     # what the user chose
 

@@ -1,4 +1,5 @@
-"""One-line bars: the engine header, the activity line and the host (or fleet) summary."""
+"""One-line bars: the engine header, the activity line, the file transfer line and the host
+(or fleet) summary."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from textual.widgets import Static
 from tui import format as fmt
 from tui.models import EngineInfo, HostTotals
 from tui.state import DashboardState, HostState, Link
+from tui.state.transfer import Transfer
 from tui.widgets.redraws import Redraws
 
 LINK_STYLE = {
@@ -124,6 +126,68 @@ class ActivityLine(Static):
             ),
             layout=False,
         )
+
+
+class TransferLine(Static, Redraws):
+    """The file transfer: 'push ./proj → /root/proj  42%  12.0/28.5 MiB' while it runs, then
+    what it did or why it failed; hidden when there is none."""
+
+    transfer_rev: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, state: DashboardState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+
+    def on_mount(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        transfer = self.state.transfer
+        self.display = transfer is not None
+        self.set_class(transfer is not None and transfer.error is not None, "-failed")
+        if transfer is not None:
+            self.update(transfer_text(transfer), layout=False)
+
+
+def transfer_text(t: Transfer) -> Content:
+    route = f"{t.direction} {t.source} → {t.dest}"
+    if t.error is not None:
+        return Content.from_markup("[b]✗[/] $route failed: $why", route=route, why=t.error)
+    if t.result is not None:
+        r = t.result
+        verb = "pushed" if r.direction == "push" else "pulled"
+        files = f"{r.files} file{'s' if r.files != 1 else ''}"
+        return Content.from_markup(
+            "[b $success]✓[/] $verb $files to $dest  [dim]$size[/]",
+            verb=verb,
+            files=files,
+            dest=r.dest,
+            size=fmt.size(r.bytes),
+        )
+    p, fraction = t.progress, t.fraction
+    if p is None or fraction is None or p.total is None:
+        stage = p.stage if p is not None else "starting"
+        return Content.from_markup(
+            "[b $accent]⟳[/] $route  [dim]$stage…[/]", route=route, stage=stage
+        )
+    return Content.from_markup(
+        "[b $accent]⟳[/] $route  [b]$pct[/]  $amount",
+        route=route,
+        pct=f"{fraction * 100:.0f}%",
+        amount=amount(p.done, p.total),
+    )
+
+
+def amount(done: int, total: int) -> str:
+    """'12.0/28.5 MiB': both in the total's unit."""
+    unit, scale = "B", 1
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        if total < scale * 1024:
+            break
+        unit, scale = name, scale * 1024
+    if unit == "B":
+        return f"{done}/{total} B"
+    return f"{done / scale:.1f}/{total / scale:.1f} {unit}"
 
 
 class HostBar(Static, Redraws):

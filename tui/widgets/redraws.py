@@ -51,3 +51,6 @@ class Redraws:
 
     def watch_events_rev(self) -> None:
         self._revised()
+
+    def watch_transfer_rev(self) -> None:
+        self._revised()

@@ -1,0 +1,36 @@
+"""The one file transfer (push or pull) the status line follows: under way, then its outcome.
+
+Plain data: the controller moves it as the gateway reports, the transfer line renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tui.models import TransferProgress, TransferResult
+
+
+@dataclass
+class Transfer:
+    #: push | pull
+    direction: str
+    #: The sandbox's label (for the messages).
+    sandbox: str
+    #: As the user typed them: local then guest for a push, guest then local for a pull.
+    source: str
+    dest: str
+    progress: TransferProgress | None = None
+    result: TransferResult | None = None
+    #: Why it failed (the error's message); None while it runs or once it worked.
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.result is None and self.error is None
+
+    @property
+    def fraction(self) -> float | None:
+        p = self.progress
+        if p is None or not p.total:
+            return None
+        return max(0.0, min(1.0, p.done / p.total))
