@@ -170,6 +170,8 @@ class TransferProgress:
     done: int = 0
     total: int | None = None
     files: int | None = None
+    #: Seconds since the transfer began (None: not timed).
+    elapsed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class TransferResult:
     dest: str
     bytes: int
     files: int
+    #: How long it took, in seconds (None: not timed).
+    elapsed: float | None = None
 
 
 @dataclass(frozen=True)

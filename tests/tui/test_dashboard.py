@@ -567,10 +567,11 @@ async def test_files_push_shows_progress_then_what_it_did(tmp_path: Path) -> Non
         line = screen.query_one(TransferLine)
         await wait_for(pilot, lambda: "42%" in str(line.render()), what="the progress")
         assert line.display
-        assert f"push {project} → /root/proj  42%  12.0/28.5 MiB" in str(line.render())
+        assert f"push {project} → /root/proj  42%  12.0/28.5 MiB  9.1 MiB/s" in str(line.render())
         engine.transfer_gate.set()
         await wait_for(
             pilot,
             lambda: "pushed 3 files to /root/proj" in str(line.render()),
             what="the outcome",
         )
+        assert "28.5 MiB in 3.1 s, 9.2 MiB/s" in str(line.render())

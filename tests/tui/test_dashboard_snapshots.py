@@ -1,17 +1,23 @@
-"""Snapshots of the dashboard against FakeEngine: each theme, the key map, the confirm dialog.
+"""Snapshots of the dashboard against FakeEngine: each theme, the key map, the dialogs, a file
+transfer.
 
 Update after an intended visual change with: pytest tests/tui --snapshot-update
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from conftest import SIZE, fake_app, key, loaded, services_shown, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tui.screens.dialogs import ChooseScreen, ConfirmScreen, ServiceScreen
+from tui.engine.fake import FakeEngine
+from tui.screens.dialogs import ChooseScreen, ConfirmScreen, FilesScreen, ServiceScreen
 from tui.screens.help import KeyMapScreen
+from tui.widgets.bars import TransferLine
 from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
 
@@ -138,3 +144,52 @@ def test_shell_attach_choice(snap_compare: object) -> None:
         await pilot.pause(0.1)
 
     assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def _in_a_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A ./proj to push, so the paths on screen are the same on every run."""
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+
+def test_files_dialog(
+    snap_compare: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`f` on a sandbox: push chosen, the guest path following the local one."""
+    _in_a_project(monkeypatch, tmp_path)
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, FilesScreen))
+        await pilot.press(*"./proj")
+        await wait_for(
+            pilot, lambda: pilot.app.screen.query_one("#files-guest", Input).value == "/root/proj"
+        )
+        _no_blink(pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]
+
+
+def test_files_push_progress(
+    snap_compare: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A push under way on the status line: route, share, amount and rate (the fake's fixed
+    steps, held at 42%)."""
+    _in_a_project(monkeypatch, tmp_path)
+    engine = FakeEngine()
+    engine.transfer_gate = asyncio.Event()
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _select_web(pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, FilesScreen))
+        await pilot.press(*"./proj", "tab", "enter")
+        line = pilot.app.screen.query_one(TransferLine)
+        await wait_for(pilot, lambda: "9.1 MiB/s" in str(line.render()), what="the progress")
+        assert engine.transfers == [("push", "sb-1f3a9c20", "proj", "/root/proj")]
+        _no_blink(pilot)
+        await pilot.pause(0.1)
+
+    assert snap_compare(fake_app(gateway=engine), run_before=run_before, terminal_size=SIZE)  # type: ignore[operator]

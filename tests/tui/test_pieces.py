@@ -26,12 +26,22 @@ from tui.engine.gateway import (
     derive_lineage,
     parse_command,
     parse_probe,
+    throttled,
 )
 from tui.engine.grpc_gateway import GrpcGateway, lineage_nodes, meter_sample, sandbox_info
 from tui.metering import MeterHistory
-from tui.models import EnvironmentInfo, MeterSample, SandboxInfo, SandboxMeter
+from tui.models import (
+    EnvironmentInfo,
+    MeterSample,
+    SandboxInfo,
+    SandboxMeter,
+    TransferProgress,
+    TransferResult,
+)
 from tui.screens.main import MainScreen
+from tui.state.transfer import Transfer
 from tui.themes import BUNDLED_DIR, VARIABLE_DEFAULTS, load_theme_file, load_themes
+from tui.widgets.bars import transfer_text
 from tui.widgets.metering_table import COLUMNS, FLEET_COLUMNS, OPTIONAL, Column, fit_columns
 from tui.widgets.service_logs import ServiceLogPane
 from tui.widgets.shells import ShellsPane
@@ -437,3 +447,36 @@ def test_meter_history_seed_puts_older_samples_first() -> None:
     assert history.memory("a") == [6.0, 7.0, 8.0, 9.0, 10.0]  # kept: the newest 5, in order
     assert history.cpu("a") == [1.0]  # no datum is skipped, never drawn as zero
     assert not history.seed("a", older)  # nothing older than what is there now
+
+
+def test_throttled_keeps_stage_changes_and_done() -> None:
+    now = [0.0]
+    heard: list[TransferProgress] = []
+    told = throttled(heard.append, per_second=10, clock=lambda: now[0])
+    for i, stage in enumerate(["planning", "sending", "sending", "sending", "done"]):
+        now[0] = i * 0.03  # 30 ms apart: faster than ten a second
+        told(TransferProgress(stage, i))
+    now[0] = 0.5
+    told(TransferProgress("sending", 9))  # after the interval: through
+    assert [(p.stage, p.done) for p in heard] == [
+        ("planning", 0),
+        ("sending", 1),
+        ("done", 4),
+        ("sending", 9),
+    ]
+
+
+def test_transfer_line_text_says_progress_rate_and_outcome() -> None:
+    t = Transfer("push", "web", "./proj", "/root/proj")
+    assert "push ./proj → /root/proj  starting…" in str(transfer_text(t))
+    t.progress = TransferProgress("sending", 12_582_912, 29_884_416, 3, elapsed=0.1)
+    assert t.rate is None  # too early for a rate
+    assert str(transfer_text(t)).endswith("42%  12.0/28.5 MiB")
+    t.progress = TransferProgress("sending", 12_582_912, 29_884_416, 3, elapsed=1.32)
+    assert str(transfer_text(t)).endswith("42%  12.0/28.5 MiB  9.1 MiB/s")
+    t.result = TransferResult("push", "./proj", "/root/proj", 29_884_416, 3, 3.1)
+    assert str(transfer_text(t)).endswith(
+        "pushed 3 files to /root/proj  28.5 MiB in 3.1 s, 9.2 MiB/s"
+    )
+    failed = Transfer("pull", "web", "/root/x", "./x", error="no such file")
+    assert str(transfer_text(failed)).endswith("pull /root/x → ./x failed: no such file")

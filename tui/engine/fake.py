@@ -54,15 +54,17 @@ DEFAULT_FEATURES = frozenset(
     {"metering", "history", "fork", "reset", "shell", "services", "network", "files"}
 )
 
-#: What every fake push or pull reports: 3 files, 28.5 MiB, in a fixed sequence.
+#: What every fake push or pull reports: 3 files, 28.5 MiB in 3.1 s, in a fixed sequence
+#: (12.0 MiB after 1.32 s: 9.1 MiB/s).
 TRANSFER_BYTES = 29_884_416
 TRANSFER_FILES = 3
+TRANSFER_SECONDS = 3.1
 TRANSFER_STEPS: tuple[TransferProgress, ...] = (
-    TransferProgress("planning"),
-    TransferProgress("sending", 0, TRANSFER_BYTES, TRANSFER_FILES),
-    TransferProgress("sending", 12_582_912, TRANSFER_BYTES, TRANSFER_FILES),
-    TransferProgress("sending", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES),
-    TransferProgress("done", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES),
+    TransferProgress("planning", elapsed=0.0),
+    TransferProgress("sending", 0, TRANSFER_BYTES, TRANSFER_FILES, 0.05),
+    TransferProgress("sending", 12_582_912, TRANSFER_BYTES, TRANSFER_FILES, 1.32),
+    TransferProgress("sending", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES, 3.05),
+    TransferProgress("done", TRANSFER_BYTES, TRANSFER_BYTES, TRANSFER_FILES, TRANSFER_SECONDS),
 )
 
 
@@ -840,7 +842,9 @@ class FakeEngine:
         self.calls.append(f"push {sandbox.id} {local} {guest}")
         self.transfers.append(("push", sandbox.id, local, guest))
         await self._transfer(progress, "sending")
-        return TransferResult("push", local, guest, TRANSFER_BYTES, TRANSFER_FILES)
+        return TransferResult(
+            "push", local, guest, TRANSFER_BYTES, TRANSFER_FILES, TRANSFER_SECONDS
+        )
 
     async def pull_files(
         self, ref: str, guest: str, local: str, progress: OnProgress | None = None
@@ -850,7 +854,9 @@ class FakeEngine:
         self.calls.append(f"pull {sandbox.id} {guest} {local}")
         self.transfers.append(("pull", sandbox.id, guest, local))
         await self._transfer(progress, "receiving")
-        return TransferResult("pull", guest, local, TRANSFER_BYTES, TRANSFER_FILES)
+        return TransferResult(
+            "pull", guest, local, TRANSFER_BYTES, TRANSFER_FILES, TRANSFER_SECONDS
+        )
 
     async def _transfer(self, progress: OnProgress | None, moving: str) -> None:
         for i, step in enumerate(TRANSFER_STEPS):

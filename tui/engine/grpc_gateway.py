@@ -8,6 +8,7 @@ in one package, and the API version check on connect covers a mismatched engine.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import psutil
@@ -208,16 +209,20 @@ def service_info(i: m.Service) -> ServiceInfo:
     )
 
 
-def transfer_progress(p: m.TransferProgress) -> TransferProgress:
-    return TransferProgress(stage=p.stage, done=p.done_bytes, total=p.total_bytes, files=p.files)
+def transfer_progress(p: m.TransferProgress, elapsed: float | None = None) -> TransferProgress:
+    return TransferProgress(
+        stage=p.stage, done=p.done_bytes, total=p.total_bytes, files=p.files, elapsed=elapsed
+    )
 
 
 def _relay(progress: OnProgress | None) -> Callable[[m.TransferProgress], None] | None:
-    """The SDK reports every chunk: the dashboard hears at most ten updates a second."""
+    """The SDK reports every chunk: the dashboard hears at most ten updates a second, each
+    timed from the start (for the rate)."""
     if progress is None:
         return None
     told = throttled(progress)
-    return lambda p: told(transfer_progress(p))
+    began = time.monotonic()
+    return lambda p: told(transfer_progress(p, time.monotonic() - began))
 
 
 class GroveShell:
@@ -433,11 +438,16 @@ class GrpcGateway:
     ) -> TransferResult:
         grove = await self._client()
         result = await grove.push_files(ref, local, guest, progress=_relay(progress))
-        return TransferResult("push", local, result.dest or guest, result.bytes, result.files)
+        return TransferResult(
+            "push", local, result.dest or guest, result.bytes, result.files,
+            result.duration_ms / 1000,
+        )  # fmt: skip
 
     async def pull_files(
         self, ref: str, guest: str, local: str, progress: OnProgress | None = None
     ) -> TransferResult:
         grove = await self._client()
         result = await grove.pull_files(ref, guest, local, progress=_relay(progress))
-        return TransferResult("pull", guest, result.output, result.bytes, result.files)
+        return TransferResult(
+            "pull", guest, result.output, result.bytes, result.files, result.duration_ms / 1000
+        )

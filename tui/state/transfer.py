@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from tui.models import TransferProgress, TransferResult
 
+#: A rate measured over less than this would mostly be noise.
+MIN_RATE_S = 0.25
+
 
 @dataclass
 class Transfer:
@@ -34,3 +37,16 @@ class Transfer:
         if p is None or not p.total:
             return None
         return max(0.0, min(1.0, p.done / p.total))
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes a second so far (None: too early to tell, or not timed)."""
+        if self.result is not None:
+            elapsed, moved = self.result.elapsed, self.result.bytes
+        elif self.progress is not None:
+            elapsed, moved = self.progress.elapsed, self.progress.done
+        else:
+            return None
+        if elapsed is None or elapsed < MIN_RATE_S or moved <= 0:
+            return None
+        return moved / elapsed

@@ -129,8 +129,8 @@ class ActivityLine(Static):
 
 
 class TransferLine(Static, Redraws):
-    """The file transfer: 'push ./proj → /root/proj  42%  12.0/28.5 MiB' while it runs, then
-    what it did or why it failed; hidden when there is none."""
+    """The file transfer: 'push ./proj → /root/proj  42%  12.0/28.5 MiB  9.1 MiB/s' while it
+    runs, then what it did or why it failed; hidden when there is none."""
 
     transfer_rev: reactive[int] = reactive(0, init=False)
 
@@ -153,16 +153,20 @@ def transfer_text(t: Transfer) -> Content:
     route = f"{t.direction} {t.source} → {t.dest}"
     if t.error is not None:
         return Content.from_markup("[b]✗[/] $route failed: $why", route=route, why=t.error)
+    speed = rate(t.rate)
     if t.result is not None:
         r = t.result
         verb = "pushed" if r.direction == "push" else "pulled"
         files = f"{r.files} file{'s' if r.files != 1 else ''}"
+        took = f" in {r.elapsed:.1f} s" if r.elapsed is not None else ""
         return Content.from_markup(
-            "[b $success]✓[/] $verb $files to $dest  [dim]$size[/]",
+            "[b $success]✓[/] $verb $files to $dest  [dim]$size$took$speed[/]",
             verb=verb,
             files=files,
             dest=r.dest,
             size=fmt.size(r.bytes),
+            took=took,
+            speed=f", {speed}" if speed else "",
         )
     p, fraction = t.progress, t.fraction
     if p is None or fraction is None or p.total is None:
@@ -171,11 +175,17 @@ def transfer_text(t: Transfer) -> Content:
             "[b $accent]⟳[/] $route  [dim]$stage…[/]", route=route, stage=stage
         )
     return Content.from_markup(
-        "[b $accent]⟳[/] $route  [b]$pct[/]  $amount",
+        "[b $accent]⟳[/] $route  [b]$pct[/]  $amount$speed",
         route=route,
         pct=f"{fraction * 100:.0f}%",
         amount=amount(p.done, p.total),
+        speed=f"  {speed}" if speed else "",
     )
+
+
+def rate(per_second: float | None) -> str:
+    """'9.1 MiB/s', or '' when not known yet."""
+    return f"{fmt.size(round(per_second))}/s" if per_second is not None else ""
 
 
 def amount(done: int, total: int) -> str:
