@@ -171,6 +171,15 @@ class _Channel:
     def fail(self, error: AgentError) -> None:
         raise NotImplementedError
 
+    def control(self, frame: Frame) -> dict[str, Any] | None:
+        """A CTRL frame's message; None (and the channel failed) when it cannot be read."""
+        try:
+            message: dict[str, Any] = frame.json()
+        except (ValueError, ProtocolError):
+            self.fail(AgentError("protocol", "unreadable reply"))
+            return None
+        return message
+
 
 class _Call(_Channel):
     """A request with exactly one reply."""
@@ -206,10 +215,8 @@ class _Stream(_Channel):
 
     def on_frame(self, frame: Frame) -> None:
         if frame.kind == CTRL:
-            try:
-                message = frame.json()
-            except (ValueError, ProtocolError):
-                self.fail(AgentError("protocol", "unreadable reply"))
+            message = self.control(frame)
+            if message is None:
                 return
             if not self.reply.done():
                 self.reply.set_result(message)

@@ -23,7 +23,6 @@ from guest.protocol import (
     STDIN,
     WINDOW,
     Frame,
-    ProtocolError,
     encode_ctrl,
     encode_data,
 )
@@ -56,10 +55,8 @@ class _Transfer(_Channel):
 
     def on_frame(self, frame: Frame) -> None:
         if frame.kind == CTRL:
-            try:
-                message = frame.json()
-            except (ValueError, ProtocolError):
-                self.fail(AgentError("protocol", "unreadable reply"))
+            message = self.control(frame)
+            if message is None:
                 return
             if not self.reply.done():
                 self.reply.set_result(message)

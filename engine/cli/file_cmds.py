@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from engine.cli.context import Context
 from engine.cli.output import emit_json, iec, table
 from engine.cli.transfer_bar import transfer_bar
+from engine.client import pushplan
 from engine.client.models import FileEntry, FileRead
 from engine.errors import GroveError, invalid
 from engine.files.limits import guest_path, read_size
@@ -29,12 +30,8 @@ TYPE_MARK = {"file": "file", "directory": "dir", "symlink": "link"}
 
 def register(verbs: argparse._SubParsersAction[Any], verb: Any) -> None:
     files = _subparsers(verbs, "file", "files of a running sandbox")
-    p = verb(files, "ls", file_ls, "list a guest path: file ls ID PATH", ("list",))
-    _target(p, "id")
-    p.add_argument("--recursive", "-R", action="store_true", help="the whole tree under PATH")
-    p = verb(files, "read", file_read, "print a guest file (first 64 KiB unless --max-bytes)")
-    _target(p, "id")
-    _read_opts(p)
+    _ls_and_read(files, verb, "id", (file_ls, "list a guest path: file ls ID PATH"),
+                 (file_read, "print a guest file (first 64 KiB unless --max-bytes)"))  # fmt: skip
     p = verb(files, "write", file_write, "write a guest file: --text T, --from LOCAL or -")
     _target(p, "id")
     p.add_argument("source", nargs="?", choices=["-"], help="- reads the content from stdin")
@@ -63,16 +60,24 @@ def register(verbs: argparse._SubParsersAction[Any], verb: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="check that it applies; write nothing")
 
     disks = _subparsers(verbs, "disk", "the disk of a stopped sandbox or a snapshot, offline")
-    p = verb(disks, "ls", disk_ls, "list a path on the disk: disk ls TARGET PATH", ("list",))
-    _target(p, "target")
-    p.add_argument("--recursive", "-R", action="store_true", help="the whole tree under PATH")
-    p = verb(disks, "read", disk_read, "print a file from the disk")
-    _target(p, "target")
-    _read_opts(p)
+    _ls_and_read(disks, verb, "target", (disk_ls, "list a path on the disk: disk ls TARGET PATH"),
+                 (disk_read, "print a file from the disk"))  # fmt: skip
     p = verb(disks, "export", disk_export, "flatten the disk chain into one image file")
     p.add_argument("target", help="a stopped sandbox or a snapshot name")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="disk.qcow2 or disk.raw")
     p.add_argument("--format", choices=["qcow2", "raw"], help="default: from the extension")
+
+
+def _ls_and_read(
+    parent: Any, verb: Any, target: str, ls: tuple[Any, str], read: tuple[Any, str]
+) -> None:
+    """ls and read, the same for a running sandbox (file) and an offline disk (disk)."""
+    p = verb(parent, "ls", ls[0], ls[1], ("list",))
+    _target(p, target)
+    p.add_argument("--recursive", "-R", action="store_true", help="the whole tree under PATH")
+    p = verb(parent, "read", read[0], read[1])
+    _target(p, target)
+    _read_opts(p)
 
 
 def _subparsers(verbs: argparse._SubParsersAction[Any], name: str, help_: str) -> Any:
@@ -260,15 +265,6 @@ def default_dest(local: str) -> str:
     return f"/root/{name}"
 
 
-def check_local_source(local: Path) -> None:
-    if not (local.exists() or local.is_symlink()):
-        raise GroveError(
-            "local_not_found",
-            f"local source '{local}' does not exist",
-            "pass an existing file, directory or .tar",
-        )
-
-
 def _rate(size: int, duration_ms: float) -> str:
     seconds = max(duration_ms / 1000, 1e-6)
     return f"in {seconds:.1f}s ({iec(size / seconds)}/s)"
@@ -277,7 +273,7 @@ def _rate(size: int, duration_ms: float) -> str:
 def push(ctx: Context) -> int:
     a = ctx.args
     local = Path(a.local)
-    check_local_source(local)
+    pushplan.source_stat(local)  # a missing source fails before the engine is dialed
     dest = a.dest or default_dest(a.local)
     guest_path(dest, "destination")
     with transfer_bar(f"push {a.local} → {dest}", not ctx.json) as bar:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import hashlib
+import os
 import shutil
 import stat
 import subprocess
@@ -63,18 +65,24 @@ def tar_error(exc: TarError, source: Path) -> GroveError:
     return GroveError(exc.code, f"{source}: {exc.message}", "check the local source and retry")
 
 
-def plan(
-    source: Path, exclude: Sequence[str] = (), ignore: bool = True, limit: int | None = None
-) -> PushPlan:
-    """limit: the engine's max_push_bytes (checked here, before anything is sent)."""
+def source_stat(source: Path) -> os.stat_result:
+    """What a push source is (a symlink named on the command line is followed), or
+    local_not_found; the CLI calls it before it dials the engine."""
     try:
-        st = source.lstat() if not source.is_symlink() else source.stat()
+        return source.lstat() if not source.is_symlink() else source.stat()
     except OSError:
         raise GroveError(
             "local_not_found",
             f"local source '{source}' does not exist",
             "pass an existing file, directory or .tar",
         ) from None
+
+
+def plan(
+    source: Path, exclude: Sequence[str] = (), ignore: bool = True, limit: int | None = None
+) -> PushPlan:
+    """limit: the engine's max_push_bytes (checked here, before anything is sent)."""
+    st = source_stat(source)
     if stat.S_ISDIR(st.st_mode):
         found = _plan_tree(source, exclude, ignore)
     elif stat.S_ISREG(st.st_mode) and _is_tar(source):
@@ -202,8 +210,6 @@ class FilePacker:
     """One file's bytes, hashed as they are read (the hash's key is "")."""
 
     def __init__(self, path: Path) -> None:
-        import hashlib
-
         self._file = open(path, "rb")  # noqa: SIM115 - closed at EOF or by close()
         self._digest = hashlib.sha256()
         self.hashes: dict[str, str] = {}
@@ -228,8 +234,6 @@ class TarRepacker:
     what reaches the guest is exactly what the guest's reader accepts."""
 
     def __init__(self, path: Path) -> None:
-        import hashlib
-
         self._events = _tar_events(path)
         self._pending = bytearray()
         self._current: Member | None = None

@@ -239,8 +239,12 @@ class LiveFiles:
         parsed = patches.parse(text)
         sandbox, agent = self._agent_of(ref)
         current: dict[str, bytes | None] = {}
+        modes: dict[str, int] = {}  # a modified file keeps its mode
         for path in patches.paths(parsed):
-            current[path] = await self._read_whole(agent, sandbox, path)
+            found = await self._read_whole(agent, sandbox, path)
+            current[path] = found[0] if found else None
+            if found:
+                modes[path] = found[1]
         planned = patches.plan(parsed, current)
         result = PatchResult()
         for item in planned:
@@ -254,15 +258,16 @@ class LiveFiles:
                 if item.content is None:
                     await agent.remove(item.path)
                 else:
-                    mode = 0o644
-                    if item.op == "modify":
-                        mode = entry(await agent.stat(item.path), item.path).mode
+                    mode = modes.get(item.path, 0o644)
                     await agent.write_file(item.path, item.content, mode=mode, mkdirs=True)
             except AgentError as exc:
                 raise file_error(exc, sandbox, item.path) from exc
         return result
 
-    async def _read_whole(self, agent: AgentClient, sandbox: str, path: str) -> bytes | None:
+    async def _read_whole(
+        self, agent: AgentClient, sandbox: str, path: str
+    ) -> tuple[bytes, int] | None:
+        """A patch target's content and mode; None when it does not exist."""
         try:
             info = entry(await agent.stat(path), path)
             if info.type == "directory":
@@ -274,7 +279,7 @@ class LiveFiles:
                     f"{MAX_PATCH_FILE // (1024 * 1024)} MiB",
                     "push the file instead",
                 )
-            return await agent.read_file(path)
+            return await agent.read_file(path), info.mode
         except AgentError as exc:
             if exc.code == "not_found":
                 return None
