@@ -48,7 +48,23 @@ def _os_error(exc: OSError, path: str) -> RequestError:
     return RequestError(code, f"{path}: {exc.strerror or exc}")
 
 
-class SendingSession(Session):
+class TransferSession(Session):
+    """A transfer does not survive a disconnect: detaching ends it, and ending it first drops
+    what it holds (terminate) so nothing half-written stays behind."""
+
+    def end(self, event: dict[str, Any]) -> None:
+        """The final event: release, tell the engine, forget the channel."""
+        self.terminate()
+        self.server.reply(self.channel, event)
+        self.server.end_session(self.channel)
+
+    def detach(self) -> None:
+        super().detach()
+        self.terminate()
+        self.server.end_session(self.channel)
+
+
+class SendingSession(TransferSession):
     """A session that pumps DATA out under the engine's credit: pump() sends what the window
     and the send queue allow, and runs again when either grows."""
 
@@ -116,34 +132,21 @@ class FileReadSession(SendingSession):
         self._schedule()
 
     def on_control(self, op: str, request: dict[str, Any]) -> None:
-        self._close()
-        self.server.reply(self.channel, {"event": "aborted"})
-        self.server.end_session(self.channel)
+        self.end({"event": "aborted"})
 
     def _finish(self, error: Reply | None = None) -> None:
-        self._close()
         if error is not None:
-            self.server.reply(self.channel, {"event": "error", **error})
+            self.end({"event": "error", **error})
         else:
-            event = {"event": "eof", "bytes": self.sent, "sha256": self.digest.hexdigest()}
-            self.server.reply(self.channel, event)
-        self.server.end_session(self.channel)
+            self.end({"event": "eof", "bytes": self.sent, "sha256": self.digest.hexdigest()})
 
-    def _close(self) -> None:
+    def terminate(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
-    def detach(self) -> None:
-        super().detach()
-        self.terminate()
-        self.server.end_session(self.channel)
 
-    def terminate(self) -> None:
-        self._close()
-
-
-class FileWriteSession(Session):
+class FileWriteSession(TransferSession):
     """Empty DATA commits; so does a ``commit`` control, which first checks the sha256 the engine
     sends against what arrived, so a corrupted or cut-short upload never replaces the file."""
 
@@ -181,9 +184,7 @@ class FileWriteSession(Session):
         if self.fd < 0:
             return
         if op == "abort":
-            self.terminate()
-            self.server.reply(self.channel, {"event": "aborted"})
-            self.server.end_session(self.channel)
+            self.end({"event": "aborted"})
             return
         expected = request.get("sha256")
         if expected != self.digest.hexdigest():
@@ -203,19 +204,10 @@ class FileWriteSession(Session):
         except OSError as exc:
             self._fail(_os_error(exc, self.path).reply())
             return
-        event = {"event": "done", "bytes": self.received, "sha256": self.digest.hexdigest()}
-        self.server.reply(self.channel, event)
-        self.server.end_session(self.channel)
+        self.end({"event": "done", "bytes": self.received, "sha256": self.digest.hexdigest()})
 
     def _fail(self, error: Reply) -> None:
-        self.terminate()
-        self.server.reply(self.channel, {"event": "error", **error})
-        self.server.end_session(self.channel)
-
-    def detach(self) -> None:
-        super().detach()
-        self.terminate()
-        self.server.end_session(self.channel)
+        self.end({"event": "error", **error})
 
     def terminate(self) -> None:
         if self.fd >= 0:

@@ -19,9 +19,9 @@ from typing import Any
 
 from ..protocol import DATA_CHUNK, STDIN, STDOUT, encode_data
 from ..tarstream import Member, TarError, TarExtractor, TreePacker, TreeWriter, walk
-from .files import SendingSession, _os_error, _path, _type
+from .files import SendingSession, TransferSession, _os_error, _path, _type
 from .flow import RecvWindow
-from .server import Reply, RequestError, Server, Session
+from .server import Reply, RequestError, Server
 
 #: Hashes go out in batches so one CTRL frame stays far below MAX_PAYLOAD for any tree size.
 HASH_BATCH = 2000
@@ -62,7 +62,7 @@ def entry_of(path: str, st: os.stat_result) -> dict[str, Any]:
     return entry
 
 
-class TreePushSession(Session):
+class TreePushSession(TransferSession):
     kind = "tree_push"
     controls = frozenset({"commit", "abort"})
 
@@ -88,7 +88,7 @@ class TreePushSession(Session):
         if extractor is None:
             return
         if op == "abort":
-            self._end({"event": "aborted"})
+            self.end({"event": "aborted"})
             return
         expected = request.get("sha256")
         if not isinstance(expected, dict):
@@ -103,20 +103,10 @@ class TreePushSession(Session):
             self._fail(_tar_error(exc))
             return
         self.extractor = None
-        self._end(_summary(writer))
+        self.end(_summary(writer))
 
     def _fail(self, error: Reply) -> None:
-        self._end({"event": "error", **error})
-
-    def _end(self, event: dict[str, Any]) -> None:
-        self.terminate()
-        self.server.reply(self.channel, event)
-        self.server.end_session(self.channel)
-
-    def detach(self) -> None:
-        super().detach()
-        self.terminate()
-        self.server.end_session(self.channel)
+        self.end({"event": "error", **error})
 
     def terminate(self) -> None:
         if self.extractor is not None:
@@ -155,7 +145,7 @@ class TreePullSession(SendingSession):
             try:
                 data = packer.read(size)
             except TarError as exc:
-                self._end({"event": "error", **_tar_error(exc)})
+                self.end({"event": "error", **_tar_error(exc)})
                 return
             if not data:
                 self._finish(packer)
@@ -169,20 +159,10 @@ class TreePullSession(SendingSession):
         for start in range(0, len(items), HASH_BATCH):
             batch = dict(items[start : start + HASH_BATCH])
             self.server.reply(self.channel, {"event": "hashes", "sha256": batch})
-        self._end({"event": "done", "bytes": packer.bytes_read, "files": len(items)})
+        self.end({"event": "done", "bytes": packer.bytes_read, "files": len(items)})
 
     def on_control(self, op: str, request: dict[str, Any]) -> None:
-        self._end({"event": "aborted"})
-
-    def _end(self, event: dict[str, Any]) -> None:
-        self.packer = None
-        self.server.reply(self.channel, event)
-        self.server.end_session(self.channel)
-
-    def detach(self) -> None:
-        super().detach()
-        self.packer = None
-        self.server.end_session(self.channel)
+        self.end({"event": "aborted"})
 
     def terminate(self) -> None:
         self.packer = None
