@@ -136,14 +136,23 @@ def _plan_tree(root: Path, exclude: Sequence[str], ignore: bool) -> PushPlan:
         allowed = _git_files(root)
         if allowed is None:
             note = "git is not installed: .gitignore was not applied"
-    try:
-        every = walk(str(root))
-    except TarError as exc:
-        raise tar_error(exc, root) from None
-    kept = [m for m in every if not skip(m.path)]
+    dirs: set[str] = set()
     if allowed is not None:
         dirs = {"/".join(p.split("/")[:i]) for p in allowed for i in range(1, p.count("/") + 1)}
-        kept = [m for m in kept if (m.path in dirs if m.type == "directory" else m.path in allowed)]
+    left_out = 0
+
+    def excluded(rel: str) -> bool:
+        # Pruned while walking: an excluded or ignored directory (node_modules, .git) is
+        # never read, and counts once.
+        nonlocal left_out
+        out = skip(rel) or (allowed is not None and rel not in dirs and rel not in allowed)
+        left_out += out
+        return out
+
+    try:
+        kept = walk(str(root), excluded)
+    except TarError as exc:
+        raise tar_error(exc, root) from None
     files = [m for m in kept if m.type == "file"]
     root_mode = stat.S_IMODE(root.stat().st_mode)
     members = [Member(path="", type="directory", mode=root_mode), *kept]
@@ -153,7 +162,7 @@ def _plan_tree(root: Path, exclude: Sequence[str], ignore: bool) -> PushPlan:
         total_bytes=sum(m.size for m in files),
         files=len(files),
         members=members,
-        excluded=len(every) - len(kept),
+        excluded=left_out,
         note=note,
     )
 
@@ -238,7 +247,6 @@ class TarRepacker:
         self._pending = bytearray()
         self._current: Member | None = None
         self._digest = hashlib.sha256()
-        self._new = hashlib.sha256
         self.hashes: dict[str, str] = {}
         self._done = False
 
@@ -260,7 +268,7 @@ class TarRepacker:
             elif isinstance(event, Member):
                 self._end_member()
                 self._current = event
-                self._digest = self._new()
+                self._digest = hashlib.sha256()
                 self._pending += encode_header(event)
             else:
                 self._digest.update(event)
