@@ -77,6 +77,11 @@ def _namespaces() -> NetCheck:
     if value != "1":
         return NetCheck("netns", "fail", "ip_forward does not stay on inside a namespace",
                         "check sysctl restrictions on this host")  # fmt: skip
+    covered = netns.hidden("grove-")
+    if covered:
+        return NetCheck("netns", "warn", f"{len(covered)} namespace(s) hidden under a second "
+                        f"mount of {netns.NETNS_DIR}: {', '.join(covered[:3])}",
+                        f"run 'umount {netns.NETNS_DIR}' once no other tool uses it")  # fmt: skip
     return NetCheck("netns", "ok", "namespaces, veth and forwarding inside them work")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -26,6 +27,8 @@ from engine.errors import GroveError
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -33,7 +36,9 @@ IFF_NO_PI = 0x1000
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
+_run_dir_ready = False
 
 
 def _check(result: int, what: str) -> None:
@@ -76,11 +81,65 @@ def _in_thread(work: Callable[[], T]) -> T:
     return result[0]
 
 
+def prepare_run_dir() -> None:
+    """Make /run/netns a shared mount point of its own before the first namespace is pinned
+    in it, as `ip netns add` does. Otherwise the first `ip netns add` run afterwards (or a
+    second engine racing this one) bind-mounts /run/netns over itself, and every namespace
+    pinned before is hidden underneath: it can no longer be unmounted by its path, and its
+    file cannot be removed (EBUSY). A lock on the directory keeps two engines from both
+    mounting it."""
+    global _run_dir_ready
+    if _run_dir_ready:
+        return
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    lock = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_mount_point(NETNS_DIR):
+            _check(_libc.mount(bytes(NETNS_DIR), bytes(NETNS_DIR), None, MS_BIND | MS_REC,
+                               None), "bind-mount /run/netns")  # fmt: skip
+        _check(_libc.mount(b"none", bytes(NETNS_DIR), None, MS_SHARED | MS_REC, None),
+               "make /run/netns shared")  # fmt: skip
+    finally:
+        os.close(lock)
+    _run_dir_ready = True
+
+
+def _is_mount_point(path: Path) -> bool:
+    # os.path.ismount misses a directory bind-mounted onto itself (same device, same inode).
+    wanted = str(path)
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == wanted for line in mounts)
+
+
+def _is_pinned(target: Path) -> bool:
+    """A pinned namespace's file is an nsfs mount: a device other than its directory's."""
+    try:
+        return target.stat().st_dev != NETNS_DIR.stat().st_dev
+    except FileNotFoundError:
+        return False
+
+
+def hidden(prefix: str = "") -> list[str]:
+    """Namespaces whose pinning mount is covered by a later mount of /run/netns."""
+    names = []
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            point = Path(line.split()[4])
+            wanted = point.parent == NETNS_DIR and point.name.startswith(prefix)
+            if wanted and not _is_pinned(point):
+                names.append(point.name)
+    return sorted(set(names))
+
+
 def create(name: str) -> None:
     """A new, empty namespace pinned by a bind mount at /run/netns/NAME (as `ip netns add`)."""
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir()
     target = path_of(name)
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    if _is_pinned(target):
+        raise FileExistsError(errno.EEXIST, f"network namespace {name} already exists")
+    # An unpinned file of that name (left by remove() when its mount was hidden) is reused.
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT, 0o444)
     os.close(fd)
 
     def unshare_and_pin() -> None:
@@ -96,14 +155,27 @@ def create(name: str) -> None:
         raise
 
 
-def remove(name: str) -> None:
-    """Unpin a namespace; the kernel frees it (and the links in it) once nothing holds it."""
+def remove(name: str) -> bool:
+    """Unpin a namespace; the kernel frees it (and the links in it) once nothing holds it.
+    False when its mount is hidden under a later mount of /run/netns (see prepare_run_dir):
+    that one cannot be reached here, so it is reported rather than failing the caller."""
     target = path_of(name)
     if _libc.umount2(bytes(target), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise OSError(err, f"umount {target}: {os.strerror(err)}")
-    target.unlink(missing_ok=True)
+    try:
+        target.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        log.warning(
+            "network namespace %s is pinned by a mount hidden under another mount of %s; "
+            "run 'umount %s' when no other tool is using it, then 'grove doctor'",
+            name, NETNS_DIR, NETNS_DIR,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def run_in(name: str, work: Callable[[], T]) -> T:

@@ -221,8 +221,7 @@ class Networks:
         prefix = f"grove-{self._tag}-"
         for name in netns.listed(prefix):
             number = int(name.removeprefix(prefix)) if name.removeprefix(prefix).isdigit() else -1
-            if number not in live:
-                await asyncio.to_thread(netns.remove, name)
+            if number not in live and await asyncio.to_thread(_remove_quietly, name):
                 removed.append(name)
         # pyroute2's sync API runs its own event loop: never on the engine's thread.
         links = await asyncio.to_thread(netns.host_links, f"gv{self._tag}-")
@@ -259,3 +258,13 @@ class Networks:
 def closed() -> Network:
     """A network for a VM whose own could not be found again (it has none)."""
     return InertNet()
+
+
+def _remove_quietly(name: str) -> bool:
+    """A leftover that cannot go now is logged and tried again by the next sweep: it must
+    not keep an engine from starting."""
+    try:
+        return netns.remove(name)
+    except OSError as exc:
+        log.warning("cannot remove network namespace %s: %s", name, exc)
+        return False
