@@ -95,21 +95,17 @@ def prepare_run_dir() -> None:
     lock = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _is_mount_point(NETNS_DIR):
+        # As iproute2: making it shared fails (EINVAL) only when it is not a mount point yet.
+        # mountinfo cannot tell, since a covered mount at the same path is listed there too.
+        shared = MS_SHARED | MS_REC
+        if _libc.mount(b"none", bytes(NETNS_DIR), None, shared, None) != 0:
             _check(_libc.mount(bytes(NETNS_DIR), bytes(NETNS_DIR), None, MS_BIND | MS_REC,
                                None), "bind-mount /run/netns")  # fmt: skip
-        _check(_libc.mount(b"none", bytes(NETNS_DIR), None, MS_SHARED | MS_REC, None),
-               "make /run/netns shared")  # fmt: skip
+            _check(_libc.mount(b"none", bytes(NETNS_DIR), None, shared, None),
+                   "make /run/netns shared")  # fmt: skip
     finally:
         os.close(lock)
     _run_dir_ready = True
-
-
-def _is_mount_point(path: Path) -> bool:
-    # os.path.ismount misses a directory bind-mounted onto itself (same device, same inode).
-    wanted = str(path)
-    with open("/proc/self/mountinfo") as mounts:
-        return any(line.split()[4] == wanted for line in mounts)
 
 
 def _is_pinned(target: Path) -> bool:
