@@ -76,7 +76,7 @@ def main() -> int:
         if args.only in (None, "metering"):
             metered += metering.run(client, args.rounds)
         if args.only in (None, "density"):
-            metered += density.run(client, args.rounds)
+            metered += density.run(client, args.rounds, args.image_cache)
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
         fleet_results = fleet.run(client, args.rounds) if args.only in (None, "fleet") else []
         file_results = files.run(client, args.rounds) if args.only in (None, "files") else []

@@ -81,6 +81,22 @@ def private_engine(image_cache: Path | None) -> Iterator[Grove]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@contextmanager
+def engine_with(image_cache: Path, **env: str) -> Iterator[Grove]:
+    """A private engine started with env set (and the caller's environment as it was after)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with private_engine(image_cache) as client:
+            yield client
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def engine_paths(client: Grove) -> Paths:
     """The paths of the engine the client talks to (its GROVE_HOME, as the engine says)."""
     return Paths(Path(client.status().home))

@@ -9,18 +9,15 @@ namespace this benchmark makes (bench.networld); no traffic leaves this machine.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.foundation import ENV
-from bench.harness import Series, private_engine
+from bench.harness import Series, engine_with
 from bench.networld import PORT, World, world
 from engine.client import Grove
 
@@ -51,21 +48,6 @@ for i in range(trips):
     rtts.append((time.perf_counter() - t) * 1e6)
 print(f"{mbps:.2f} {statistics.median(rtts):.0f}")
 """
-
-
-@contextmanager
-def engine(image_cache: Path, **env: str) -> Iterator[Grove]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with private_engine(image_cache) as client:
-            yield client
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _create_ms(client: Grove, rounds: int, network: str) -> tuple[Series, Series]:
@@ -150,11 +132,11 @@ def _setup_alone(rounds: int) -> tuple[Series, Series]:
 def run(image_cache: Path, rounds: int) -> list[dict[str, Any]]:
     quiet = {"GROVE_POOL_SIZE": "0", "GROVE_WARM_LOADERS": "0"}
     with tempfile.TemporaryDirectory(prefix="gbnet") as tmp, world(Path(tmp), 0) as target:
-        with engine(image_cache, **quiet, GROVE_NETWORK_BACKEND="namespace") as tap:
+        with engine_with(image_cache, **quiet, GROVE_NETWORK_BACKEND="namespace") as tap:
             tap_create, tap_child = _create_ms(tap, rounds, "egress")
             applied, rpc = _policy_changes(tap, rounds)
             tap_mbps, tap_rtt = _guest_numbers(tap, target)
-        with engine(image_cache, **quiet, GROVE_NETWORK_BACKEND="user") as user:
+        with engine_with(image_cache, **quiet, GROVE_NETWORK_BACKEND="user") as user:
             user_create, user_child = _create_ms(user, rounds, "egress")
             user_mbps, user_rtt = _guest_numbers(user, target)
     results = [s.summary() for s in (tap_create, user_create, tap_child, user_child)]

@@ -151,9 +151,6 @@ def make_grove(prefix: str) -> Grove:
     _link_image_cache(home)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GROVE_")}
     env["GROVE_HOME"] = str(home)
-    # Forks give back copied zero pages after this many idle seconds (default 20): tests that
-    # measure memory should not wait that long.
-    env["GROVE_DIG_DELAY"] = "1"
     env["PYTHONPATH"] = str(REPO)
     # Named hosts ('grove host') of the person running the tests stay out of them.
     env["XDG_CONFIG_HOME"] = str(home / "config")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,10 +220,66 @@ def test_diff_against_parent(grove: Grove, parent: str) -> None:
     assert "A /root/added.txt" in human and "M /root/inherited" in human
 
 
+def row_of(grove: Grove, table: str, row_id: str) -> dict[str, Any]:
+    db = sqlite3.connect(f"file:{grove.home / 'grove.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        row = db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    finally:
+        db.close()
+    return dict(row) if row is not None else {}
+
+
+def template_row(grove: Grove, template_id: str) -> dict[str, Any]:
+    return row_of(grove, "templates", template_id)
+
+
+def mem_path_of(grove: Grove, sid: str) -> str:
+    """The memory file sid's QEMU maps, from its command line."""
+    pid = row_of(grove, "sandboxes", sid)["pid"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    backend = next(a.decode() for a in argv if a.startswith(b"memory-backend-file"))
+    return backend.split("mem-path=")[1].split(",")[0]
+
+
+def test_a_fork_of_a_restored_sandbox_is_a_delta_over_its_memory_file(
+    grove: Grove, parent: str
+) -> None:
+    """Children map the parent's own memory file; the new template holds only the pages the
+    parent wrote (its state), so a fork adds no memory file and GC has none to free."""
+    sh(grove, parent, "head -c 8000000 /dev/urandom > /dev/shm/blob; sha256sum /dev/shm/blob")
+    digest = sh(grove, parent, "sha256sum /dev/shm/blob")
+    before = sorted(p.name for p in grove.memory_dir().iterdir())
+    reply = fork(grove, parent, "--replicas", "2")  # auto: 2 x 8 MB is less than a copy
+    assert reply["memory"] == "delta"
+    template = reply["snapshot"]
+    row = template_row(grove, template)
+    assert row["mem_base"] and row["mem_path"] == mem_path_of(grove, parent)
+    assert sorted(p.name for p in grove.memory_dir().iterdir()) == before, "no new memory file"
+    state = Path(row["state_path"])
+    # the 8 MB the parent wrote travel in the state, not the ~90 MiB the guest uses
+    assert 8_000_000 < state.stat().st_size < 60 << 20
+    first, second = (c["id"] for c in reply["children"])
+    for child in (first, second):
+        assert mem_path_of(grove, child) == row["mem_path"]
+        assert sh(grove, child, "sha256sum /dev/shm/blob") == digest
+        assert sh(grove, child, "cat /root/inherited /tmp/in-ram") == "from-parent\ntmpfs\n"
+    grove.ok("sandbox", "terminate", first)
+    grove.ok("sandbox", "terminate", second)
+    # The parent still sits on the frozen disk layer: the layer stays, the state goes; the
+    # memory file stays with the parent, which runs on it.
+    assert template_row(grove, template)["phase"] == "layer"
+    assert not state.exists()
+    assert Path(row["mem_path"]).exists()
+    assert sh(grove, parent, "sha256sum /dev/shm/blob") == digest
+
+
 def test_gc_frees_unneeded_snapshots_and_keeps_needed(grove: Grove, parent: str) -> None:
-    reply = fork(grove, parent, "--replicas", "2")
+    reply = fork(grove, parent, "--replicas", "2", "--memory", "full")
+    assert reply["memory"] == "full"
     template = reply["snapshot"]
     mem_dir = grove.memory_dir()
+    assert template_row(grove, template)["mem_base"] is None
     assert (mem_dir / f"{template}.mem").exists()
     first, second = (c["id"] for c in reply["children"])
     grove.ok("sandbox", "terminate", first)
@@ -236,6 +294,8 @@ def test_gc_frees_unneeded_snapshots_and_keeps_needed(grove: Grove, parent: str)
 def test_fork_validation(grove: Grove, parent: str) -> None:
     bad = grove.run("sandbox", "fork", parent, "--replicas", "0", "--json")
     assert bad.code != 0 and bad.json()["error"]["code"] == "invalid_argument"  # type: ignore[index]
+    layout = grove.run("sandbox", "fork", parent, "--memory", "half", "--json")
+    assert layout.code != 0 and "--memory" in layout.json()["error"]["message"]  # type: ignore[index]
     missing = grove.run("sandbox", "fork", "sb-00000000", "--json")
     assert missing.json()["error"]["code"] == "sandbox_not_found"  # type: ignore[index]
     grove.ok("sandbox", "stop", parent)

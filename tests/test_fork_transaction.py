@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from engine.config import Paths
+from engine.errors import GroveError
 from engine.fork import capture
 from engine.fork.collector import Collector
 from engine.fork.transaction import Forks
@@ -221,4 +222,22 @@ async def test_a_failed_step_undoes_every_step_before_it(
         assert template.phase in (TemplatePhase.FAILED, TemplatePhase.LAYER), template
         assert w.store.get_sandbox(w.source.id).disk_base == template.id  # type: ignore[union-attr]
     assert not list(w.paths.memory_dir.glob("snap-*.mem")), "the new memory file was left"
+    w.store.close()
+
+
+async def test_a_layout_is_validated_and_a_delta_needs_a_template_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = build(tmp_path, monkeypatch, fail_at="")
+    with pytest.raises(GroveError) as bad:
+        await w.forks.fork(w.source.id, memory="half")
+    assert bad.value.code == "invalid_argument" and "--memory" in bad.value.remedy
+    # This source maps no template's file (as one booted cold): a delta is refused, before
+    # anything is made, and auto falls back to a full copy.
+    with pytest.raises(GroveError) as cold:
+        await w.forks.fork(w.source.id, memory="delta")
+    assert cold.value.code == "delta_unavailable" and "--memory full" in cold.value.remedy
+    assert [s.id for s in w.store.list_sandboxes()] == [w.source.id]
+    forked = await w.forks.fork(w.source.id)
+    assert forked.memory == "full" and forked.template.mem_base is None
     w.store.close()

@@ -537,14 +537,17 @@ class AsyncGrove(FileMethods):
         name_prefix: str = "",
         allow_secrets: bool = False,
         network: str = "",
+        memory: str = "",
     ) -> m.ForkResult:
-        """Snapshot-fork a running sandbox; network '' gives each child the source's policy."""
+        """Snapshot-fork a running sandbox; network '' gives each child the source's policy;
+        memory: the layout ('delta', 'full'; '' or 'auto': the engine picks the cheaper)."""
         request = pb.ForkRequest(
             sandbox=ref,
             replicas=replicas,
             name_prefix=name_prefix,
             allow_secrets=allow_secrets,
             network=network,
+            memory=memory,
         )
         return wire.fork_result(await self._unary(self._stub.ForkSandbox, request))
 

@@ -890,12 +890,15 @@ class ForkRequest(_message.Message):
     NAME_PREFIX_FIELD_NUMBER: _builtins.int
     ALLOW_SECRETS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     replicas: _builtins.int
     name_prefix: _builtins.str
     allow_secrets: _builtins.bool
     network: _builtins.str
     """the children's policy; empty = each inherits the source's"""
+    memory: _builtins.str
+    """the memory layout: "" or "auto" (the engine picks), "delta", "full" """
     def __init__(
         self,
         *,
@@ -904,10 +907,11 @@ class ForkRequest(_message.Message):
         name_prefix: _builtins.str = ...,
         allow_secrets: _builtins.bool = ...,
         network: _builtins.str = ...,
+        memory: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "name_prefix", b"name_prefix", "network", b"network", "replicas", b"replicas", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "memory", b"memory", "name_prefix", b"name_prefix", "network", b"network", "replicas", b"replicas", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,9 +925,12 @@ class ForkReply(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CHILDREN_FIELD_NUMBER: _builtins.int
     PAUSED_MS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     source: _builtins.str
     snapshot: _builtins.str
     paused_ms: _builtins.float
+    memory: _builtins.str
+    """the layout the fork used: "delta" or "full" """
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sandbox]: ...
     def __init__(
@@ -933,10 +940,11 @@ class ForkReply(_message.Message):
         snapshot: _builtins.str = ...,
         children: _abc.Iterable[Global___Sandbox] | None = ...,
         paused_ms: _builtins.float = ...,
+        memory: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "paused_ms", b"paused_ms", "snapshot", b"snapshot", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "memory", b"memory", "paused_ms", b"paused_ms", "snapshot", b"snapshot", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -254,12 +254,14 @@ class EngineService(pb_grpc.EngineServicer):
             name_prefix=request.name_prefix,
             allow_secrets=request.allow_secrets,
             network=_policy(request.network),
+            memory=request.memory,
         )
         return pb.ForkReply(
             source=forked.source.id,
             snapshot=forked.template.id,
             children=[convert.sandbox(c) for c in forked.children],
             paused_ms=forked.paused_ms,
+            memory=forked.memory,
         )
 
     @unary

@@ -162,6 +162,7 @@ def fork_result(r: pb.ForkReply) -> m.ForkResult:
         snapshot=r.snapshot,
         children=tuple(sandbox(c) for c in r.children),
         paused_ms=r.paused_ms,
+        memory=r.memory,
     )
 
 

@@ -32,6 +32,9 @@ def register(
     p.add_argument("--name", help="name prefix: children are PREFIX-1..N")
     p.add_argument("--allow-secrets", action="store_true", help="fork even if it holds secrets")
     net_cmds.add_option(p, net_cmds.FORK_HELP)
+    p.add_argument("--memory", choices=("auto", "delta", "full"), default="",
+                   help="memory layout: delta (children hold the source's own pages), full "
+                   "(one new shared copy), auto (the cheaper; default)")  # fmt: skip
     p = verb(sandbox, "reset", reset, "restore a sandbox to a snapshot (default: its creation)")
     p.add_argument("id")
     p.add_argument("--snapshot", help="named snapshot to reset to")
@@ -64,7 +67,8 @@ def fork(ctx: Context) -> int:
 
 def _fork_call(ctx: Context, a: Any, network: str = "") -> ForkResult:
     return ctx.client.fork(a.id, replicas=a.replicas, name_prefix=a.name or "",
-                           allow_secrets=a.allow_secrets, network=network)  # fmt: skip
+                           allow_secrets=a.allow_secrets, network=network,
+                           memory=getattr(a, "memory", ""))  # fmt: skip
 
 
 def _print_fork(ctx: Context, reply: ForkResult) -> int:
@@ -73,7 +77,8 @@ def _print_fork(ctx: Context, reply: ForkResult) -> int:
     else:
         for child in reply.children:
             print(child.id)
-        print(f"source {reply.source} paused {reply.paused_ms:.0f} ms", file=sys.stderr)
+        print(f"source {reply.source} paused {reply.paused_ms:.0f} ms ({reply.memory} memory)",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -229,6 +229,7 @@ class ForkResult(Model):
     snapshot: str
     children: tuple[Sandbox, ...]
     paused_ms: float
+    memory: str = ""  # the layout the fork used: "delta" or "full" (README: How fork works)
 
 
 @dataclass(frozen=True)

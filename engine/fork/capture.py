@@ -1,11 +1,18 @@
 """Capture a running sandbox as a frozen template, keeping the sandbox running.
 
-The source's RAM is private (MAP_PRIVATE over its own template), so its memory must be copied
-into a new shareable file. A *loader* QEMU, started paused on that new file, receives a full
-migration from the source; the source is paused only for that copy and then continues in the
-same process. The loader never runs a vCPU: it writes its device state (RAM excluded, since it
-already sits in the file) and exits. The source's disk layer is frozen at the same instant with
-blockdev-snapshot-sync, so memory and disk of the template describe one moment.
+The source's RAM is private (MAP_PRIVATE over its own template). Either of two layouts holds
+the capture (transaction.py picks one per fork):
+
+- *delta*: the template maps the source's own memory file, and its state stream carries only
+  the pages the source wrote (engine.fork.delta). Nothing new is shared; each child holds
+  those pages privately.
+- *full*: the source's memory is copied into a new shareable file. A *loader* QEMU, started
+  paused on that new file, receives a full migration; it never runs a vCPU, writes its device
+  state (RAM excluded, since it already sits in the file) and exits.
+
+Either way the source is paused only for the copy and then continues in the same process, and
+its disk layer is frozen at the same instant with blockdev-snapshot-sync, so memory and disk of
+the template describe one moment.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import logging
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import crashpoints
 from engine.config import Paths
+from engine.fork import delta
+from engine.metering import pagemap
 from engine.net.network import Network
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import cmdline, memfile
@@ -30,6 +39,9 @@ from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm, VmFiles
 
 log = logging.getLogger(__name__)
+
+# The guest RAM block's idstr in a migration stream: the memory backend's id (cmdline.build).
+GUEST_RAM_BLOCK = "mem"
 
 
 @dataclass(frozen=True)
@@ -130,44 +142,15 @@ async def capture(
     on_paused(new_top) runs while the source is stopped, once its disk writes to new_top;
     on_resumed() once it runs again (also after a failure)."""
     started = time.monotonic()
-    template_id, mem = loader.template_id, loader.mem
-    boot = dict(source.boot)
-    # The layer under the one being frozen: read before the freeze moves the source on.
-    disk_parent = source.disk_base or source.template_id or None
-    tdir = paths.template_dir(template_id)
+    tdir = paths.template_dir(loader.template_id)
     state = tdir / "state.bin"
-    frozen_disk = Path(source.disk_path)
-    new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
-    paused_ms = 0.0
+    frozen_disk, disk_parent = _frozen_layers(source)
     try:
-        stopped = source_vm.qmp.subscribe(_event("STOP"))
-        resumed = source_vm.qmp.subscribe(_event("RESUME"))
-        pause_started = time.monotonic()
-        try:
-            # Stop-and-copy: the guest stays stopped for the whole RAM copy. A live pre-copy
-            # (pause-before-switchover) paused it for ~20 ms instead, but under TCG its
-            # children of a source busy writing memory crashed on corrupt pages (see
-            # test_forks_of_a_source_busy_writing_memory_are_consistent), so it is not used.
-            await source_vm.quiesce_and_stop()
-            crashpoints.reached("capture.paused")
-            await source_vm.freeze_disk(new_top)
-            on_paused(new_top)
-            crashpoints.reached("capture.disk_frozen")
-            await source_vm.migrate_out(f"unix:{loader.channel}", ignore_shared=False)
-            crashpoints.reached("capture.migrated")
-        except BaseException as exc:
-            log.warning("capture of %s failed: %s", source.id, exc)
-            with contextlib.suppress(Exception):
-                await source_vm.qmp.execute("migrate_cancel")
-            raise
-        finally:
-            # The source always resumes, whatever happened to the copy.
-            await source_vm.resume_after_migration()
-            paused_ms = await _paused_ms(stopped, resumed, pause_started)
-            stopped.cancel()
-            resumed.cancel()
-            on_resumed()
-        crashpoints.reached("capture.resumed")
+        channel = f"unix:{loader.channel}"
+        paused_ms = await _pause_and_copy(
+            paths, source, source_vm, lambda: source_vm.migrate_out(channel, False), on_paused,
+            on_resumed,
+        )  # fmt: skip
         await loader.vm.wait_incoming()
         tmp = state.with_suffix(".tmp")
         await loader.vm.migrate_out(f"exec:cat > {tmp}", ignore_shared=True)
@@ -177,7 +160,117 @@ async def capture(
         await loader.vm.kill()
         with contextlib.suppress(OSError):
             (tdir / "loader-console.log").unlink()
-    record = TemplateRecord(
+    record = _record(loader.template_id, source, name, loader.mem, state, frozen_disk, disk_parent,
+                     None)  # fmt: skip
+    return _captured(record, paused_ms, started)
+
+
+async def capture_delta(
+    *,
+    paths: Paths,
+    template_id: str,
+    source: SandboxRecord,
+    source_vm: Vm,
+    mem_base: str,
+    name: str | None,
+    on_paused: Callable[[Path], None],
+    on_resumed: Callable[[], None],
+) -> Captured:
+    """Capture the running source as a delta over the memory file it maps (engine.fork.delta):
+    no new memory file, a state stream with only the pages the source wrote. Raises
+    delta.StreamError (the source running again) if the stream cannot be reduced."""
+    started = time.monotonic()
+    tdir = paths.template_dir(template_id)
+    tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    raw, state = paths.memory_dir / f"{template_id}.stream", tdir / "state.bin"
+    frozen_disk, disk_parent = _frozen_layers(source)
+    private: list[bytearray] = []
+
+    def while_paused() -> None:
+        # Read in the pause, so it describes the very pages the stream holds.
+        private.append(pagemap.private_pages(source_vm.pid, source.mem_path, source.mem_mib << 8))
+
+    try:
+        paused_ms = await _pause_and_copy(
+            paths, source, source_vm, lambda: source_vm.migrate_to_file(raw, True), on_paused,
+            on_resumed, while_paused,
+        )  # fmt: skip
+        tmp = state.with_suffix(".tmp")
+        reduced = await asyncio.to_thread(delta.reduce, raw, tmp, GUEST_RAM_BLOCK, private[0])
+        tmp.rename(state)
+        crashpoints.reached("capture.state_written")
+    finally:
+        raw.unlink(missing_ok=True)
+        state.with_suffix(".tmp").unlink(missing_ok=True)
+    log.info("delta of %s: %d pages of its own, %d read from %s; state %.1f MiB",
+             source.id, reduced.kept_pages, reduced.dropped_pages, Path(source.mem_path).name,
+             reduced.bytes_out / 2**20)  # fmt: skip
+    record = _record(template_id, source, name, Path(source.mem_path), state, frozen_disk,
+                     disk_parent, mem_base)  # fmt: skip
+    return _captured(record, paused_ms, started)
+
+
+async def _pause_and_copy(
+    paths: Paths,
+    source: SandboxRecord,
+    source_vm: Vm,
+    copy: Callable[[], Awaitable[None]],
+    on_paused: Callable[[Path], None],
+    on_resumed: Callable[[], None],
+    while_paused: Callable[[], None] = lambda: None,
+) -> float:
+    """Stop the source, freeze its disk on a new top layer, copy it (a migration), resume it
+    (whatever happened); return how long the guest was stopped."""
+    new_top = paths.disks / f"{source.id}-{secrets.token_hex(3)}.qcow2"
+    stopped = source_vm.qmp.subscribe(_event("STOP"))
+    resumed = source_vm.qmp.subscribe(_event("RESUME"))
+    pause_started = time.monotonic()
+    try:
+        # Stop-and-copy: the guest stays stopped for the whole RAM copy. A live pre-copy
+        # (pause-before-switchover) paused it for ~20 ms instead, but under TCG its
+        # children of a source busy writing memory crashed on corrupt pages (see
+        # test_forks_of_a_source_busy_writing_memory_are_consistent), so it is not used.
+        await source_vm.quiesce_and_stop()
+        crashpoints.reached("capture.paused")
+        await source_vm.freeze_disk(new_top)
+        on_paused(new_top)
+        crashpoints.reached("capture.disk_frozen")
+        await copy()
+        while_paused()
+        crashpoints.reached("capture.migrated")
+    except BaseException as exc:
+        log.warning("capture of %s failed: %s", source.id, exc)
+        with contextlib.suppress(Exception):
+            await source_vm.qmp.execute("migrate_cancel")
+        raise
+    finally:
+        # The source always resumes, whatever happened to the copy.
+        await source_vm.resume_after_migration()
+        paused_ms = await _paused_ms(stopped, resumed, pause_started)
+        stopped.cancel()
+        resumed.cancel()
+        on_resumed()
+    crashpoints.reached("capture.resumed")
+    return paused_ms
+
+
+def _frozen_layers(source: SandboxRecord) -> tuple[Path, str | None]:
+    """The disk layer a capture freezes and the layer under it, read before the freeze moves
+    the source on to a new top."""
+    return Path(source.disk_path), source.disk_base or source.template_id or None
+
+
+def _record(
+    template_id: str,
+    source: SandboxRecord,
+    name: str | None,
+    mem: Path,
+    state: Path,
+    frozen_disk: Path,
+    disk_parent: str | None,
+    mem_base: str | None,
+) -> TemplateRecord:
+    return TemplateRecord(
         id=template_id,
         kind="snapshot",
         environment=source.environment,
@@ -192,11 +285,15 @@ async def capture(
         parent_id=disk_parent,
         source_sandbox=source.id,
         name=name,
-        boot=boot,
+        boot=dict(source.boot),
+        mem_base=mem_base,
     )
+
+
+def _captured(record: TemplateRecord, paused_ms: float, started: float) -> Captured:
     total_ms = (time.monotonic() - started) * 1000
-    log.info("captured %s as %s: paused %.0f ms, total %.0f ms", source.id, template_id,
-             paused_ms, total_ms)  # fmt: skip
+    log.info("captured %s as %s: paused %.0f ms, total %.0f ms", record.source_sandbox,
+             record.id, paused_ms, total_ms)  # fmt: skip
     return Captured(record, paused_ms, total_ms)
 
 

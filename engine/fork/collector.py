@@ -67,7 +67,7 @@ class Collector:
         template = self._store.get_template(template_id)
         if template is None:
             return
-        Path(template.mem_path).unlink(missing_ok=True)
+        _drop_memory(template)
         shutil.rmtree(self._paths.template_dir(template_id), ignore_errors=True)
         # A snapshot's disk is the source's frozen layer, unless a sandbox still writes it.
         writing = {r.disk_path for r in self._store.list_sandboxes()}
@@ -90,7 +90,7 @@ class Collector:
                     freed.append(template.id)
             elif template.id in disk_only:
                 if template.phase is TemplatePhase.READY:
-                    Path(template.mem_path).unlink(missing_ok=True)
+                    _drop_memory(template)
                     shutil.rmtree(self._paths.template_dir(template.id), ignore_errors=True)
                     self._store.update_template(template.id, phase=TemplatePhase.LAYER)
                     freed.append(template.id)
@@ -108,3 +108,9 @@ class Collector:
 
     async def release_template(self, template_id: str) -> None:
         await self._pool.drop(template_id)
+
+
+def _drop_memory(template: TemplateRecord) -> None:
+    """A template's own memory file goes with it; a delta's is its base's (gc keeps that)."""
+    if template.mem_base is None:
+        Path(template.mem_path).unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 """Which frozen templates are still needed; the rest are garbage.
 
 A template is needed while a sandbox maps its memory (template_id), sits on its disk layer
-(disk_base), may be reset to it (origin), or while it is a named snapshot or an environment's
-boot template. Disk layers chain, so whatever a needed template's disk backs onto is needed too.
+(disk_base), may be reset to it (origin), while it is a named snapshot or an environment's
+boot template, or while a needed delta snapshot maps its memory file (mem_base). Disk layers
+chain, so whatever a needed template's disk backs onto is needed too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def needed(
     # An environment's current boot template stays warm; older ones (from a previous image
     # or agent) go once nothing restores from them.
     whole |= {t.id for t in newest.values()}
+    # A delta snapshot reads the pages it does not hold from its base's memory file.
+    whole |= {by_id[t].mem_base or t for t in whole if t in by_id}
     stack = list(whole | disk)
     seen = set(stack)
     while stack:
@@ -62,5 +65,5 @@ def dependents(
         for s in sandboxes
         if s.phase is not Phase.TERMINATED and template_id in (s.template_id, s.disk_base, s.origin)
     ]
-    found += [t.id for t in templates if t.parent_id == template_id]
+    found += [t.id for t in templates if template_id in (t.parent_id, t.mem_base)]
     return sorted(found)

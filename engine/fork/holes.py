@@ -2,12 +2,12 @@
 
 A full-RAM copy reads every page of the source's template through its mapping, so before a
 capture the template file's holes are allocated in one go (faulting them in one by one inside
-the source's pause is what makes a pause slow), and the copy writes zero pages into the new
-file. The new file gives its zero pages back (``fallocate --dig-holes``, at idle priority) as
-soon as the children run: until then the host's copy-on-write total counts them. The source's
-template does so once forking from it has been quiet for DIG_DELAY_S. A fill waits for a dig
-still running on the same file. Only frozen template files are dug; a live guest's own RAM
-file could race with its writes.
+the source's pause is what makes a pause slow; the transaction then also maps every page into
+the source, see pagemap.map_in), and a full copy writes zero pages into its new file. Both
+give their zero pages back (``fallocate --dig-holes``, at idle priority) as soon as the
+children run: until then the host's copy-on-write total counts them, and the source's file is
+fully resident. A fill waits for a dig still running on the same file. Only frozen template
+files are dug; a live guest's own RAM file could race with its writes.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from pathlib import Path
 
 from engine.vmm import memfile
 
-# Seconds of no forking before a source's template gives its zero pages back: digging unmaps
-# the zero pages the source maps, and the next fork's copy faults them back in inside its
-# pause (measured on a 2-core TCG host: pause p50 416 ms when both files were dug at once).
-DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "20"))
+# Seconds a source's template stays filled after a fork (a burst of forks could skip the
+# refill). 0: dug at once; since every page is mapped into the source before each pause, the
+# next pause takes no fault either way (2-core TCG host: pause p50 151 ms, dug after every
+# fork; 416 ms when digging made the next pause fault them back in).
+DIG_DELAY_S = float(os.environ.get("GROVE_DIG_DELAY", "0"))
 
 
 class Holes:
     def __init__(self) -> None:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._digging: dict[str, asyncio.Task[None]] = {}
+        self._used: dict[str, int] = {}  # bytes a file holds once dug, while it is filled
 
     async def fill(self, path: str) -> None:
         timer = self._timers.pop(path, None)
@@ -38,7 +40,15 @@ class Holes:
         if digging is not None:  # let it finish, or the pause faults in what it just freed
             with contextlib.suppress(Exception):
                 await digging
+        elif timer is None:  # not filled by an earlier fork: what it holds now is its use
+            self._used[path] = memfile.allocated(Path(path))
         await memfile.fill(Path(path))
+
+    def used_bytes(self, path: str) -> int:
+        """What a file holds with its zero pages given back (also while a fork has it filled)."""
+        if path in self._timers or path in self._digging:
+            return self._used.get(path, memfile.allocated(Path(path)))
+        return memfile.allocated(Path(path))
 
     def dig_later(self, path: str, delay: float = DIG_DELAY_S) -> None:
         timer = self._timers.pop(path, None)

@@ -1,9 +1,10 @@
 """Fork and snapshot as one transaction: explicit steps, each pushing its own undo.
 
-A capture with N children (N = 0 for a named snapshot): child rows; a placeholder template row;
-a loader; child QEMUs waiting for state (started while the source still runs); the source's
-template holes filled; the capture itself (the source's short pause); the template made ready;
-the children restored. A failure at any step runs the undos of the steps done, newest first,
+A capture with N children (N = 0 for a named snapshot): the memory layout chosen (a delta over
+the source's own memory file, or a full copy into a new one: see capture.py); child rows; a
+placeholder template row; for a full copy a loader; child QEMUs waiting for state (started while
+the source still runs); the source's template holes filled and its pages mapped in; the capture
+itself (the source's short pause); the template made ready; the children restored. A failure at any step runs the undos of the steps done, newest first,
 and leaves the source running. A crash between steps is for recovery (see crashpoints.POINTS).
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +23,12 @@ from engine import crashpoints
 from engine.agent.client import AgentError
 from engine.config import Paths
 from engine.errors import GroveError, invalid
-from engine.fork import capture
+from engine.fork import capture, delta
 from engine.fork.collector import Collector
 from engine.fork.holes import Holes
 from engine.fork.loaders import LoaderPool
 from engine.images import disks
+from engine.metering import pagemap
 from engine.net.networks import Networks
 from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
@@ -39,6 +43,10 @@ from engine.vmm.accel import Accelerator
 from engine.vmm.vm import Vm
 
 MAX_REPLICAS = 64
+# How a fork lays out memory (see capture.py): "auto" picks the cheaper of the two per fork.
+LAYOUTS = ("auto", "delta", "full")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class Forked:
     template: TemplateRecord
     children: list[SandboxRecord]
     paused_ms: float
+    memory: str  # the layout used: "delta" or "full"
 
 
 class Forks:
@@ -73,6 +82,7 @@ class Forks:
         self._loaders = loaders
         self._holes = holes
         self._collector = collector
+        self._delta_unsupported = False
 
     async def fork(
         self,
@@ -81,17 +91,26 @@ class Forks:
         name_prefix: str = "",
         allow_secrets: bool = False,
         network: str = "",
+        memory: str = "",
     ) -> Forked:
         """Fork a running sandbox into replicas children; the source keeps running."""
         if not 1 <= replicas <= MAX_REPLICAS:
             raise invalid(
                 f"invalid replica count {replicas}", f"pass --replicas from 1 to {MAX_REPLICAS}"
             )
+        layout = memory or default_layout()
+        if layout not in LAYOUTS:
+            raise invalid(
+                f"invalid memory layout '{layout}'",
+                "pass --memory auto, delta or full (the engine's default: GROVE_FORK_MEMORY)",
+            )
         if name_prefix:
             validate_name(f"{name_prefix}-{replicas}")
         # Validated before anything starts; empty: every child inherits the source's policy.
         child_network = str(self._networks.policy_of(network)) if network else ""
-        return await self._capture(ref, replicas, name_prefix, None, allow_secrets, child_network)
+        return await self._capture(
+            ref, replicas, name_prefix, None, allow_secrets, child_network, layout
+        )
 
     async def snapshot(self, ref: str, name: str) -> TemplateRecord:
         validate_name(name)
@@ -111,6 +130,7 @@ class Forks:
         snapshot_name: str | None,
         allow_secrets: bool,
         child_network: str = "",
+        layout: str = "",
     ) -> Forked:
         source = self._vms.get(ref)
         if source.secrets and not allow_secrets:
@@ -128,12 +148,14 @@ class Forks:
                 # Whatever happens, the source's template gives back what the fork filled.
                 undo.callback(self._dig_source_template, source.mem_path)
                 forked = await self._steps(
-                    undo, source, vm, replicas, name_prefix, snapshot_name, child_network
-                )
+                    undo, source, vm, replicas, name_prefix, snapshot_name, child_network,
+                    layout or default_layout(),
+                )  # fmt: skip
                 undo.pop_all()  # done: nothing to undo
             self._dig_source_template(source.mem_path)
-        self._loaders.refill(source)  # the next fork of this size finds a loader waiting
         template = forked.template
+        if template.mem_base is None:
+            self._loaders.refill(source)  # the next full copy of this size finds one waiting
         for child in forked.children:
             await self._events.emit(
                 child.id, "created", forked_from=source.id, template=template.id
@@ -142,9 +164,19 @@ class Forks:
             source.id, "forked" if replicas else "snapshot", template=template.id,
             children=[c.id for c in forked.children], paused_ms=round(forked.paused_ms, 1),
         )  # fmt: skip
-        # The new file's zero pages go as soon as its children run (see Holes).
-        self._holes.dig_later(template.mem_path, delay=0.0)
+        if template.mem_base is None:
+            # The new file's zero pages go as soon as its children run (see Holes). A delta
+            # has no file of its own: the source's is dug as after any fork.
+            self._holes.dig_later(template.mem_path, delay=0.0)
         return forked
+
+    async def _map_in_source_memory(self, source: SandboxRecord, vm: Vm) -> None:
+        """Before the pause: allocate the source's template holes in one go, then fault every
+        page of its guest RAM into the source's page tables, so the copy in the pause (which
+        reads every page) takes no fault. Digging the template after the fork unmaps its zero
+        pages again; without this the next pause faulted them back in one by one."""
+        await self._holes.fill(source.mem_path)
+        await asyncio.to_thread(pagemap.map_in, vm.pid, source.mem_path)
 
     def _dig_source_template(self, mem_path: str) -> None:
         if mem_path in self._frozen_memory():
@@ -162,11 +194,14 @@ class Forks:
         name_prefix: str,
         snapshot_name: str | None,
         child_network: str,
+        layout: str,
     ) -> Forked:
-        warm_loader = self._loaders.take(capture.loader_key(source))
+        base = self._delta_base(source, vm, max(replicas, 1), layout)
+        warm_loader = None if base else self._loaders.take(capture.loader_key(source))
         template_id = warm_loader.template_id if warm_loader else capture.new_template_id()
-        mem = self._paths.memory_dir / f"{template_id}.mem"
-        if warm_loader is None:
+        # A delta maps the source's own memory file; a full copy gets a new one.
+        mem = Path(source.mem_path) if base else self._paths.memory_dir / f"{template_id}.mem"
+        if base is None and warm_loader is None:
             memfile.prepare(mem, source.mem_mib)
         # Step: child rows (undo: every child's VM, files and row).
         children: list[SandboxRecord] = []
@@ -181,7 +216,7 @@ class Forks:
             phase=TemplatePhase.BUILDING, mem_path=str(mem), state_path="",
             disk_path=source.disk_path, created_at=time.time(), source_sandbox=source.id,
             name=snapshot_name, boot=dict(source.boot),
-            parent_id=source.disk_base or source.template_id or None,
+            parent_id=source.disk_base or source.template_id or None, mem_base=base,
         )  # fmt: skip
         self._store.insert_template(placeholder)
         ready = False
@@ -196,7 +231,7 @@ class Forks:
         # freezes; their memory maps the file the loader is about to fill.
         starting = (
             None
-            if warm_loader is not None
+            if warm_loader is not None or base is not None
             else asyncio.create_task(
                 capture.start_loader(
                     self._paths, self._accel, source, self._networks.for_loader(), template_id
@@ -214,7 +249,7 @@ class Forks:
             for child, disk in zip(children, child_disks, strict=True)
         ]
         if source.mem_path in self._frozen_memory():
-            launches.append(self._holes.fill(source.mem_path))
+            launches.append(self._map_in_source_memory(source, vm))
         results = await asyncio.gather(*launches, return_exceptions=True)
         if starting is not None:
             loader_box.append(await starting)
@@ -232,18 +267,22 @@ class Forks:
             if source.phase is Phase.PAUSED:
                 self._vms.set_phase(source, Phase.RUNNING)
 
-        loader = loader_box.pop()
-        captured = await capture.capture(
-            paths=self._paths, loader=loader, source=source, source_vm=vm,
-            name=snapshot_name, on_paused=paused, on_resumed=resumed,
-        )  # fmt: skip
+        if base is not None:
+            captured = await self._capture_delta(source, vm, template_id, base, snapshot_name,
+                                                 paused, resumed)  # fmt: skip
+        else:
+            captured = await capture.capture(
+                paths=self._paths, loader=loader_box.pop(), source=source, source_vm=vm,
+                name=snapshot_name, on_paused=paused, on_resumed=resumed,
+            )  # fmt: skip
         # Step: the template is ready (its undo no longer applies).
         template = captured.template
         self._store.delete_template(template_id)
         self._store.insert_template(template)
         ready = True
         crashpoints.reached("capture.template_ready")
-        mem.chmod(0o400)
+        if base is None:
+            mem.chmod(0o400)
         # Step: the children restore from it.
         done = await asyncio.gather(
             *(self._restore_child(c, captured) for c in children), return_exceptions=True
@@ -252,7 +291,62 @@ class Forks:
             if isinstance(outcome, BaseException):
                 raise outcome
         crashpoints.reached("capture.children_restored")
-        return Forked(source, template, list(children), captured.paused_ms)
+        memory = "full" if base is None else "delta"
+        return Forked(source, template, list(children), captured.paused_ms, memory)
+
+    def _delta_base(self, source: SandboxRecord, vm: Vm, children: int, layout: str) -> str | None:
+        """The template whose memory file a delta capture of source maps, or None for a full
+        copy. A delta costs each child the source's private pages; a full copy costs one new
+        file shared by all (what the source's file holds, plus those pages)."""
+        template = self._store.get_template(source.template_id) if source.template_id else None
+        possible = (
+            template is not None
+            and template.phase is TemplatePhase.READY
+            and template.mem_path == source.mem_path  # a cold-booted sandbox owns its file
+        )
+        if layout == "delta" and not possible:
+            raise GroveError(
+                "delta_unavailable",
+                f"sandbox {source.id} was booted cold and its memory file is its own, so a fork "
+                "of it cannot be a delta over a template",
+                "fork it with --memory full (or auto)",
+            )
+        if layout == "full" or self._delta_unsupported or template is None or not possible:
+            return None
+        if layout == "delta":
+            return template.memory_owner
+        private = pagemap.private_pages(vm.pid, source.mem_path, source.mem_mib << 8).count(1)
+        delta_cost = children * private * pagemap.PAGE_SIZE
+        full_cost = self._holes.used_bytes(source.mem_path) + private * pagemap.PAGE_SIZE
+        log.info("fork of %s into %d: delta %.0f MiB vs full copy %.0f MiB", source.id,
+                 children, delta_cost / 2**20, full_cost / 2**20)  # fmt: skip
+        return template.memory_owner if delta_cost <= full_cost else None
+
+    async def _capture_delta(
+        self,
+        source: SandboxRecord,
+        vm: Vm,
+        template_id: str,
+        base: str,
+        snapshot_name: str | None,
+        paused: Callable[[Path], None],
+        resumed: Callable[[], None],
+    ) -> capture.Captured:
+        try:
+            return await capture.capture_delta(
+                paths=self._paths, template_id=template_id, source=source, source_vm=vm,
+                mem_base=base, name=snapshot_name, on_paused=paused, on_resumed=resumed,
+            )  # fmt: skip
+        except delta.StreamError as exc:
+            # Not a stream this engine can reduce (another QEMU?): full copies from now on.
+            self._delta_unsupported = True
+            log.error("delta capture of %s failed (%s): forks copy memory in full", source.id,
+                      exc)  # fmt: skip
+            raise GroveError(
+                "fork_failed",
+                f"could not reduce {source.id}'s memory stream to a delta: {exc}",
+                "fork again: this engine now copies memory in full (GROVE_FORK_MEMORY=full)",
+            ) from exc
 
     async def _restore_child(self, child: SandboxRecord, captured: capture.Captured) -> None:
         vm = self._vms.vm(child.id)
@@ -317,3 +411,8 @@ async def _sync_guest(vm: Vm) -> None:
         return
     with contextlib.suppress(AgentError, OSError, TimeoutError):
         await vm.agent.run(["sync"], timeout_s=30)
+
+
+def default_layout() -> str:
+    """The engine's layout when a fork names none (GROVE_FORK_MEMORY, default auto)."""
+    return os.environ.get("GROVE_FORK_MEMORY", "") or "auto"

@@ -150,9 +150,11 @@ class Sandboxes:
         name_prefix: str = "",
         allow_secrets: bool = False,
         network: str = "",
+        memory: str = "",
     ) -> Forked:
-        """network: the children's policy; empty: each inherits the source's."""
-        return await self._forks.fork(ref, replicas, name_prefix, allow_secrets, network)
+        """network: the children's policy; empty: each inherits the source's. memory: the
+        layout (engine.fork.transaction.LAYOUTS); empty: the engine's default."""
+        return await self._forks.fork(ref, replicas, name_prefix, allow_secrets, network, memory)
 
     # network
 
@@ -220,4 +222,4 @@ class Sandboxes:
         await ownership.reap(self._paths, ownership.claims(self._store, set()))
         await self._networks.close()
         ready = [t for t in self._store.list_templates() if t.phase is TemplatePhase.READY]
-        await self._holes.dig_now([t.mem_path for t in ready])
+        await self._holes.dig_now(sorted({t.mem_path for t in ready}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from engine.config import Paths
@@ -64,9 +65,9 @@ class Recovery:
         # making or removing one leaves its slot row).
         await self._networks.reconcile()
         # Holes a fork filled in a template file are given back even if the engine died first.
-        for template in self._store.list_templates():
-            if template.phase is TemplatePhase.READY:
-                self._holes.dig_later(template.mem_path, delay=0.0)
+        for mem_path in {t.mem_path for t in self._store.list_templates()
+                         if t.phase is TemplatePhase.READY}:  # fmt: skip
+            self._holes.dig_later(mem_path, delay=0.0)
 
     async def _recover_one(self, record: SandboxRecord) -> None:
         if record.phase is Phase.CREATING:
@@ -168,9 +169,14 @@ class Recovery:
         for template in self._store.list_templates():
             if template.phase is not TemplatePhase.BUILDING:
                 continue
+            self._store.update_template(template.id, phase=TemplatePhase.FAILED, name=None)
+            if template.mem_base is not None:
+                # A delta had no loader and no file of its own: its base's file is in use.
+                shutil.rmtree(self._paths.template_dir(template.id), ignore_errors=True)
+                log.info("reaped unfinished delta template %s", template.id)
+                continue
             for pid in cmdline.pids_using(template.mem_path):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
-            self._store.update_template(template.id, phase=TemplatePhase.FAILED, name=None)
             Path(template.mem_path).unlink(missing_ok=True)
             log.info("reaped unfinished template %s", template.id)

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Schema 2: typed sandbox fields that schema 1 kept in the JSON column `extra`.
 _SANDBOX_FIELDS_V2 = {
@@ -26,6 +26,9 @@ _SANDBOX_FIELDS_V2 = {
     # Schema 3: the sandbox's network policy (engine.net.policy), as text.
     "network": "TEXT NOT NULL DEFAULT 'published'",
 }
+
+# Schema 4: a delta snapshot maps another template's memory file (TemplateRecord.mem_base).
+_TEMPLATE_FIELDS_V4 = {"mem_base": "TEXT"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +48,8 @@ CREATE TABLE IF NOT EXISTS templates (
     name TEXT,
     boot TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    error TEXT NOT NULL DEFAULT ''
+    error TEXT NOT NULL DEFAULT '',
+    mem_base TEXT
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
@@ -126,6 +130,10 @@ class Store:
                         f"UPDATE sandboxes SET {column} = {source} "
                         f"WHERE json_extract(extra, '$.{column}') IS NOT NULL"
                     )
+            have = {row["name"] for row in db.execute("PRAGMA table_info(templates)")}
+            for column, decl in _TEMPLATE_FIELDS_V4.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE templates ADD COLUMN {column} {decl}")
             db.execute(
                 "INSERT INTO meta(key, value) VALUES('schema', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -87,6 +87,14 @@ class TemplateRecord:
     name: str | None = None
     boot: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    # A delta snapshot maps the memory file of the template with this id (its own state
+    # holds only the pages that differ); None: mem_path is this template's own file.
+    mem_base: str | None = None
+
+    @property
+    def memory_owner(self) -> str:
+        """The id of the template whose memory file this one maps."""
+        return self.mem_base or self.id
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

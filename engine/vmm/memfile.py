@@ -13,6 +13,14 @@ def prepare(path: Path, mem_mib: int) -> None:
         f.truncate(mem_mib << 20)
 
 
+def allocated(path: Path) -> int:
+    """Bytes of the file that hold pages (its holes hold none)."""
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
 async def fill(path: Path) -> None:
     """Allocate a file's holes in one call ahead of a full-RAM copy that reads or writes every
     page (faulting 128k pages in one by one is several times slower on a nested host)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import itertools
 import json
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +111,10 @@ class Qmp:
             self._waiters.append((matches, future))
         return future
 
-    async def execute(self, command: str, timeout: float = 30.0, **arguments: Any) -> Any:
+    async def execute(
+        self, command: str, timeout: float = 30.0, fd: int | None = None, **arguments: Any
+    ) -> Any:
+        """Run a QMP command; fd: a file descriptor handed to QEMU with it (for getfd)."""
         if self.closed.is_set():
             raise QmpError("qmp_closed", "QEMU monitor closed", "the VM process exited")
         ident = next(self._ids)
@@ -117,8 +123,12 @@ class Qmp:
         message: dict[str, Any] = {"execute": command, "id": ident}
         if arguments:
             message["arguments"] = arguments
-        self._writer.write(json.dumps(message).encode() + b"\n")
-        await self._writer.drain()
+        data = json.dumps(message).encode() + b"\n"
+        if fd is None:
+            self._writer.write(data)
+            await self._writer.drain()
+        else:
+            await self._send_with_fd(data, fd)
         reply = await asyncio.wait_for(future, timeout)
         if "error" in reply:
             raise QmpError(
@@ -127,6 +137,26 @@ class Qmp:
                 "see the sandbox's qemu.log",
             )
         return reply.get("return")
+
+    async def _send_with_fd(self, data: bytes, fd: int) -> None:
+        # SCM_RIGHTS needs sendmsg on the socket itself; the stream's buffer is drained first
+        # so the message keeps its place among the others.
+        await self._writer.drain()
+        transport_socket = self._writer.get_extra_info("socket")
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+        # A duplicate shares the connection (and its non-blocking mode, which stays as is).
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            for _ in range(1000):
+                try:
+                    sent = sock.sendmsg([data], rights)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            else:
+                raise QmpError("qmp_busy", "QEMU's monitor did not take a command", "retry")
+            if sent < len(data):  # the fd went with the first byte; the rest as usual
+                self._writer.write(data[sent:])
+                await self._writer.drain()
 
     async def wait_migration(self, timeout: float = 60.0) -> None:
         """Wait for this VM's migration to end: completed returns, failed or cancelled raises

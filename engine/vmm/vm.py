@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,15 @@ class Vm:
         )
         await self.qmp.execute("migrate", uri=uri)
         await self.qmp.wait_migration()
+
+    async def migrate_to_file(self, path: Path, ignore_shared: bool) -> None:
+        """Migrate into a new file that QEMU writes itself (fd: migration: no pipe, no cat)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            await self.qmp.execute("getfd", fd=fd, fdname="grove-migration")
+        finally:
+            os.close(fd)  # QEMU holds its own copy now
+        await self.migrate_out("fd:grove-migration", ignore_shared)
 
     async def migrate_in(self, uri: str, ignore_shared: bool) -> None:
         await self.qmp.execute(
