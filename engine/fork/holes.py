@@ -31,6 +31,9 @@ class Holes:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._digging: dict[str, asyncio.Task[None]] = {}
         self._used: dict[str, int] = {}  # bytes a file holds once dug, while it is filled
+        # The holes a fill allocated (still zero: the file is frozen), punched again by offset
+        # when the fork is done: no second read of the whole file.
+        self._filled: dict[str, list[tuple[int, int]]] = {}
 
     async def fill(self, path: str) -> None:
         timer = self._timers.pop(path, None)
@@ -40,8 +43,9 @@ class Holes:
         if digging is not None:  # let it finish, or the pause faults in what it just freed
             with contextlib.suppress(Exception):
                 await digging
-        elif timer is None:  # not filled by an earlier fork: what it holds now is its use
+        if timer is None:  # not filled by an earlier fork: what it holds now is its use
             self._used[path] = memfile.allocated(Path(path))
+            self._filled[path] = memfile.holes(Path(path))
         await memfile.fill(Path(path))
 
     def used_bytes(self, path: str) -> int:
@@ -57,7 +61,12 @@ class Holes:
 
         def dig() -> None:
             self._timers.pop(path, None)
-            task = asyncio.create_task(memfile.dig(Path(path)))
+            filled = self._filled.pop(path, None)
+            task = asyncio.create_task(
+                memfile.dig(Path(path))
+                if filled is None
+                else asyncio.to_thread(memfile.punch, Path(path), filled)
+            )
             self._digging[path] = task
             task.add_done_callback(lambda _t: self._digging.pop(path, None))
 
@@ -69,5 +78,6 @@ class Holes:
             timer.cancel()
         self._timers.clear()
         await asyncio.gather(*self._digging.values(), return_exceptions=True)
+        self._filled.clear()
         for path in paths:
             await memfile.dig(Path(path))

@@ -1,10 +1,11 @@
 """Warm fork loaders: a paused QEMU already listening for a source's memory.
 
-After a sandbox of some size has been forked once, one loader for that size waits for the next
-fork, so a fork only pays for the pause and the restores. A waiting loader has its memory
-file already allocated (it holds the guest's memory size in host RAM) and runs at idle
-priority.
-GROVE_WARM_LOADERS=0 turns this off.
+With GROVE_WARM_LOADERS=1, after a sandbox of some size has been forked as a full copy once,
+one loader for that size waits for the next full copy, so it only pays for the pause and the
+restores. A waiting loader has its memory file already allocated (it holds the guest's memory
+size in host RAM, for as long as it waits) and runs at idle priority. Off by default: most
+forks are deltas, which need no loader, and a full copy starts its loader while its children
+start, before the pause.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class LoaderPool:
         self._networks = networks
         self._paths = paths
         self._accel = accel
-        self.enabled = os.environ.get("GROVE_WARM_LOADERS", "1") != "0"
+        self.enabled = os.environ.get("GROVE_WARM_LOADERS", "0") == "1"
         self._ready: dict[Key, capture.Loader] = {}
         self._filling: dict[Key, asyncio.Task[None]] = {}
 

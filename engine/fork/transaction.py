@@ -4,8 +4,9 @@ A capture with N children (N = 0 for a named snapshot): the memory layout chosen
 the source's own memory file, or a full copy into a new one: see capture.py); child rows; a
 placeholder template row; for a full copy a loader; child QEMUs waiting for state (started while
 the source still runs); the source's template holes filled and its pages mapped in; the capture
-itself (the source's short pause); the template made ready; the children restored. A failure at any step runs the undos of the steps done, newest first,
-and leaves the source running. A crash between steps is for recovery (see crashpoints.POINTS).
+itself (the source's short pause); the template made ready; the children restored. A failure
+at any step runs the undos of the steps done, newest first, and leaves the source running. A
+crash between steps is for recovery (see crashpoints.POINTS).
 """
 
 from __future__ import annotations
@@ -151,8 +152,7 @@ class Forks:
                     undo, source, vm, replicas, name_prefix, snapshot_name, child_network,
                     layout or default_layout(),
                 )  # fmt: skip
-                undo.pop_all()  # done: nothing to undo
-            self._dig_source_template(source.mem_path)
+                undo.pop_all()  # done: nothing to undo (the source's template is dug)
         template = forked.template
         if template.mem_base is None:
             self._loaders.refill(source)  # the next full copy of this size finds one waiting
@@ -275,6 +275,9 @@ class Forks:
                 paths=self._paths, loader=loader_box.pop(), source=source, source_vm=vm,
                 name=snapshot_name, on_paused=paused, on_resumed=resumed,
             )  # fmt: skip
+        # The source's template gives back what the fill allocated at once, while the children
+        # restore: for that second it held the guest's whole memory size.
+        self._dig_source_template(source.mem_path)
         # Step: the template is ready (its undo no longer applies).
         template = captured.template
         self._store.delete_template(template_id)
