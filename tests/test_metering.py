@@ -418,8 +418,8 @@ def family(grove: Grove) -> Iterator[list[str]]:
             assert isinstance(reply, dict)
             siblings = [c["id"] for c in reply["children"]]
             made += siblings
-            # The engine gives the copy's zero pages back once forking is idle (1 s here): the
-            # template files the family maps have holes again.
+            # The engine gives a fork's filled zero pages back right after it: the template
+            # files the family maps have holes again.
             wait_for(lambda: allocation(mapped_memory_files(grove, made)), 120,
                      "the family's memory files to be given their zero pages back",
                      ready=have_holes)  # fmt: skip
