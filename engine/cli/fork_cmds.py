@@ -68,7 +68,7 @@ def fork(ctx: Context) -> int:
 def _fork_call(ctx: Context, a: Any, network: str = "") -> ForkResult:
     return ctx.client.fork(a.id, replicas=a.replicas, name_prefix=a.name or "",
                            allow_secrets=a.allow_secrets, network=network,
-                           memory=getattr(a, "memory", ""))  # fmt: skip
+                           memory=a.memory)  # fmt: skip
 
 
 def _print_fork(ctx: Context, reply: ForkResult) -> int:

@@ -110,7 +110,7 @@ class Forks:
         # Validated before anything starts; empty: every child inherits the source's policy.
         child_network = str(self._networks.policy_of(network)) if network else ""
         return await self._capture(
-            ref, replicas, name_prefix, None, allow_secrets, child_network, layout
+            ref, replicas, name_prefix, None, allow_secrets, child_network, layout=layout
         )
 
     async def snapshot(self, ref: str, name: str) -> TemplateRecord:
@@ -121,7 +121,8 @@ class Forks:
                 f"a snapshot named '{name}' already exists",
                 "choose another name or remove it with 'grove snapshot rm NAME'",
             )
-        return (await self._capture(ref, 0, "", name, allow_secrets=True)).template
+        captured = await self._capture(ref, 0, "", name, True, layout=default_layout())
+        return captured.template
 
     async def _capture(
         self,
@@ -131,7 +132,8 @@ class Forks:
         snapshot_name: str | None,
         allow_secrets: bool,
         child_network: str = "",
-        layout: str = "",
+        *,
+        layout: str,
     ) -> Forked:
         source = self._vms.get(ref)
         if source.secrets and not allow_secrets:
@@ -149,9 +151,8 @@ class Forks:
                 # Whatever happens, the source's template gives back what the fork filled.
                 undo.callback(self._dig_source_template, source.mem_path)
                 forked = await self._steps(
-                    undo, source, vm, replicas, name_prefix, snapshot_name, child_network,
-                    layout or default_layout(),
-                )  # fmt: skip
+                    undo, source, vm, replicas, name_prefix, snapshot_name, child_network, layout
+                )
                 undo.pop_all()  # done: nothing to undo (the source's template is dug)
         template = forked.template
         if template.mem_base is None:
