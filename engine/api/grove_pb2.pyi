@@ -333,6 +333,7 @@ class CreateSandboxRequest(_message.Message):
     SECRETS_FIELD_NUMBER: _builtins.int
     FROM_SNAPSHOT_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    TTL_S_FIELD_NUMBER: _builtins.int
     environment: _builtins.str
     name: _builtins.str
     vcpus: _builtins.int
@@ -342,6 +343,8 @@ class CreateSandboxRequest(_message.Message):
     from_snapshot: _builtins.str
     network: _builtins.str
     """off | published | egress | allow=HOST[:PORT],...; empty = the engine's default"""
+    ttl_s: _builtins.float
+    """Seconds it may live; unset: the engine's default (GROVE_DEFAULT_TTL), 0: no limit."""
     @_builtins.property
     def secrets(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -354,12 +357,15 @@ class CreateSandboxRequest(_message.Message):
         secrets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         from_snapshot: _builtins.str = ...,
         network: _builtins.str = ...,
+        ttl_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s", "ttl_s", b"ttl_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "from_snapshot", b"from_snapshot", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "secrets", b"secrets", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s", "environment", b"environment", "from_snapshot", b"from_snapshot", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "secrets", b"secrets", "ttl_s", b"ttl_s", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__ttl_s: _TypeAlias = _typing.Literal["ttl_s"]  # noqa: Y015
+    _WhichOneofArgType__ttl_s: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_s) -> _WhichOneofReturnType__ttl_s | None: ...
 
 Global___CreateSandboxRequest: _TypeAlias = CreateSandboxRequest  # noqa: Y015
 
@@ -382,6 +388,8 @@ class Sandbox(_message.Message):
     HAS_SECRETS_FIELD_NUMBER: _builtins.int
     CREATE_MS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SECRET_NAMES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     environment: _builtins.str
@@ -398,6 +406,12 @@ class Sandbox(_message.Message):
     create_ms: _builtins.float
     network: _builtins.str
     """its network policy"""
+    expires_at: _builtins.float
+    """unix time the reaper terminates it; 0 = never"""
+    @_builtins.property
+    def secret_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the names of its secrets (never their values)"""
+
     def __init__(
         self,
         *,
@@ -416,10 +430,12 @@ class Sandbox(_message.Message):
         has_secrets: _builtins.bool = ...,
         create_ms: _builtins.float = ...,
         network: _builtins.str = ...,
+        expires_at: _builtins.float = ...,
+        secret_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_ms", b"create_ms", "created_at", b"created_at", "environment", b"environment", "error", b"error", "has_secrets", b"has_secrets", "id", b"id", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "parent_id", b"parent_id", "phase", b"phase", "pid", b"pid", "template_id", b"template_id", "updated_at", b"updated_at", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_ms", b"create_ms", "created_at", b"created_at", "environment", b"environment", "error", b"error", "expires_at", b"expires_at", "has_secrets", b"has_secrets", "id", b"id", "mem_mib", b"mem_mib", "name", b"name", "network", b"network", "parent_id", b"parent_id", "phase", b"phase", "pid", b"pid", "secret_names", b"secret_names", "template_id", b"template_id", "updated_at", b"updated_at", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -443,6 +459,33 @@ class SandboxRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SandboxRef: _TypeAlias = SandboxRef  # noqa: Y015
+
+@_typing.final
+class TtlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    TTL_S_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    sandbox: _builtins.str
+    ttl_s: _builtins.float
+    """from now; > 0"""
+    clear: _builtins.bool
+    """no limit (ttl_s is then ignored)"""
+    def __init__(
+        self,
+        *,
+        sandbox: _builtins.str = ...,
+        ttl_s: _builtins.float = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear", b"clear", "sandbox", b"sandbox", "ttl_s", b"ttl_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TtlRequest: _TypeAlias = TtlRequest  # noqa: Y015
 
 @_typing.final
 class ListSandboxesRequest(_message.Message):
@@ -623,6 +666,7 @@ class ExecStart(_message.Message):
     CWD_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     cwd: _builtins.str
     timeout_s: _builtins.float
@@ -632,6 +676,10 @@ class ExecStart(_message.Message):
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def secret_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Secrets this call gets as variables: NAME or NAME=VARIABLE (no secret is otherwise set)."""
+
     def __init__(
         self,
         *,
@@ -641,10 +689,11 @@ class ExecStart(_message.Message):
         cwd: _builtins.str = ...,
         timeout_s: _builtins.float = ...,
         stdin: _builtins.bool = ...,
+        secret_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "sandbox", b"sandbox", "stdin", b"stdin", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "sandbox", b"sandbox", "secret_env", b"secret_env", "stdin", b"stdin", "timeout_s", b"timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -891,6 +940,7 @@ class ForkRequest(_message.Message):
     ALLOW_SECRETS_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    TTL_S_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     replicas: _builtins.int
     name_prefix: _builtins.str
@@ -899,6 +949,8 @@ class ForkRequest(_message.Message):
     """the children's policy; empty = each inherits the source's"""
     memory: _builtins.str
     """the memory layout: "" or "auto" (the engine picks), "delta", "full" """
+    ttl_s: _builtins.float
+    """the children's TTL; unset: the engine's default, 0: none"""
     def __init__(
         self,
         *,
@@ -908,12 +960,15 @@ class ForkRequest(_message.Message):
         allow_secrets: _builtins.bool = ...,
         network: _builtins.str = ...,
         memory: _builtins.str = ...,
+        ttl_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s", "ttl_s", b"ttl_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "memory", b"memory", "name_prefix", b"name_prefix", "network", b"network", "replicas", b"replicas", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s", "allow_secrets", b"allow_secrets", "memory", b"memory", "name_prefix", b"name_prefix", "network", b"network", "replicas", b"replicas", "sandbox", b"sandbox", "ttl_s", b"ttl_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__ttl_s: _TypeAlias = _typing.Literal["ttl_s"]  # noqa: Y015
+    _WhichOneofArgType__ttl_s: _TypeAlias = _typing.Literal["_ttl_s", b"_ttl_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_s) -> _WhichOneofReturnType__ttl_s | None: ...
 
 Global___ForkRequest: _TypeAlias = ForkRequest  # noqa: Y015
 
@@ -956,17 +1011,21 @@ class SnapshotRequest(_message.Message):
 
     SANDBOX_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    ALLOW_SECRETS_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     name: _builtins.str
+    allow_secrets: _builtins.bool
+    """a sandbox with secrets is snapshotted only when allowed"""
     def __init__(
         self,
         *,
         sandbox: _builtins.str = ...,
         name: _builtins.str = ...,
+        allow_secrets: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1001,6 +1060,7 @@ class Snapshot(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DEPENDENTS_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SECRET_NAMES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     id: _builtins.str
     source: _builtins.str
@@ -1008,6 +1068,10 @@ class Snapshot(_message.Message):
     environment: _builtins.str
     @_builtins.property
     def dependents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def secret_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the secrets its memory holds (sandboxes from it get them)"""
+
     def __init__(
         self,
         *,
@@ -1017,10 +1081,11 @@ class Snapshot(_message.Message):
         created_at: _builtins.float = ...,
         dependents: _abc.Iterable[_builtins.str] | None = ...,
         environment: _builtins.str = ...,
+        secret_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dependents", b"dependents", "environment", b"environment", "id", b"id", "name", b"name", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dependents", b"dependents", "environment", b"environment", "id", b"id", "name", b"name", "secret_names", b"secret_names", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1547,6 +1612,7 @@ class ShellOpenRequest(_message.Message):
     SHELL_FIELD_NUMBER: _builtins.int
     TERM_FIELD_NUMBER: _builtins.int
     NO_REPLAY_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     shell_id: _builtins.str
     """set: attach to this shell instead of opening one"""
@@ -1561,6 +1627,10 @@ class ShellOpenRequest(_message.Message):
     """TERM in the guest; empty = xterm-256color"""
     no_replay: _builtins.bool
     """attach: skip the scrollback, show only new output"""
+    @_builtins.property
+    def secret_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """open: secrets as variables, NAME or NAME=VARIABLE"""
+
     def __init__(
         self,
         *,
@@ -1572,10 +1642,11 @@ class ShellOpenRequest(_message.Message):
         shell: _builtins.str = ...,
         term: _builtins.str = ...,
         no_replay: _builtins.bool = ...,
+        secret_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "cwd", b"cwd", "no_replay", b"no_replay", "rows", b"rows", "sandbox", b"sandbox", "shell", b"shell", "shell_id", b"shell_id", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "cwd", b"cwd", "no_replay", b"no_replay", "rows", b"rows", "sandbox", b"sandbox", "secret_env", b"secret_env", "shell", b"shell", "shell_id", b"shell_id", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2002,6 +2073,7 @@ class ServiceStartRequest(_message.Message):
     READY_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     RESTART_FIELD_NUMBER: _builtins.int
     PUBLISH_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     name: _builtins.str
     cwd: _builtins.str
@@ -2019,6 +2091,10 @@ class ServiceStartRequest(_message.Message):
     def ready(self) -> Global___ReadyProbe: ...
     @_builtins.property
     def publish(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortPublish]: ...
+    @_builtins.property
+    def secret_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """secrets as variables, NAME or NAME=VARIABLE"""
+
     def __init__(
         self,
         *,
@@ -2032,10 +2108,11 @@ class ServiceStartRequest(_message.Message):
         ready_interval_ms: _builtins.int = ...,
         restart: _builtins.str = ...,
         publish: _abc.Iterable[Global___PortPublish] | None = ...,
+        secret_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "name", b"name", "publish", b"publish", "ready", b"ready", "ready_interval_ms", b"ready_interval_ms", "ready_timeout_s", b"ready_timeout_s", "restart", b"restart", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cwd", b"cwd", "env", b"env", "name", b"name", "publish", b"publish", "ready", b"ready", "ready_interval_ms", b"ready_interval_ms", "ready_timeout_s", b"ready_timeout_s", "restart", b"restart", "sandbox", b"sandbox", "secret_env", b"secret_env"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -94,6 +94,11 @@ class EngineStub:
                 request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
                 response_deserializer=engine_dot_api_dot_grove__pb2.Sandbox.FromString,
                 _registered_method=True)
+        self.SetTtl = channel.unary_unary(
+                '/grove.v1.Engine/SetTtl',
+                request_serializer=engine_dot_api_dot_grove__pb2.TtlRequest.SerializeToString,
+                response_deserializer=engine_dot_api_dot_grove__pb2.Sandbox.FromString,
+                _registered_method=True)
         self.PingAgent = channel.unary_unary(
                 '/grove.v1.Engine/PingAgent',
                 request_serializer=engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
@@ -341,6 +346,12 @@ class EngineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TerminateSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTtl(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -634,6 +645,11 @@ def add_EngineServicer_to_server(servicer, server):
             'TerminateSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.TerminateSandbox,
                     request_deserializer=engine_dot_api_dot_grove__pb2.SandboxRef.FromString,
+                    response_serializer=engine_dot_api_dot_grove__pb2.Sandbox.SerializeToString,
+            ),
+            'SetTtl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTtl,
+                    request_deserializer=engine_dot_api_dot_grove__pb2.TtlRequest.FromString,
                     response_serializer=engine_dot_api_dot_grove__pb2.Sandbox.SerializeToString,
             ),
             'PingAgent': grpc.unary_unary_rpc_method_handler(
@@ -1135,6 +1151,33 @@ class Engine:
             target,
             '/grove.v1.Engine/TerminateSandbox',
             engine_dot_api_dot_grove__pb2.SandboxRef.SerializeToString,
+            engine_dot_api_dot_grove__pb2.Sandbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTtl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grove.v1.Engine/SetTtl',
+            engine_dot_api_dot_grove__pb2.TtlRequest.SerializeToString,
             engine_dot_api_dot_grove__pb2.Sandbox.FromString,
             options,
             channel_credentials,

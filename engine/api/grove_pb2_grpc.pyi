@@ -45,6 +45,7 @@ class EngineStub:
     StopSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]
     StartSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]
     TerminateSandbox: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]
+    SetTtl: _grpc.UnaryUnaryMultiCallable[_grove_pb2.TtlRequest, _grove_pb2.Sandbox]
     PingAgent: _grpc.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.PingReply]
     SandboxNetwork: _grpc.UnaryUnaryMultiCallable[_grove_pb2.NetworkRequest, _grove_pb2.NetworkInfo]
     """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live)."""
@@ -116,6 +117,7 @@ class EngineAsyncStub(EngineStub):
     StopSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]  # type: ignore[assignment]
     StartSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]  # type: ignore[assignment]
     TerminateSandbox: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.Sandbox]  # type: ignore[assignment]
+    SetTtl: _aio.UnaryUnaryMultiCallable[_grove_pb2.TtlRequest, _grove_pb2.Sandbox]  # type: ignore[assignment]
     PingAgent: _aio.UnaryUnaryMultiCallable[_grove_pb2.SandboxRef, _grove_pb2.PingReply]  # type: ignore[assignment]
     SandboxNetwork: _aio.UnaryUnaryMultiCallable[_grove_pb2.NetworkRequest, _grove_pb2.NetworkInfo]  # type: ignore[assignment]
     """A sandbox's network: its policy, addresses and traffic; with a policy, change it (live)."""
@@ -254,6 +256,13 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
     def TerminateSandbox(
         self,
         request: _grove_pb2.SandboxRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grove_pb2.Sandbox, _abc.Awaitable[_grove_pb2.Sandbox]]: ...
+
+    @_abc_1.abstractmethod
+    def SetTtl(
+        self,
+        request: _grove_pb2.TtlRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_grove_pb2.Sandbox, _abc.Awaitable[_grove_pb2.Sandbox]]: ...
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.store.records import EventRecord, SandboxRecord, TemplateRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Schema 2: typed sandbox fields that schema 1 kept in the JSON column `extra`.
 _SANDBOX_FIELDS_V2 = {
@@ -25,10 +25,18 @@ _SANDBOX_FIELDS_V2 = {
     "reset_to": "TEXT",
     # Schema 3: the sandbox's network policy (engine.net.policy), as text.
     "network": "TEXT NOT NULL DEFAULT 'published'",
+    # Schema 5: when the reaper terminates it (unix time; NULL: never), and its secrets'
+    # names with salted hashes (engine.secrets.vault; values never enter the database).
+    "expires_at": "REAL",
+    "secret_digests": "TEXT NOT NULL DEFAULT '{}'",
 }
 
 # Schema 4: a delta snapshot maps another template's memory file (TemplateRecord.mem_base).
-_TEMPLATE_FIELDS_V4 = {"mem_base": "TEXT"}
+_TEMPLATE_FIELDS_V4 = {
+    "mem_base": "TEXT",
+    # Schema 5: the secrets a snapshot's memory holds (names with salted hashes).
+    "secret_digests": "TEXT NOT NULL DEFAULT '{}'",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +57,8 @@ CREATE TABLE IF NOT EXISTS templates (
     boot TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
     error TEXT NOT NULL DEFAULT '',
-    mem_base TEXT
+    mem_base TEXT,
+    secret_digests TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
@@ -75,7 +84,9 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     image_hash TEXT NOT NULL DEFAULT '',
     create_ms REAL NOT NULL DEFAULT 0,
     reset_to TEXT,
-    network TEXT NOT NULL DEFAULT 'published'
+    network TEXT NOT NULL DEFAULT 'published',
+    expires_at REAL,
+    secret_digests TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS sandboxes_phase ON sandboxes(phase);
 -- Names are unique among sandboxes that exist; a terminated one frees its name.
@@ -173,6 +184,8 @@ class Store:
         fields["updated_at"] = time.time()
         if "boot" in fields and not isinstance(fields["boot"], str):
             fields["boot"] = json.dumps(fields["boot"])
+        if "secret_digests" in fields:
+            fields["secret_digests"] = json.dumps(fields["secret_digests"])
         if "phase" in fields:
             fields["phase"] = str(fields["phase"])
         assigns = ", ".join(f"{key} = ?" for key in fields)
@@ -223,6 +236,8 @@ class Store:
             db.execute(f"INSERT INTO templates({cols}) VALUES({marks})", tuple(row.values()))
 
     def update_template(self, template_id: str, **fields: Any) -> None:
+        if "secret_digests" in fields:
+            fields["secret_digests"] = json.dumps(fields["secret_digests"])
         if "phase" in fields:
             fields["phase"] = str(fields["phase"])
         assigns = ", ".join(f"{key} = ?" for key in fields)

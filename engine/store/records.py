@@ -49,12 +49,17 @@ class SandboxRecord:
     reset_to: str | None = None
     # Its network policy (engine.net.policy text): children inherit it unless given one.
     network: str = "published"
+    # When the reaper terminates it (unix time); None: never.
+    expires_at: float | None = None
+    # Its secrets: name -> salted hash (engine.secrets.vault); the values are never here.
+    secret_digests: dict[str, str] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["phase"] = str(self.phase)
         row["secrets"] = int(self.secrets)
         row["boot"] = json.dumps(self.boot)
+        row["secret_digests"] = json.dumps(self.secret_digests)
         return row
 
     @classmethod
@@ -64,6 +69,7 @@ class SandboxRecord:
         data["phase"] = Phase(data["phase"])
         data["secrets"] = bool(data["secrets"])
         data["boot"] = json.loads(data["boot"] or "{}")
+        data["secret_digests"] = json.loads(data.get("secret_digests") or "{}")
         return cls(**data)
 
 
@@ -90,6 +96,8 @@ class TemplateRecord:
     # A delta snapshot maps the memory file of the template with this id (its own state
     # holds only the pages that differ); None: mem_path is this template's own file.
     mem_base: str | None = None
+    # The secrets a snapshot's memory holds (name -> salted hash); sandboxes from it get them.
+    secret_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def memory_owner(self) -> str:
@@ -100,6 +108,7 @@ class TemplateRecord:
         row = asdict(self)
         row["phase"] = str(self.phase)
         row["boot"] = json.dumps(self.boot)
+        row["secret_digests"] = json.dumps(self.secret_digests)
         return row
 
     @classmethod
@@ -107,6 +116,7 @@ class TemplateRecord:
         data = dict(row)
         data["phase"] = TemplatePhase(data["phase"])
         data["boot"] = json.loads(data["boot"] or "{}")
+        data["secret_digests"] = json.loads(data.get("secret_digests") or "{}")
         return cls(**data)
 
 
