@@ -16,6 +16,7 @@ from bench import (
     fork,
     foundation,
     idle,
+    mcp,
     metering,
     network,
     remote,
@@ -43,6 +44,7 @@ def main() -> int:
             "density",
             "network",
             "files",
+            "mcp",
         ],
         default=None,
     )
@@ -80,6 +82,8 @@ def main() -> int:
         dashboard = tui.run(client, args.rounds) if args.only in (None, "tui") else []
         fleet_results = fleet.run(client, args.rounds) if args.only in (None, "fleet") else []
         file_results = files.run(client, args.rounds) if args.only in (None, "files") else []
+        if args.only in (None, "mcp"):
+            results += mcp.run(client, args.rounds)
     # Its own two engines (namespaces and user-mode, pools off), after the shared one stopped.
     net_results = (
         network.run(args.image_cache, args.rounds) if args.only in (None, "network") else []

@@ -86,6 +86,11 @@ class Paths:
         return self.home / "memory"
 
     @property
+    def secrets_dir(self) -> Path:
+        """Secret values (engine.secrets.vault) sit beside guest RAM on tmpfs: never on disk."""
+        return self.memory_dir.with_name(self.memory_dir.name + "-secrets")
+
+    @property
     def socket_dir(self) -> Path:
         """Per-VM unix sockets; moved to a short path when the home is too deep for sun_path."""
         run = self.home / "run"

@@ -29,8 +29,12 @@ from engine.images import environments
 from engine.images.catalog import EnvironmentCatalog
 from engine.images.templates import Templates
 from engine.metering.sampler import engine_sampler
+from engine.sandbox import ttl
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
+from engine.secrets.keeper import SecretKeeper
+from engine.secrets.redact import Redactor, install_log_filter
+from engine.secrets.vault import Vault
 from engine.sessions.runtime import GuestSessions
 from engine.store.db import Store
 from engine.vmm import accel as accel_probe
@@ -60,16 +64,21 @@ class Engine:
         self.started_at = time.time()
         self.accel = accel_probe.probe()
         self.store = Store(paths.database)
-        self.events = EventLog(self.store)
+        # One redactor for everything the engine says: events, errors, its log, outputs.
+        self.redactor = Redactor()
+        self.secrets = SecretKeeper(Vault(paths.secrets_dir), self.redactor)
+        self._undo_log_filter = install_log_filter(self.redactor)
+        self.events = EventLog(self.store, self.redactor)
         self.templates = Templates(paths, self.store, self.accel)
         self.sandboxes = Sandboxes(
-            paths, self.store, self.accel, self.templates, self.events, self._load_image
-        )
+            paths, self.store, self.accel, self.templates, self.events, self._load_image,
+            self.secrets,
+        )  # fmt: skip
         self.environments = EnvironmentCatalog(
             paths, self.store, self.templates, self.sandboxes, self.events
         )
         self.meter = engine_sampler(self.sandboxes, meter_interval)
-        self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events)
+        self.sessions = GuestSessions(paths, self.store, self.sandboxes, self.events, self.secrets)
         self.files = LiveFiles(self._agent_of, file_limits.push_limit)
         self.disks = OfflineFiles(
             self.sandboxes.get, self.sandboxes.snapshot_by_name, paths.home / "tmp"
@@ -181,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[logging.FileHandler(paths.log), logging.StreamHandler(sys.stderr)],
     )
+    try:
+        ttl.default_from_env()  # a bad GROVE_DEFAULT_TTL stops the engine now, not mid-create
+    except GroveError as exc:
+        # One line: a CLI whose engine did not start shows the log's last line.
+        log.error("%s; remedy: %s", exc.message, exc.remedy)
+        return 1
     try:
         lock = _lock(paths)
     except GroveError as exc:

@@ -173,6 +173,7 @@ def teardown_grove(grove: Grove) -> None:
         os.kill(qpid, signal.SIGKILL)
     mem_dir = grove.memory_dir()
     shutil.rmtree(mem_dir, ignore_errors=True)
+    shutil.rmtree(mem_dir.with_name(mem_dir.name + "-secrets"), ignore_errors=True)
     net_left = network_leftovers(grove.home)
     remove_network_leftovers(grove.home)
     shutil.rmtree(grove.home, ignore_errors=True)

@@ -50,15 +50,16 @@ def test_sandbox_converts_and_empty_fields_are_none() -> None:
     full = wire.sandbox(pb.Sandbox(
         id="sb-1", name="web", environment="debian:12", phase="running", vcpus=2, mem_mib=256,
         pid=42, created_at=1.5, updated_at=2.5, parent_id="sb-0", template_id="tpl",
-        error="", has_secrets=True, create_ms=12.5,
+        error="", has_secrets=True, create_ms=12.5, expires_at=1800.5,
     ))  # fmt: skip
     assert full == m.Sandbox(
         id="sb-1", name="web", environment="debian:12", phase="running", vcpus=2, mem_mib=256,
         pid=42, parent_id="sb-0", created_at=1.5, updated_at=2.5, template_id="tpl",
-        error=None, has_secrets=True, create_ms=12.5,
+        error=None, has_secrets=True, create_ms=12.5, expires_at=1800.5,
     )  # fmt: skip
     bare = wire.sandbox(pb.Sandbox(id="sb-2", phase="stopped"))
     assert (bare.pid, bare.parent_id, bare.error, bare.create_ms) == (None, None, None, None)
+    assert bare.expires_at is None and bare.to_json()["expires_at"] is None  # 0 on the wire: never
     assert bare.label == "sb-2"
     with pytest.raises(dataclasses.FrozenInstanceError):
         bare.phase = "running"  # type: ignore[misc]

@@ -103,7 +103,8 @@ def claimed(g: Grove) -> tuple[set[str], set[str]]:
             "SELECT id, disk_path, mem_path FROM sandboxes WHERE phase != 'terminated'"
         ).fetchall()
         files = {r[1] for r in rows} | {r[2] for r in rows}
-        files |= {p for t in db.execute("SELECT disk_path, mem_path FROM templates") for p in t}
+        query = "SELECT disk_path, mem_path, state_path FROM templates"
+        files |= {p for t in db.execute(query) for p in t}  # a delta's state is on tmpfs too
     finally:
         db.close()
     return {f for f in files if f}, {r[0] for r in rows}

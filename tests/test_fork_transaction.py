@@ -19,6 +19,9 @@ from engine.fork.transaction import Forks
 from engine.sandbox.events import EventLog
 from engine.sandbox.phase import Phase
 from engine.sandbox.vms import SandboxVms
+from engine.secrets.keeper import SecretKeeper
+from engine.secrets.redact import Redactor
+from engine.secrets.vault import Vault
 from engine.store.db import Store
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm.accel import Accelerator
@@ -124,7 +127,8 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> Worl
     paths.ensure()
     store = Store(paths.database)
     events = EventLog(store)
-    vms = SandboxVms(paths, store, events)
+    keeper = SecretKeeper(Vault(paths.secrets_dir), Redactor())
+    vms = SandboxVms(paths, store, events, keeper)
     now = time.time()
     source = SandboxRecord(
         id="sb-source", name="src", environment="debian:12", phase=Phase.RUNNING, vcpus=1,
@@ -134,11 +138,11 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> Worl
     )  # fmt: skip
     store.insert_sandbox(source)
     nothing = Nothing()
-    collector = Collector(paths, store, nothing, nothing)  # type: ignore[arg-type]
+    collector = Collector(paths, store, nothing, nothing, keeper)  # type: ignore[arg-type]
     world = World(paths, store, vms, None, source, fail_at)  # type: ignore[arg-type]
     world.forks = Forks(
         paths, store, Accelerator("tcg", "test", "absent"), events, vms,
-        FakeRestorer(world), nothing, nothing, collector, nothing,  # type: ignore[arg-type]
+        FakeRestorer(world), nothing, nothing, collector, nothing, keeper,  # type: ignore[arg-type]
     )  # fmt: skip
     vms.hold(source.id, world.vm())  # type: ignore[arg-type]
 

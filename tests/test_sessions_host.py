@@ -24,6 +24,7 @@ from engine.cli.service_cmds import parse_publish as cli_publish
 from engine.cli.service_cmds import parse_since
 from engine.cli.terminal import DetachFilter
 from engine.errors import GroveError
+from engine.secrets.redact import Redactor
 from engine.services import logs as logs_mod
 from engine.services.logs import LineSplitter, ServiceLog
 from engine.services.service import NotReady, Service, ServiceStatus
@@ -253,7 +254,7 @@ async def test_shell_falls_back_when_the_first_choice_is_missing(tmp_path: Path)
 def _shell(client: AgentClient, handle: Any) -> Shell:
     info = ShellInfo("sh-000001", "sb-test", handle.channel, ["bash"], "", 80, 24, "xterm",
                      handle.pid, time.time())  # fmt: skip
-    shell = Shell(info, lambda _shell: None)
+    shell = Shell(info, lambda _shell: None, Redactor())
     shell.bind(client, handle)
     return shell
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from engine.sandbox import ttl
+
 DASH = "-"
+#: The last stretch before a sandbox expires, shown in the theme's warning colour.
+EXPIRY_WARNING_S = 60.0
 
 
 def size(n: int | None) -> str:
@@ -54,6 +58,15 @@ def age(created_at: float, now: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def expires_in(expires_at: float | None, now: float) -> str:
+    """'4m12s' left; 'never' without a TTL (no TTL is not a missing datum: never '-')."""
+    return ttl.remaining(expires_at, now)
+
+
+def expiring_soon(expires_at: float | None, now: float) -> bool:
+    return expires_at is not None and expires_at - now <= EXPIRY_WARNING_S
 
 
 def short_id(sandbox_id: str) -> str:

@@ -58,6 +58,8 @@ class SandboxInfo:
     has_secrets: bool = False
     #: Its network policy: off | published | egress | allow=...; "" when the engine says none.
     network: str = ""
+    #: When the engine's reaper terminates it (unix time); None: never (no TTL).
+    expires_at: float | None = None
 
     @property
     def label(self) -> str:

@@ -56,6 +56,7 @@ RPC_METHODS = {
     "StopSandbox": "stop",
     "StartSandbox": "start",
     "TerminateSandbox": "terminate",
+    "SetTtl": "set_ttl",
     "PingAgent": "ping",
     "SandboxNetwork": "network",
     "Exec": "exec_stream",
@@ -412,9 +413,12 @@ class AsyncGrove(FileMethods):
         secrets: Mapping[str, str] | None = None,
         from_snapshot: str = "",
         network: str = "",
+        ttl_s: float | None = None,
     ) -> m.Sandbox:
         """A running sandbox; vcpus/mem_mib 0 take the engine's defaults, network ''
-        (a policy: off, published, egress or allow=HOST[:PORT],...) the engine's default."""
+        (a policy: off, published, egress or allow=HOST[:PORT],...) the engine's default.
+        ttl_s: seconds until the engine terminates it (None: the engine's default,
+        GROVE_DEFAULT_TTL; 0: no limit)."""
         request = pb.CreateSandboxRequest(
             environment=environment,
             name=name,
@@ -423,6 +427,7 @@ class AsyncGrove(FileMethods):
             secrets=dict(secrets or {}),
             from_snapshot=from_snapshot,
             network=network,
+            ttl_s=ttl_s,
         )
         return wire.sandbox(await self._unary(self._stub.CreateSandbox, request))
 
@@ -445,6 +450,11 @@ class AsyncGrove(FileMethods):
         request = pb.SandboxRef(ref=ref)
         return wire.sandbox(await self._unary(self._stub.TerminateSandbox, request))
 
+    async def set_ttl(self, ref: str, ttl_s: float | None) -> m.Sandbox:
+        """Terminate the sandbox ttl_s seconds from now (> 0); None: never (clears its TTL)."""
+        request = pb.TtlRequest(sandbox=ref, ttl_s=ttl_s or 0.0, clear=ttl_s is None)
+        return wire.sandbox(await self._unary(self._stub.SetTtl, request, QUICK_TIMEOUT))
+
     async def ping(self, ref: str) -> float:
         """The engine<->agent round trip in ms."""
         reply = await self._unary(self._stub.PingAgent, pb.SandboxRef(ref=ref), QUICK_TIMEOUT)
@@ -465,11 +475,13 @@ class AsyncGrove(FileMethods):
         timeout_s: float = 0,
         stdin: bool = False,
         deadline_s: float | None = None,
+        secret_env: Sequence[str] = (),
     ) -> ExecStream:
         """Start a command and return once it runs; with stdin, write() feeds it.
 
         timeout_s is the command's own limit, enforced in the guest; deadline_s (None: none)
-        ends the whole call client-side, even when the guest does not answer.
+        ends the whole call client-side, even when the guest does not answer. secret_env:
+        the sandbox's secrets this command gets as variables, NAME or NAME=VARIABLE each.
         """
         call = self._stub.Exec(timeout=deadline_s)
         start = pb.ExecStart(
@@ -479,6 +491,7 @@ class AsyncGrove(FileMethods):
             cwd=cwd,
             timeout_s=timeout_s,
             stdin=stdin,
+            secret_env=list(secret_env),
         )
         stream = ExecStream(call)
         try:
@@ -498,10 +511,11 @@ class AsyncGrove(FileMethods):
         timeout_s: float = 0,
         stdin: bytes | None = None,
         deadline_s: float | None = None,
+        secret_env: Sequence[str] = (),
     ) -> m.ExecResult:
         """Run a command to its end and collect its output (stdin: bytes fed to it)."""
         stream = await self.exec_stream(
-            ref, argv, env, cwd, timeout_s, stdin is not None, deadline_s
+            ref, argv, env, cwd, timeout_s, stdin is not None, deadline_s, secret_env
         )
         if stdin is not None:
             await stream.write(stdin)
@@ -538,9 +552,11 @@ class AsyncGrove(FileMethods):
         allow_secrets: bool = False,
         network: str = "",
         memory: str = "",
+        ttl_s: float | None = None,
     ) -> m.ForkResult:
         """Snapshot-fork a running sandbox; network '' gives each child the source's policy;
-        memory: the layout ('delta', 'full'; '' or 'auto': the engine picks the cheaper)."""
+        memory: the layout ('delta', 'full'; '' or 'auto': the engine picks the cheaper);
+        ttl_s: the children's TTL (None: the engine's default, 0: none)."""
         request = pb.ForkRequest(
             sandbox=ref,
             replicas=replicas,
@@ -548,6 +564,7 @@ class AsyncGrove(FileMethods):
             allow_secrets=allow_secrets,
             network=network,
             memory=memory,
+            ttl_s=ttl_s,
         )
         return wire.fork_result(await self._unary(self._stub.ForkSandbox, request))
 
@@ -601,11 +618,11 @@ class AsyncGrove(FileMethods):
     @staticmethod
     def _shell_request(
         ref: str, shell_id: str, cols: int, rows: int, cwd: str, shell: str, term: str,
-        no_replay: bool,
+        no_replay: bool, secret_env: Sequence[str] = (),
     ) -> pb.ShellOpenRequest:  # fmt: skip
         return pb.ShellOpenRequest(
             sandbox=ref, shell_id=shell_id, cols=cols, rows=rows, cwd=cwd, shell=shell,
-            term=term, no_replay=no_replay,
+            term=term, no_replay=no_replay, secret_env=list(secret_env),
         )  # fmt: skip
 
     async def shell(
@@ -618,9 +635,13 @@ class AsyncGrove(FileMethods):
         shell: str = "",
         term: str = "",
         no_replay: bool = False,
+        secret_env: Sequence[str] = (),
     ) -> ShellStream:
-        """A new shell, or (shell_id) an existing one whose scrollback is replayed first."""
-        request = self._shell_request(ref, shell_id, cols, rows, cwd, shell, term, no_replay)
+        """A new shell, or (shell_id) an existing one whose scrollback is replayed first.
+        secret_env: for a new one, the secrets it gets as variables (NAME or NAME=VARIABLE)."""
+        request = self._shell_request(
+            ref, shell_id, cols, rows, cwd, shell, term, no_replay, secret_env
+        )
         call = self._stub.Shell()
         try:
             await call.write(pb.ShellInput(open=request))
@@ -640,9 +661,10 @@ class AsyncGrove(FileMethods):
         cwd: str = "",
         shell: str = "",
         term: str = "",
+        secret_env: Sequence[str] = (),
     ) -> m.Shell:
         """A shell that runs detached, driven by shell_read/shell_write (for scripts, MCP)."""
-        request = self._shell_request(ref, "", cols, rows, cwd, shell, term, False)
+        request = self._shell_request(ref, "", cols, rows, cwd, shell, term, False, secret_env)
         return wire.shell(await self._unary(self._stub.ShellOpen, request))
 
     async def shell_read(
@@ -683,10 +705,12 @@ class AsyncGrove(FileMethods):
         ready_interval_ms: int = 0,
         restart: str = "",
         publish: Sequence[tuple[int, int]] = (),
+        secret_env: Sequence[str] = (),
     ) -> m.Service:
         """Start a supervised service; returns once its probe passes (or it started).
 
-        publish: (guest port, host port) pairs, host port 0 for a free one.
+        publish: (guest port, host port) pairs, host port 0 for a free one. secret_env: the
+        secrets it gets as variables (NAME or NAME=VARIABLE), at every (re)start.
         """
         request = pb.ServiceStartRequest(
             sandbox=ref,
@@ -699,6 +723,7 @@ class AsyncGrove(FileMethods):
             ready_interval_ms=ready_interval_ms,
             restart=restart,
             publish=[pb.PortPublish(guest_port=g, host_port=h) for g, h in publish],
+            secret_env=list(secret_env),
         )
         return wire.service(await self._unary(self._stub.ServiceStart, request))
 

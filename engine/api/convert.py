@@ -32,6 +32,8 @@ def sandbox(record: SandboxRecord) -> pb.Sandbox:
         has_secrets=record.secrets,
         create_ms=record.create_ms,
         network=record.network,
+        expires_at=record.expires_at or 0.0,
+        secret_names=sorted(record.secret_digests),
     )
 
 
@@ -86,6 +88,7 @@ def snapshot(template: TemplateRecord, dependents: list[str]) -> pb.Snapshot:
         created_at=template.created_at,
         dependents=dependents,
         environment=template.environment,
+        secret_names=sorted(template.secret_digests),
     )
 
 

@@ -1011,21 +1011,17 @@ class SnapshotRequest(_message.Message):
 
     SANDBOX_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
-    ALLOW_SECRETS_FIELD_NUMBER: _builtins.int
     sandbox: _builtins.str
     name: _builtins.str
-    allow_secrets: _builtins.bool
-    """a sandbox with secrets is snapshotted only when allowed"""
     def __init__(
         self,
         *,
         sandbox: _builtins.str = ...,
         name: _builtins.str = ...,
-        allow_secrets: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_secrets", b"allow_secrets", "name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,7 @@ Context = Any  # grpc.aio.ServicerContext
 
 def make_server(engine: Engine) -> grpc.aio.Server:
     """The engine's gRPC server, not yet bound to an address or started."""
+    status.redact_errors_with(engine.redactor)
     server = grpc.aio.server(interceptors=[RequestGuard()], options=OPTIONS)
     pb_grpc.add_EngineServicer_to_server(EngineService(engine), server)  # type: ignore[no-untyped-call]
     return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from engine.api.status import abort as _abort
 from engine.api.version import API_VERSION
 from engine.errors import GroveError, invalid
 from engine.net import policy as net_policy
+from engine.sandbox import ttl
 
 if TYPE_CHECKING:
     from engine.daemon import Engine
@@ -50,6 +52,14 @@ def _policy(text: str, required: bool = False) -> str:
     if text or required:
         net_policy.parse(text)
     return text
+
+
+def _ttl(request: pb.CreateSandboxRequest | pb.ForkRequest) -> float | None:
+    """A new sandbox's TTL as asked: None (unset) for the engine's default, 0 for none;
+    refused before anything is created when out of range."""
+    if not request.HasField("ttl_s"):
+        return None
+    return ttl.check(request.ttl_s, allow_zero=True, what="ttl_s")
 
 
 class EngineService(pb_grpc.EngineServicer):
@@ -106,6 +116,7 @@ class EngineService(pb_grpc.EngineServicer):
             secrets=dict(request.secrets),
             from_snapshot=request.from_snapshot,
             network=_policy(request.network),
+            ttl_s=_ttl(request),
         )
         return convert.sandbox(record)
 
@@ -129,6 +140,15 @@ class EngineService(pb_grpc.EngineServicer):
     @unary
     async def TerminateSandbox(self, request: pb.SandboxRef, context: Any) -> pb.Sandbox:
         return convert.sandbox(await self.engine.sandboxes.terminate(request.ref))
+
+    @unary
+    async def SetTtl(self, request: pb.TtlRequest, context: Any) -> pb.Sandbox:
+        if request.clear:
+            record = await self.engine.sandboxes.set_ttl(request.sandbox, None)
+        else:
+            seconds = ttl.check(request.ttl_s, what="ttl_s")  # > 0: a clear is said so
+            record = await self.engine.sandboxes.set_ttl(request.sandbox, seconds)
+        return convert.sandbox(record)
 
     @unary
     async def PingAgent(self, request: pb.SandboxRef, context: Any) -> pb.PingReply:
@@ -162,10 +182,13 @@ class EngineService(pb_grpc.EngineServicer):
                 cwd=start.cwd or None,
                 timeout_s=start.timeout_s or None,
                 stdin=start.stdin,
+                secret_env=list(start.secret_env),
             )
         except Exception as exc:
             await _abort(context, exc)
             return
+        # Per stream: a secret split across two chunks is still caught.
+        redact = {1: self.engine.redactor.stream(), 2: self.engine.redactor.stream()}
         yield pb.ExecOutput(started_pid=handle.pid)
         failure: list[GroveError] = []
 
@@ -189,10 +212,17 @@ class EngineService(pb_grpc.EngineServicer):
         finished = False
         try:
             async for stream, data in handle.output():
+                shown = redact[2 if stream == 2 else 1].feed(data)
+                if not shown:
+                    continue
                 if stream == 2:
-                    yield pb.ExecOutput(stderr=data)
+                    yield pb.ExecOutput(stderr=shown)
                 else:
-                    yield pb.ExecOutput(stdout=data)
+                    yield pb.ExecOutput(stdout=shown)
+            if tail := redact[1].flush():
+                yield pb.ExecOutput(stdout=tail)
+            if tail := redact[2].flush():
+                yield pb.ExecOutput(stderr=tail)
             status = await handle.wait()
             finished = True
             await self.engine.sandboxes.exec_ended(record.id, status.exit_code, status.duration_ms)
@@ -255,6 +285,7 @@ class EngineService(pb_grpc.EngineServicer):
             allow_secrets=request.allow_secrets,
             network=_policy(request.network),
             memory=request.memory,
+            ttl_s=_ttl(request),
         )
         return pb.ForkReply(
             source=forked.source.id,
@@ -411,7 +442,9 @@ class EngineService(pb_grpc.EngineServicer):
     @unary
     async def FileRead(self, request: pb.FileReadRequest, context: Any) -> pb.FileReadReply:
         result = await self.engine.files.read(request.sandbox, request.path, request.max_bytes)
-        return files_api.read_reply(result)
+        # What a read shows is redacted like exec output (a pull copies bytes as they are).
+        data = self.engine.redactor.data(result.data)
+        return files_api.read_reply(dataclasses.replace(result, data=data))
 
     async def Push(
         self,

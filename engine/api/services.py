@@ -36,6 +36,7 @@ def spec(request: pb.ServiceStartRequest) -> ServiceSpec:
         interval_ms=request.ready_interval_ms or DEFAULT_INTERVAL_MS,
         restart=request.restart or "no",
         publish=[PortRequest(p.guest_port, p.host_port) for p in request.publish],
+        secret_env=list(request.secret_env),
     ).validate()
 
 

@@ -79,6 +79,7 @@ async def open_or_find(shells: Shells, request: pb.ShellOpenRequest) -> Shell:
         cwd=request.cwd,
         command=request.shell,
         term=request.term,
+        secret_env=list(request.secret_env),
     )
 
 

@@ -14,8 +14,17 @@ from typing import Any
 import grpc
 
 from engine.errors import GroveError
+from engine.secrets.redact import Redactor
 
 log = logging.getLogger(__name__)
+#: The engine's redactor: no secret value leaves in an error (set by make_server).
+_redactor = Redactor()
+
+
+def redact_errors_with(redactor: Redactor) -> None:
+    global _redactor
+    _redactor = redactor
+
 
 _STATUS = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
@@ -50,14 +59,17 @@ def one_line(text: str, limit: int) -> str:
 
 
 def as_grove_error(exc: BaseException) -> GroveError:
+    clean = _redactor.text
     if isinstance(exc, GroveError):
         return GroveError(
-            exc.code, one_line(exc.message, MAX_MESSAGE), one_line(exc.remedy, MAX_REMEDY)
+            exc.code,
+            one_line(clean(exc.message), MAX_MESSAGE),
+            one_line(clean(exc.remedy), MAX_REMEDY),
         )
     log.error("internal error", exc_info=exc)
     return GroveError(
         "internal",
-        one_line(f"engine error: {type(exc).__name__}: {exc}", MAX_MESSAGE),
+        one_line(clean(f"engine error: {type(exc).__name__}: {exc}"), MAX_MESSAGE),
         "see the engine log",
     )
 

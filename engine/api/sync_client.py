@@ -254,6 +254,7 @@ class Grove:
     stop = _blocking(AsyncGrove.stop)
     start = _blocking(AsyncGrove.start)
     terminate = _blocking(AsyncGrove.terminate)
+    set_ttl = _blocking(AsyncGrove.set_ttl)
     ping = _blocking(AsyncGrove.ping)
     network = _blocking(AsyncGrove.network)
     exec = _blocking(AsyncGrove.exec)

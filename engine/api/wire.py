@@ -104,6 +104,8 @@ def sandbox(s: pb.Sandbox) -> m.Sandbox:
         has_secrets=s.has_secrets,
         create_ms=_n(s.create_ms),
         network=_s(s.network),
+        expires_at=_n(s.expires_at),
+        secret_names=tuple(s.secret_names),
     )
 
 
@@ -174,6 +176,7 @@ def snapshot(s: pb.Snapshot) -> m.Snapshot:
         created_at=s.created_at,
         dependents=tuple(s.dependents),
         environment=_s(s.environment),
+        secret_names=tuple(s.secret_names),
     )
 
 

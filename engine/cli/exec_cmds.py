@@ -8,6 +8,7 @@ import queue
 import sys
 import threading
 
+from engine.cli import secret_opts
 from engine.cli.context import Context
 from engine.cli.output import emit_json
 from engine.cli.sandbox_cmds import create_sandbox, parse_pairs
@@ -50,6 +51,7 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
     a = ctx.args
     if a.timeout is not None and a.timeout <= 0:
         raise invalid(f"invalid --timeout {a.timeout}", "pass a positive number of seconds")
+    secret_env = secret_opts.call_env(a)  # before ctx.client: bad input starts no engine
     stream = ctx.client.exec_stream(
         sandbox,
         argv,
@@ -57,6 +59,7 @@ def run_exec(ctx: Context, sandbox: str, argv: list[str], capture: bool) -> Exec
         cwd=a.cwd or "",
         timeout_s=a.timeout or 0,
         stdin=bool(a.interactive),
+        secret_env=secret_env,
     )
     if a.interactive:
         threading.Thread(target=_pump_stdin, args=(stream,), daemon=True).start()
@@ -149,7 +152,8 @@ def run(ctx: Context) -> int:
     a = ctx.args
     argv = command_argv(ctx)
     parse_pairs(a.env, "--env")  # fail on bad input before booting anything
-    sandbox = create_sandbox(ctx)
+    secret_opts.call_env(a)
+    sandbox = create_sandbox(ctx, secret_opts.create_values(a))
     try:
         outcome = run_exec(ctx, sandbox.id, argv, capture=ctx.json)
     finally:

@@ -7,11 +7,12 @@ import sys
 import time
 from typing import Any
 
-from engine.cli import net_cmds
+from engine.cli import net_cmds, ttl_cmds
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table, waiting
 from engine.client import ForkResult, LineageNode
 from engine.errors import invalid
+from engine.sandbox import ttl
 
 PHASE_MARK = {
     "running": "●", "paused": "◐", "stopped": "○", "creating": "◌", "starting": "◌",
@@ -32,6 +33,7 @@ def register(
     p.add_argument("--name", help="name prefix: children are PREFIX-1..N")
     p.add_argument("--allow-secrets", action="store_true", help="fork even if it holds secrets")
     net_cmds.add_option(p, net_cmds.FORK_HELP)
+    ttl_cmds.add_option(p, ttl_cmds.FORK_HELP)
     p.add_argument("--memory", choices=("auto", "delta", "full"), default="",
                    help="memory layout: delta (children hold the source's own pages), full "
                    "(one new shared copy), auto (the cheaper; default)")  # fmt: skip
@@ -60,15 +62,16 @@ def fork(ctx: Context) -> int:
     if a.replicas < 1:
         raise invalid(f"invalid replica count {a.replicas}", "pass --replicas 1 or more")
     network = net_cmds.policy_arg(a.network)
+    ttl_s = ttl_cmds.ttl_arg(a.ttl)  # before any engine call, as the policy
     with waiting(f"forking {a.id} into {a.replicas}", enabled=not ctx.json):
-        reply = _fork_call(ctx, a, network)
+        reply = _fork_call(ctx, a, network, ttl_s)
     return _print_fork(ctx, reply)
 
 
-def _fork_call(ctx: Context, a: Any, network: str = "") -> ForkResult:
+def _fork_call(ctx: Context, a: Any, network: str = "", ttl_s: float | None = None) -> ForkResult:
     return ctx.client.fork(a.id, replicas=a.replicas, name_prefix=a.name or "",
                            allow_secrets=a.allow_secrets, network=network,
-                           memory=a.memory)  # fmt: skip
+                           memory=a.memory, ttl_s=ttl_s)  # fmt: skip
 
 
 def _print_fork(ctx: Context, reply: ForkResult) -> int:
@@ -137,9 +140,11 @@ def snapshot_ls(ctx: Context) -> int:
         print("no snapshots; take one with 'grove snapshot create ID NAME'")
         return 0
     now = time.time()
+    # SECRETS: a snapshot of a sandbox with secrets holds them in its memory (names only).
     rows = [[s.name, s.source or "-", s.environment or "-", age(s.created_at, now),
-             ", ".join(s.dependents) or "-"] for s in snapshots]  # fmt: skip
-    print(table(["NAME", "SOURCE", "ENV", "AGE", "DEPENDENTS"], rows))
+             ", ".join(s.secret_names) or "none", ", ".join(s.dependents) or "-"]
+            for s in snapshots]  # fmt: skip
+    print(table(["NAME", "SOURCE", "ENV", "AGE", "SECRETS", "DEPENDENTS"], rows))
     return 0
 
 
@@ -152,24 +157,30 @@ def snapshot_rm(ctx: Context) -> int:
     return 0
 
 
-def _node_dict(node: LineageNode, now: float, networks: dict[str, str]) -> dict[str, Any]:
+def _node_dict(
+    node: LineageNode, now: float, networks: dict[str, str], expiries: dict[str, float | None]
+) -> dict[str, Any]:
     """The node as JSON, with its age (the tree's own view) next to each created_at, and a
-    sandbox's network policy (None for other nodes, or a sandbox no longer listed)."""
+    sandbox's network policy and expires_at (None for other nodes, a sandbox no longer
+    listed, or one without a TTL)."""
     return {
         **node.to_json(), "phase": node.phase or "",
         "age_s": round(now - node.created_at, 1) if node.created_at else None,
         "network": networks.get(node.id) if node.kind == "sandbox" else None,
-        "children": [_node_dict(c, now, networks) for c in node.children],
+        "expires_at": expiries.get(node.id) if node.kind == "sandbox" else None,
+        "children": [_node_dict(c, now, networks, expiries) for c in node.children],
     }  # fmt: skip
 
 
 def tree(ctx: Context) -> int:
     roots = ctx.client.lineage(ctx.args.id)
     # Lineage nodes name no policy: each sandbox's comes from the listing.
-    networks = {s.id: s.network for s in ctx.client.sandboxes(all=True) if s.network}
+    listed = ctx.client.sandboxes(all=True)
+    networks = {s.id: s.network for s in listed if s.network}
+    expiries = {s.id: s.expires_at for s in listed}  # and so is each one's expiry
     now = time.time()
     if ctx.json:
-        emit_json([_node_dict(r, now, networks) for r in roots])
+        emit_json([_node_dict(r, now, networks, expiries) for r in roots])
         return 0
 
     def render(node: LineageNode, prefix: str, last: bool, top: bool) -> None:
@@ -179,6 +190,9 @@ def tree(ctx: Context) -> int:
         when = f"  {age(node.created_at, now)}" if node.created_at else ""
         kind = "" if node.kind == "sandbox" else f" [{node.kind}]"
         net = f"  net {net_cmds.compact(networks[node.id])}" if node.id in networks else ""
+        if node.id in expiries:
+            left = ttl.remaining(expiries[node.id], now)
+            net += "  expires never" if left == ttl.NEVER else f"  expires in {left}"
         print(f"{prefix}{branch}{mark} {label}{kind}  {node.phase or ''}{when}{net}")
         child_prefix = prefix + ("" if top else ("   " if last else "│  "))
         for i, child in enumerate(node.children):

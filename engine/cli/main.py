@@ -14,10 +14,13 @@ from engine.cli import (
     file_cmds,
     fork_cmds,
     host_cmds,
+    mcp_cmd,
     net_cmds,
     sandbox_cmds,
+    secret_opts,
     service_cmds,
     shell_cmds,
+    ttl_cmds,
 )
 from engine.cli.context import Context
 from engine.cli.output import print_error
@@ -46,12 +49,14 @@ def _exec_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable (repeat)")
     p.add_argument("--cwd", help="working directory in the guest")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
+    secret_opts.add_call_option(p)
 
 
 def _size_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="sandbox name (default: its id)")
     p.add_argument("--vcpus", type=int, help="virtual CPUs (default 1)")
     p.add_argument("--mem-mib", type=int, help="guest memory in MiB (default 512)")
+    ttl_cmds.add_option(p)  # create (also --from-snapshot) and run
 
 
 def build_parser() -> Parser:
@@ -99,12 +104,7 @@ def build_parser() -> Parser:
     p.add_argument("--from-snapshot", metavar="NAME", help="restore a named snapshot instead")
     _size_opts(p)
     net_cmds.add_option(p)
-    p.add_argument(
-        "--secret",
-        action="append",
-        metavar="K[=V]",
-        help="secret env var for every exec (K alone reads it from your env)",
-    )
+    secret_opts.add_create_options(p)
     for parent in (sbx, verbs):
         name, aliases = ("ls", ("list",)) if parent is sbx else ("ps", ())
         p = verb(parent, name, sandbox_cmds.ls, "list sandboxes", aliases)
@@ -122,6 +122,7 @@ def build_parser() -> Parser:
     p.add_argument("id", nargs="?")
     p.add_argument("--all", action="store_true", help="every sandbox")
     net_cmds.register(sbx, verb)
+    ttl_cmds.register(sbx, verb)
 
     snap = verbs.add_parser("snapshot", help="named snapshots").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
@@ -132,12 +133,14 @@ def build_parser() -> Parser:
     p.add_argument("environment")
     _size_opts(p)
     net_cmds.add_option(p)
+    secret_opts.add_create_options(p)
     _exec_opts(p)
 
     shell_cmds.register(verbs, verb)
     host_cmds.register(verbs, verb)
     service_cmds.register(verbs, verb)
     file_cmds.register(verbs, verb)
+    mcp_cmd.register(verbs, verb)
 
     p = verb(verbs, "logs", sandbox_cmds.logs, "a sandbox's events, services' and console")
     p.add_argument("id", nargs="?")

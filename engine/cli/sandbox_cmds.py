@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.cli import secret_opts, ttl_cmds
 from engine.cli.context import Context
 from engine.cli.net_cmds import compact, policy_arg
 from engine.cli.output import age, emit_json, table, waiting
 from engine.client import Event, InventoryUpdate, Sandbox
 from engine.config import MAX_WATCH_REPLAY
 from engine.errors import GroveError, invalid
+from engine.sandbox import ttl
 
 
 def parse_pairs(items: list[str] | None, what: str, from_env: bool = False) -> dict[str, str]:
@@ -46,6 +48,7 @@ def create_sandbox(ctx: Context, secrets: dict[str, str] | None = None) -> Sandb
     network = policy_arg(
         getattr(a, "network", None)
     )  # before ctx.client: bad input never reaches the engine
+    ttl_s = ttl_cmds.ttl_arg(getattr(a, "ttl", None))
     return ctx.client.create(
         environment=a.environment or "",
         name=a.name or "",
@@ -54,6 +57,7 @@ def create_sandbox(ctx: Context, secrets: dict[str, str] | None = None) -> Sandb
         secrets=secrets or {},
         from_snapshot=getattr(a, "from_snapshot", None) or "",
         network=network,
+        ttl_s=ttl_s,
     )
 
 
@@ -61,7 +65,7 @@ def create(ctx: Context) -> int:
     a = ctx.args
     if not a.environment and not a.from_snapshot:
         raise invalid("no environment given", "pass one, e.g. 'debian:12', or --from-snapshot NAME")
-    secrets = parse_pairs(a.secret, "--secret", from_env=True)
+    secrets = secret_opts.create_values(a)
     what = "creating sandbox (the first one of an environment boots it once)"
     with waiting(what, enabled=not ctx.json):
         sandbox = create_sandbox(ctx, secrets)
@@ -80,13 +84,15 @@ def ls(ctx: Context) -> int:
     now = time.time()
     rows = [
         [s.id, s.name, s.environment, s.phase, str(s.vcpus), f"{s.mem_mib}M",
-         compact(s.network), age(s.created_at, now), s.parent_id or ""]
+         compact(s.network), age(s.created_at, now), ttl.remaining(s.expires_at, now),
+         s.parent_id or ""]
         for s in sandboxes
     ]  # fmt: skip
     if not rows:
         print("no sandboxes; create one with 'grove sandbox create debian:12'")
         return 0
-    print(table(["ID", "NAME", "ENV", "PHASE", "VCPU", "MEM", "NET", "AGE", "PARENT"], rows))
+    headers = ["ID", "NAME", "ENV", "PHASE", "VCPU", "MEM", "NET", "AGE", "EXPIRES IN", "PARENT"]
+    print(table(headers, rows))
     return 0
 
 

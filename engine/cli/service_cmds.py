@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.cli import secret_opts
 from engine.cli.context import Context
 from engine.cli.exec_cmds import command_argv
 from engine.cli.output import age, emit_json, table
@@ -72,6 +73,7 @@ def start(ctx: Context) -> int:
         )
     if a.ready_interval_ms is not None and a.ready_interval_ms <= 0:
         raise invalid(f"invalid --ready-interval-ms {a.ready_interval_ms}", "pass 10 or more")
+    secret_env = secret_opts.call_env(a)  # before ctx.client: bad input starts no engine
     info = ctx.client.service_start(
         a.id,
         a.name,
@@ -83,6 +85,7 @@ def start(ctx: Context) -> int:
         ready_interval_ms=a.ready_interval_ms or 0,
         restart=a.restart,
         publish=[parse_publish(p) for p in a.publish or []],
+        secret_env=secret_env,
     )
     if ctx.json:
         emit_json(info.to_json())
@@ -199,6 +202,7 @@ def register(verbs: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("name", help="service name (lowercase letters, digits, . _ -)")
     p.add_argument("--cwd", help="working directory in the guest")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable (repeat)")
+    secret_opts.add_call_option(p)
     ready = p.add_mutually_exclusive_group()
     ready.add_argument("--ready-file", metavar="PATH", help="ready once this guest file exists")
     ready.add_argument("--ready-tcp", metavar="HOST:PORT", help="ready once it accepts TCP")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.cli import terminal
+from engine.cli import secret_opts, terminal
 from engine.cli.context import Context
 from engine.cli.output import age, emit_json, table
 from engine.errors import invalid
@@ -33,10 +33,14 @@ def _size(value: int | None, what: str) -> int:
 
 def attach(ctx: Context) -> int:
     a = ctx.args
-    if a.shell_id and (a.cwd or a.shell):
-        raise invalid("--cwd and --shell apply to a new shell", "drop them to attach to SHELL")
+    secret_env = secret_opts.call_env(a)
+    if a.shell_id and (a.cwd or a.shell or secret_env):
+        raise invalid(
+            "--cwd, --shell and --secret-env apply to a new shell", "drop them to attach to SHELL"
+        )
     outcome = terminal.attach(ctx.client, a.id, shell_id=a.shell_id or "", cwd=a.cwd or "",
-                              shell=a.shell or "", no_replay=a.no_replay)  # fmt: skip
+                              shell=a.shell or "", no_replay=a.no_replay,
+                              secret_env=secret_env)  # fmt: skip
     if outcome.error is not None:
         raise outcome.error
     sid, shell_id = outcome.sandbox_id, outcome.shell_id
@@ -63,12 +67,14 @@ def attach(ctx: Context) -> int:
 
 def open_(ctx: Context) -> int:
     a = ctx.args
+    secret_env = secret_opts.call_env(a)  # before ctx.client: bad input starts no engine
     info = ctx.client.shell_open(
         a.id,
         cols=_size(a.cols, "cols"),
         rows=_size(a.rows, "rows"),
         cwd=a.cwd or "",
         shell=a.shell or "",
+        secret_env=secret_env,
     )
     if ctx.json:
         emit_json({"shell_id": info.shell_id, "state": info.state, "cols": info.cols,
@@ -182,6 +188,7 @@ def register(verbs: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--cwd", help="working directory of a new shell")
     p.add_argument("--shell", metavar="CMD", help="shell command (default: bash, else sh)")
     p.add_argument("--no-replay", action="store_true", help="do not replay the scrollback")
+    secret_opts.add_call_option(p)
 
     p = verb(sub, "open", open_, "open a shell for scripts; prints its id")
     p.add_argument("id", help="sandbox id or name")
@@ -189,6 +196,7 @@ def register(verbs: Any, verb: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--rows", type=int, help="terminal height (default 24)")
     p.add_argument("--cwd", help="working directory")
     p.add_argument("--shell", metavar="CMD", help="shell command (default: bash, else sh)")
+    secret_opts.add_call_option(p)
 
     p = verb(sub, "read", read, "print a shell's output from a cursor")
     p.add_argument("id", help="sandbox id or name")

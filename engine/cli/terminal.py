@@ -16,6 +16,7 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -106,7 +107,7 @@ def _reattach(client: Grove, outcome: Outcome, fd_in: int, fd_out: int) -> SyncS
 
 def attach(
     client: Grove, sandbox: str, shell_id: str = "", cwd: str = "", shell: str = "",
-    no_replay: bool = False,
+    no_replay: bool = False, secret_env: Sequence[str] = (),
 ) -> Outcome:  # fmt: skip
     """Run the interactive session until the shell exits or the user detaches."""
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
@@ -119,7 +120,7 @@ def attach(
     rows, cols = _terminal_size(fd_in)
     stream = client.shell(
         sandbox, shell_id=shell_id, cols=cols, rows=rows, cwd=cwd, shell=shell,
-        term=os.environ.get("TERM", ""), no_replay=no_replay,
+        term=os.environ.get("TERM", ""), no_replay=no_replay, secret_env=secret_env,
     )  # fmt: skip
     outcome = Outcome(shell_id=stream.info.shell_id, sandbox_id=stream.info.sandbox_id)
     sys.stderr.write(

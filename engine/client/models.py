@@ -125,6 +125,10 @@ class Sandbox(Model):
     create_ms: float | None = None
     #: Its network policy: off | published | egress | allow=HOST[:PORT],...
     network: str | None = None
+    #: When the engine terminates it (unix time); None: never (no TTL).
+    expires_at: float | None = None
+    #: The names of its secrets (values never leave the engine).
+    secret_names: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -240,6 +244,8 @@ class Snapshot(Model):
     created_at: float = 0.0
     dependents: tuple[str, ...] = ()
     environment: str | None = None
+    #: The secrets its memory holds: sandboxes created from it get them.
+    secret_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,10 @@ async def capture_delta(
     started = time.monotonic()
     tdir = paths.template_dir(template_id)
     tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    raw, state = paths.memory_dir / f"{template_id}.stream", tdir / "state.bin"
+    # The reduced state holds the source's own RAM pages: it stays on tmpfs with the memory
+    # files (guest RAM, secrets included, never reaches a disk).
+    raw = paths.memory_dir / f"{template_id}.stream"
+    state = paths.memory_dir / f"{template_id}.state"
     frozen_disk, disk_parent = _frozen_layers(source)
     private: list[bytearray] = []
 

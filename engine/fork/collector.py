@@ -12,6 +12,7 @@ from engine.errors import GroveError
 from engine.fork import gc
 from engine.images.templates import Templates
 from engine.sandbox.pool import WarmPool
+from engine.secrets.keeper import SecretKeeper
 from engine.store.db import Store
 from engine.store.records import TemplatePhase, TemplateRecord
 
@@ -19,8 +20,16 @@ log = logging.getLogger(__name__)
 
 
 class Collector:
-    def __init__(self, paths: Paths, store: Store, templates: Templates, warm: WarmPool) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        store: Store,
+        templates: Templates,
+        warm: WarmPool,
+        secrets: SecretKeeper,
+    ) -> None:
         self._paths = paths
+        self._secrets = secrets
         self._store = store
         self._templates = templates
         self._pool = warm
@@ -68,6 +77,7 @@ class Collector:
         if template is None:
             return
         _drop_memory(template)
+        self._secrets.wipe(template_id)
         shutil.rmtree(self._paths.template_dir(template_id), ignore_errors=True)
         # A snapshot's disk is the source's frozen layer, unless a sandbox still writes it.
         writing = {r.disk_path for r in self._store.list_sandboxes()}
@@ -91,6 +101,7 @@ class Collector:
             elif template.id in disk_only:
                 if template.phase is TemplatePhase.READY:
                     _drop_memory(template)
+                    self._secrets.wipe(template.id)  # only its memory held them
                     shutil.rmtree(self._paths.template_dir(template.id), ignore_errors=True)
                     self._store.update_template(template.id, phase=TemplatePhase.LAYER)
                     freed.append(template.id)
@@ -111,6 +122,9 @@ class Collector:
 
 
 def _drop_memory(template: TemplateRecord) -> None:
-    """A template's own memory file goes with it; a delta's is its base's (gc keeps that)."""
+    """A template's own memory file goes with it; a delta's is its base's (gc keeps that).
+    A delta's state (its own pages) is on tmpfs beside the memory files and goes too."""
     if template.mem_base is None:
         Path(template.mem_path).unlink(missing_ok=True)
+    elif template.state_path.endswith(".state"):
+        Path(template.state_path).unlink(missing_ok=True)

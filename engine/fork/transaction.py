@@ -31,12 +31,12 @@ from engine.fork.loaders import LoaderPool
 from engine.images import disks
 from engine.metering import pagemap
 from engine.net.networks import Networks
-from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
 from engine.sandbox.phase import Phase
 from engine.sandbox.restore import Restorer
 from engine.sandbox.vms import SandboxVms
+from engine.secrets.keeper import SecretKeeper
 from engine.store.db import Store
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import memfile
@@ -72,8 +72,10 @@ class Forks:
         holes: Holes,
         collector: Collector,
         networks: Networks,
+        secrets: SecretKeeper,
     ) -> None:
         self._networks = networks
+        self._secrets = secrets
         self._paths = paths
         self._store = store
         self._accel = accel
@@ -218,8 +220,12 @@ class Forks:
             disk_path=source.disk_path, created_at=time.time(), source_sandbox=source.id,
             name=snapshot_name, boot=dict(source.boot),
             parent_id=source.disk_base or source.template_id or None, mem_base=base,
+            secret_digests=dict(source.secret_digests),
         )  # fmt: skip
         self._store.insert_template(placeholder)
+        if snapshot_name is not None and source.secrets:
+            # Sandboxes created from a named snapshot get the secrets its memory holds.
+            self._secrets.copy(source.id, template_id)
         ready = False
 
         def fail_template() -> None:
@@ -281,6 +287,7 @@ class Forks:
         self._dig_source_template(source.mem_path)
         # Step: the template is ready (its undo no longer applies).
         template = captured.template
+        template.secret_digests = dict(source.secret_digests)
         self._store.delete_template(template_id)
         self._store.insert_template(template)
         ready = True
@@ -398,13 +405,16 @@ class Forks:
                 phase=Phase.CREATING, vcpus=source.vcpus, mem_mib=source.mem_mib,
                 created_at=now, updated_at=now, template_id=template_id, parent_id=source.id,
                 secrets=source.secrets, disk_base=template_id, origin=template_id,
-                network=network or source.network,
+                network=network or source.network, secret_digests=dict(source.secret_digests),
             )  # fmt: skip
             self._store.insert_sandbox(child)
             children.append(child)
             sdir = self._paths.sandbox_dir(child_id)
             sdir.mkdir(parents=True, mode=0o700)
-            secrets.inherit(self._paths.sandbox_dir(source.id), sdir)
+            if source.secrets:
+                # Only forked when allowed: a child holds copies, wiped when it terminates.
+                child.secret_digests = self._secrets.copy(source.id, child_id)
+                self._store.update_sandbox(child_id, secret_digests=child.secret_digests)
 
 
 async def _sync_guest(vm: Vm) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.secrets.redact import Redactor
 from engine.store.db import Store
 from engine.store.records import EventRecord
 
@@ -34,13 +35,15 @@ class EventLog:
     """Events are written to the store and published on an in-process bus: engine parts that
     react to lifecycle changes subscribe instead of re-reading tables."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, redactor: Redactor | None = None) -> None:
         self._store = store
+        self._redactor = redactor or Redactor()
         self._changed = asyncio.Condition()
         self._subscribers: set[asyncio.Queue[Change]] = set()
 
     async def emit(self, sandbox_id: str, kind: str, **detail: Any) -> None:
-        self._store.add_event(sandbox_id, kind, detail)
+        # Redacted before it is stored: the database must never hold a secret's value.
+        self._store.add_event(sandbox_id, kind, self._redactor.value(detail))
         self._publish(Change(sandbox_id, kind))
         async with self._changed:
             self._changed.notify_all()

@@ -19,12 +19,13 @@ from engine.fork.collector import Collector
 from engine.images import environments
 from engine.images.templates import AGENT_BOOT_TIMEOUT, Templates
 from engine.net.networks import Networks
-from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.naming import new_sandbox_id, validate_name
 from engine.sandbox.phase import Phase
 from engine.sandbox.restore import Restorer, new_identity
 from engine.sandbox.vms import SandboxVms, not_running_remedy
+from engine.secrets import spec as secret_spec
+from engine.secrets.keeper import SecretKeeper
 from engine.store.db import Store
 from engine.store.records import SandboxRecord, TemplatePhase, TemplateRecord
 from engine.vmm import cmdline
@@ -49,8 +50,10 @@ class Lifecycle:
         restorer: Restorer,
         collector: Collector,
         networks: Networks,
+        secrets: SecretKeeper,
     ) -> None:
         self._networks = networks
+        self._secrets = secrets
         self._paths = paths
         self._store = store
         self._accel = accel
@@ -74,6 +77,7 @@ class Lifecycle:
         network: str = "",
     ) -> SandboxRecord:
         cmdline.qemu_binary()
+        secret_spec.validate_values(secret_values or {})  # before anything is made
         policy = self._networks.policy_of(
             network
         )  # fail first, with the install hint, when QEMU is missing
@@ -103,8 +107,6 @@ class Lifecycle:
                 f"a sandbox named '{name}' already exists",
                 "choose another --name or terminate the existing one",
             )
-        for key in secret_values or {}:
-            secrets.validate_env_key(key)
         if snapshot is not None:
             template = snapshot
         else:
@@ -122,7 +124,7 @@ class Lifecycle:
             created_at=now,
             updated_at=now,
             template_id=template.id,
-            secrets=bool(secret_values),
+            secrets=bool(secret_values) or bool(snapshot and snapshot.secret_digests),
             network=str(policy),
         )
         self._store.insert_sandbox(record)
@@ -130,9 +132,18 @@ class Lifecycle:
         try:
             sdir = self._paths.sandbox_dir(sandbox_id)
             sdir.mkdir(parents=True, mode=0o700)
-            if secret_values:
-                secrets.write(sdir, secret_values)
+            if record.secrets:
+                # A snapshot's memory holds its secrets: the sandbox owns copies, plus any new.
+                inherited = self._secrets.values(template.id) if snapshot is not None else {}
+                record.secret_digests = self._secrets.put(
+                    sandbox_id, {**inherited, **(secret_values or {})}
+                )
+                self._store.update_sandbox(sandbox_id, secret_digests=record.secret_digests)
             await self._restorer.restore(record, template)
+            if record.secrets:
+                _, vm = self._vms.live_vm(record.id)
+                assert vm.agent is not None
+                await self._secrets.install(record.id, vm.agent)
         except BaseException as exc:
             await self._vms.discard(record)
             if isinstance(exc, AgentError):
@@ -156,16 +167,19 @@ class Lifecycle:
         cwd: str | None = None,
         timeout_s: float | None = None,
         stdin: bool = False,
+        secret_env: list[str] | None = None,
     ) -> tuple[SandboxRecord, ExecHandle]:
+        """secret_env: NAME or NAME=VARIABLE of the secrets this command gets as variables
+        (no other secret is in its environment)."""
         if not argv or not argv[0]:
             raise invalid("no command given", "put the command after '--', e.g. -- uname -a")
         if timeout_s is not None and timeout_s < 0:
             raise invalid(f"invalid timeout {timeout_s}", "pass a positive number of seconds")
         for key in env or {}:
-            secrets.validate_env_key(key)
+            secret_spec.validate_variable(key)
         record, vm = self._vms.live_vm(ref)
         assert vm.agent is not None
-        merged = {**secrets.read(self._paths.sandbox_dir(record.id)), **(env or {})}
+        merged = {**(env or {}), **self._secrets.env(record.id, secret_env or [])}
         try:
             handle = await vm.agent.exec(
                 argv, env=merged or None, cwd=cwd or None, timeout_s=timeout_s, stdin=stdin
@@ -231,6 +245,7 @@ class Lifecycle:
                 self._store.update_sandbox(record.id, pid=vm.pid, pid_start=vm.process.start)
                 agent = await vm.connect_agent(AGENT_BOOT_TIMEOUT)
                 await new_identity(record, agent)
+                await self._secrets.install(record.id, agent)  # a cold boot's /run is empty
             except BaseException:
                 failed = self._vms.release(record.id)
                 if failed is not None:

@@ -50,6 +50,7 @@ def claims(store: Store, live_pids: set[int]) -> Claims:
     templates = store.list_templates()
     files = {r.disk_path for r in sandboxes} | {r.mem_path for r in sandboxes}
     files |= {t.disk_path for t in templates} | {t.mem_path for t in templates}
+    files |= {t.state_path for t in templates}  # a delta's state is guest RAM, on tmpfs
     return Claims(
         pids=frozenset(live_pids),
         files=frozenset(f for f in files if f),

@@ -16,6 +16,7 @@ from engine.config import Paths
 from engine.errors import GroveError, invalid
 from engine.sandbox.events import EventLog
 from engine.sandbox.phase import LIVE, Phase, check_transition
+from engine.secrets.keeper import SecretKeeper
 from engine.store.db import Store
 from engine.store.records import SandboxRecord
 from engine.vmm.vm import Vm, VmFiles
@@ -24,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class SandboxVms:
-    def __init__(self, paths: Paths, store: Store, events: EventLog) -> None:
+    def __init__(self, paths: Paths, store: Store, events: EventLog, secrets: SecretKeeper) -> None:
         self._paths = paths
+        self._secrets = secrets
         self._store = store
         self._events = events
         self._vms: dict[str, Vm] = {}
@@ -144,6 +146,7 @@ class SandboxVms:
     def remove_files(self, record: SandboxRecord) -> None:
         self.drop_private_memory(record)
         self.drop_top_disk(record)
+        self._secrets.wipe(record.id)  # zeroed, then unlinked
         shutil.rmtree(self._paths.sandbox_dir(record.id), ignore_errors=True)
         self.files(record.id).remove_sockets()
 

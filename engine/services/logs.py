@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from engine.secrets.redact import Redactor
+
 MAX_BYTES = 4 * 1024 * 1024
 KEEP = 2
 #: Lines longer than this are cut into several (a binary blob without newlines stays bounded).
@@ -88,8 +90,9 @@ def _cut(line: str) -> list[str]:
 
 
 class ServiceLog:
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, redactor: Redactor | None = None) -> None:
         self.directory = directory
+        self.redactor = redactor or Redactor()
         self.path = directory / f"{name}.log"
         self._file: IO[bytes] | None = None
         self._size = 0
@@ -121,7 +124,8 @@ class ServiceLog:
         stamp = time.time() if ts is None else ts
         for text in texts:
             self._seq += 1
-            line = LogLine(stamp, stream, text, self._seq)
+            # Streams arrive redacted (split values too); this catches the engine's own notes.
+            line = LogLine(stamp, stream, self.redactor.text(text), self._seq)
             raw = (line.to_json() + "\n").encode("utf-8")
             if self._size and self._size + len(raw) > MAX_BYTES:
                 self._rotate()

@@ -19,9 +19,9 @@ from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError
 from engine.net.ports import PublishedPort
-from engine.sandbox import secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
+from engine.secrets.keeper import SecretKeeper
 from engine.services.logs import LogLine, ServiceLog
 from engine.services.service import BACKOFF, FAILED, STOPPED, NotReady, Service, ServiceStatus
 from engine.services.spec import ServiceSpec, validate_name
@@ -47,7 +47,9 @@ class Services:
         table: SessionTable,
         events: EventLog,
         watch: SandboxWatch,
+        secrets: SecretKeeper,
     ) -> None:
+        self._secrets = secrets
         self._paths = paths
         self._sandboxes = sandboxes
         self._table = table
@@ -67,12 +69,13 @@ class Services:
     def _log(self, sandbox_id: str, name: str) -> ServiceLog:
         key = (sandbox_id, name)
         if key not in self._logs:
-            self._logs[key] = ServiceLog(self.log_dir(sandbox_id), name)
+            self._logs[key] = ServiceLog(self.log_dir(sandbox_id), name, self._secrets.redactor)
         return self._logs[key]
 
     def _make(self, sandbox_id: str, spec: ServiceSpec, status: ServiceStatus) -> Service:
         def environment() -> dict[str, str]:
-            return {**secrets.read(self._paths.sandbox_dir(sandbox_id)), **spec.env}
+            # Only the secrets the service asked for, read at each (re)start.
+            return {**spec.env, **self._secrets.env(sandbox_id, spec.secret_env)}
 
         def current_agent() -> AgentClient | None:
             vm = self._sandboxes.vm(sandbox_id)
@@ -134,6 +137,7 @@ class Services:
     async def start(self, ref: str, spec: ServiceSpec) -> Service:
         spec.validate()
         record, vm, agent = await self._live(ref)
+        self._secrets.env(record.id, spec.secret_env)  # unknown names fail before anything
         lock = self._locks.setdefault((record.id, spec.name), asyncio.Lock())
         async with lock:
             existing = self._services.get(record.id, {}).get(spec.name)

@@ -253,25 +253,29 @@ class Service:
 
     async def _pump(self, handle: ExecHandle) -> ExitStatus:
         splitters = {stream: LineSplitter() for stream in STREAMS}
+        # Redacted before lines are cut, so a secret split across chunks is still caught.
+        redactors = {stream: self.log.redactor.stream() for stream in STREAMS}
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
 
         def flush_partials() -> None:
             for stream, splitter in splitters.items():
-                lines = splitter.flush()
+                held = redactors[stream].flush()
+                lines = splitter.feed(held) + splitter.flush()
                 if lines:
                     self.log.append(STREAMS[stream], lines)
 
         try:
             async for stream, data in handle.output():
-                splitter = splitters.get(stream, splitters[1])
-                lines = splitter.feed(data)
+                stream = stream if stream in splitters else 1
+                splitter = splitters[stream]
+                lines = splitter.feed(redactors[stream].feed(data))
                 if lines:
-                    self.log.append(STREAMS.get(stream, "stdout"), lines)
+                    self.log.append(STREAMS[stream], lines)
                 if timer is not None:
                     timer.cancel()
                     timer = None
-                if splitter.pending:
+                if splitter.pending or redactors[stream].holding:
                     timer = loop.call_later(PARTIAL_FLUSH_S, flush_partials)
         finally:
             if timer is not None:

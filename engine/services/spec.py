@@ -1,8 +1,8 @@
 """What a service is: its command, readiness probe, restart policy and published ports.
 
 Validated once here, so every path (API, restart after an engine restart, fork inheritance)
-works from the same checked definition. The environment may carry secrets: it is stored with
-the definition (the engine database is private to its user) but never logged or echoed.
+works from the same checked definition. Secrets are named (secret_env), never stored here:
+their values are read from the vault at each start.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class ServiceSpec:
     interval_ms: int = DEFAULT_INTERVAL_MS
     restart: str = "no"
     publish: list[PortRequest] = field(default_factory=list)
+    #: Secrets it gets as variables, NAME or NAME=VARIABLE (names only: values stay in the vault).
+    secret_env: list[str] = field(default_factory=list)
 
     def validate(self) -> ServiceSpec:
         validate_name(self.name)
@@ -138,6 +140,7 @@ class ServiceSpec:
             "publish": [
                 {"guest_port": p.guest_port, "host_port": p.host_port} for p in self.publish
             ],
+            "secret_env": list(self.secret_env),
         }
 
     @classmethod
@@ -156,4 +159,5 @@ class ServiceSpec:
                 PortRequest(int(p["guest_port"]), int(p.get("host_port", 0)))
                 for p in data.get("publish") or []
             ],
+            secret_env=[str(s) for s in data.get("secret_env") or []],
         )

@@ -6,6 +6,7 @@ from engine.config import Paths
 from engine.sandbox.console import ConsoleTail
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
+from engine.secrets.keeper import SecretKeeper
 from engine.services.manager import Services
 from engine.sessions.table import SessionTable
 from engine.sessions.watch import SandboxWatch
@@ -14,11 +15,18 @@ from engine.store.db import Store
 
 
 class GuestSessions:
-    def __init__(self, paths: Paths, store: Store, sandboxes: Sandboxes, events: EventLog) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        store: Store,
+        sandboxes: Sandboxes,
+        events: EventLog,
+        secrets: SecretKeeper,
+    ) -> None:
         self.table = SessionTable(store)
         self.watch = SandboxWatch(sandboxes, store, events)
-        self.shells = Shells(paths, sandboxes, self.table, events, self.watch)
-        self.services = Services(paths, sandboxes, self.table, events, self.watch)
+        self.shells = Shells(paths, sandboxes, self.table, events, self.watch, secrets)
+        self.services = Services(paths, sandboxes, self.table, events, self.watch, secrets)
         self.console = ConsoleTail(paths, self.table, events)
         self.watch.add_ticker(self.console.tick)
         self.watch.add_ticker(self.shells.checkpoint)

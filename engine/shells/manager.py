@@ -19,10 +19,10 @@ from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.agent.errors import spawn_error
 from engine.config import Paths
 from engine.errors import GroveError, invalid
-from engine.sandbox import secrets as sandbox_secrets
 from engine.sandbox.events import EventLog
 from engine.sandbox.manager import Sandboxes
 from engine.sandbox.phase import Phase
+from engine.secrets.keeper import SecretKeeper
 from engine.sessions.table import SessionTable
 from engine.sessions.watch import SandboxWatch
 from engine.shells.scrollback import Scrollback
@@ -60,7 +60,9 @@ class Shells:
         table: SessionTable,
         events: EventLog,
         watch: SandboxWatch,
+        secrets: SecretKeeper,
     ) -> None:
+        self._secrets = secrets
         self._paths = paths
         self._sandboxes = sandboxes
         self._table = table
@@ -82,7 +84,9 @@ class Shells:
                 continue
             # The bytes are gone with the old engine, not the offsets: cursors stay monotonic.
             ring = Scrollback.restore(int(info.extra.get("cursor", 0)), b"")
-            self._shells.setdefault(sandbox_id, {})[info.shell_id] = Shell(info, self._save, ring)
+            self._shells.setdefault(sandbox_id, {})[info.shell_id] = Shell(
+                info, self._save, self._secrets.redactor, ring
+            )
 
     def _store_phase(self, sandbox_id: str) -> Phase | None:
         try:
@@ -145,7 +149,9 @@ class Shells:
         cwd: str = "",
         command: str = "",
         term: str = "",
+        secret_env: list[str] | None = None,
     ) -> Shell:
+        """secret_env: the secrets the shell gets as variables (NAME or NAME=VARIABLE)."""
         rows, cols = validate_size(rows, cols)
         term = term or DEFAULT_TERM
         if not _TERM.match(term):
@@ -161,7 +167,7 @@ class Shells:
         else:
             choices = [list(DEFAULT_SHELL), list(FALLBACK_SHELL)]
         record, _, agent = await self._live(ref)
-        env = sandbox_secrets.read(self._paths.sandbox_dir(record.id)) or None
+        env = self._secrets.env(record.id, secret_env or []) or None
         argv, handle = await spawn_first(
             agent, choices, env=env, cwd=cwd, rows=rows, cols=cols, term=term
         )
@@ -177,7 +183,7 @@ class Shells:
             pid=handle.pid,
             created_at=time.time(),
         )
-        shell = Shell(info, self._save)
+        shell = Shell(info, self._save, self._secrets.redactor)
         self._shells.setdefault(record.id, {})[info.shell_id] = shell
         shell.bind(agent, handle)
         self._save(shell)
@@ -264,7 +270,9 @@ class Shells:
         data = parent.info.to_dict()
         data["sandbox_id"] = sandbox_id
         data["extra"] = {**parent.info.extra, "forked_from": parent.info.sandbox_id}
-        shell = Shell(ShellInfo.from_dict(data), self._save, parent.scrollback.copy())
+        shell = Shell(
+            ShellInfo.from_dict(data), self._save, self._secrets.redactor, parent.scrollback.copy()
+        )
         self._shells.setdefault(sandbox_id, {})[shell.shell_id] = shell
         self._save(shell)
         return shell

@@ -20,12 +20,16 @@ from typing import Any
 
 from engine.agent.client import AgentClient, AgentError, ExecHandle
 from engine.errors import GroveError
+from engine.secrets.redact import Redactor
 from engine.shells.scrollback import Scrollback
 
 log = logging.getLogger(__name__)
 
 LAG_LIMIT = 256 * 1024
 STALL_S = 5.0
+#: A chunk's tail that may begin a secret waits this long for the rest, then is shown as is
+#: (a terminal that echoes a keystroke must not wait for the next one).
+HOLD_S = 0.05
 
 RUNNING = "running"
 EXITED = "exited"
@@ -78,10 +82,13 @@ class Shell:
         self,
         info: ShellInfo,
         on_change: Callable[[Shell], None],
+        redactor: Redactor,
         scrollback: Scrollback | None = None,
     ) -> None:
         self.info = info
         self.scrollback = scrollback or Scrollback()
+        # The scrollback holds output redacted: every read, replay and live view is too.
+        self._redactor = redactor
         self._on_change = on_change
         self._agent: AgentClient | None = None
         self._handle: ExecHandle | None = None
@@ -135,11 +142,30 @@ class Shell:
         self._agent = None
 
     async def _read(self, handle: ExecHandle) -> None:
+        redact = self._redactor.stream()
+        timer: asyncio.TimerHandle | None = None
+
+        def release() -> None:
+            held = redact.flush()
+            if held:
+                self.scrollback.append(held)
+                self._wake()
+
         try:
             async for _, data in handle.output():
-                self.scrollback.append(data)
-                self._wake()
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                shown = redact.feed(data)
+                if shown:
+                    self.scrollback.append(shown)
+                    self._wake()
+                if redact.holding:
+                    timer = asyncio.get_running_loop().call_later(HOLD_S, release)
                 await self._hold_for_viewers()
+            if timer is not None:
+                timer.cancel()
+            release()
             status = await handle.wait()
         except AgentError as exc:
             # The connection went away; the guest session may live on. The watch re-binds us

@@ -1,8 +1,8 @@
 """FakeEngine: a deterministic, in-memory EngineGateway for snapshot tests and `--fake` demos.
 
 One small family: environment debian:12; `web` (serving `http`) with two forks, one of which
-has a fork of its own (and egress); a stopped sandbox cut off the network; and an orphan whose
-parent is gone. Numbers are fixed
+has a fork of its own (and egress) that expires 4m12s after `now` (the only TTL); a stopped
+sandbox cut off the network; and an orphan whose parent is gone. Numbers are fixed
 formulas of the sample index, timestamps are offsets from a fixed `now`: two runs render the
 same screen. `population=N` makes N sandboxes instead (a forest of forks), for benchmarks.
 """
@@ -106,6 +106,7 @@ def _sandboxes(now: float) -> list[SandboxInfo]:
             pid=41102,
             created_at=now - 245,
             parent_id="sb-2b7e41d5",
+            expires_at=now + 252,  # relative to the fixed now: '4m12s' in every snapshot
             **published,
         ),
         SandboxInfo(
@@ -377,6 +378,7 @@ class FakeEngine:
         self.hang = False
         self._created = 0
         self._tick = HISTORY
+        self._started = time.monotonic()
         self.calls: list[str] = []
         #: Every push and pull asked for: (direction, sandbox id, source, dest).
         self.transfers: list[tuple[str, str, str, str]] = []
@@ -676,7 +678,19 @@ class FakeEngine:
             while self.hang:  # a hung engine: the stream stays open and says nothing
                 await asyncio.sleep(0.05)
             self._tick += 1
+            # The fake's own clock: `now` when made, then advancing as the demo runs.
+            self._reap_expired(self.now + time.monotonic() - self._started)
             yield _sample(self.sandboxes.values(), self._tick, self.now)
+
+    def _reap_expired(self, at: float) -> None:
+        """In a live demo time passes: a sandbox whose TTL ran out goes as the engine's
+        reaper would have it go (snapshot tests, with no live metering, never get here)."""
+        for sandbox in list(self.sandboxes.values()):
+            due = sandbox.expires_at is not None and sandbox.expires_at <= at
+            if due and sandbox.phase != "terminated":
+                self._emit(sandbox.id, "expired", at, expires_at=sandbox.expires_at)
+                self._emit(sandbox.id, "terminated", at)
+                self._set(sandbox, phase="terminated", pid=None)
 
     async def metering_history(self, ref: str) -> list[SandboxMeter]:
         self._require("history", "metering history")

@@ -121,6 +121,7 @@ def sandbox_info(s: m.Sandbox) -> SandboxInfo:
         error=s.error or "",
         has_secrets=s.has_secrets,
         network=s.network or "",
+        expires_at=s.expires_at,
     )
 
 

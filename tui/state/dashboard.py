@@ -255,6 +255,12 @@ class DashboardState:
     def shown_hosts(self) -> list[HostState]:
         return [h for h in self.hosts.values() if self.only_host in (None, h.name)]
 
+    def any_expiry(self) -> bool:
+        """Whether a shown sandbox has a TTL (the table's expires column is shown then)."""
+        return any(
+            s.expires_at is not None for h in self.shown_hosts() for s in h.sandboxes.values()
+        )
+
     def host(self, key: SandboxKey) -> HostState | None:
         return self.hosts.get(split(key)[0])
 

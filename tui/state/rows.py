@@ -21,6 +21,7 @@ SORT_KEYS = (
     "unique_disk",
     "cpu",
     "age",
+    "expires",
     "network",
     "net_io",
 )
@@ -55,6 +56,7 @@ class Row:
             "unique_disk": m.unique_disk if m else None,
             "cpu": m.cpu_percent if m else None,
             "age": (now - s.created_at) if s.created_at > 0 else None,
+            "expires": s.expires_at,  # soonest first; none (never) last
             "network": s.network or None,
             "net_io": _traffic(m),
         }[key]

@@ -1,5 +1,9 @@
 """The metering table: one row per sandbox of every shown host, '-' where no datum.
 
+While a shown sandbox has a TTL there is an expires column (the time left, in the theme's
+warning colour in the last minute; 'never' for a sandbox without one); without any TTL the
+table keeps its room for the metering columns.
+
 It draws DashboardState.rows() (already filtered and in the chosen order) when the
 metering, the inventory or the view moves; a click on a header asks for that sort.
 """
@@ -43,14 +47,24 @@ COLUMNS = (
     Column("network", "net", 9),
     Column("net_io", "net rx/tx", 9, True),
 )
-#: Left out, in this order, while the table is too narrow for every column.
-OPTIONAL = ("shared_mem", "age", "vmm", "unique_disk", "id")
+#: Time left before the reaper terminates it: only while some sandbox has a TTL.
+EXPIRES = Column("expires", "expires", 7, True)
+#: Left out, in this order, while the table is too narrow for every column. A TTL someone
+#: set says more than the VMM overhead, which is much the same for every sandbox.
+OPTIONAL = ("shared_mem", "age", "vmm", "expires", "unique_disk", "id")
 #: Rows above and below the visible ones that are kept current too.
 WINDOW_MARGIN = 5
 HOST_COLUMN = Column("host", "host", 10)
 #: A fleet's table: the host instead of the id (the filter still finds ids; the tree and the
 #: usage panel name the selection).
 FLEET_COLUMNS = (HOST_COLUMN, *(c for c in COLUMNS if c.key != "id"))
+
+
+def with_expiry(columns: Sequence[Column]) -> tuple[Column, ...]:
+    """columns with EXPIRES after the age column (or at the end)."""
+    keys = [c.key for c in columns]
+    at = keys.index("age") + 1 if "age" in keys else len(keys)
+    return (*columns[:at], EXPIRES, *columns[at:])
 
 
 def fit_columns(columns: Sequence[Column], width: int, padding: int = 1) -> tuple[Column, ...]:
@@ -85,12 +99,15 @@ def row_cells(row: Row, now: float, palette: Palette, columns: Sequence[Column])
         "unique_disk": fmt.size(m.unique_disk if m else None),
         "cpu": fmt.percent(m.cpu_percent if m else None),
         "age": fmt.age(s.created_at, now),
+        "expires": fmt.expires_in(s.expires_at, now),
         "network": s.network or fmt.DASH,
         "net_io": fmt.pair(m.net_rx, m.net_tx) if m else fmt.DASH,
     }
     cells = []
     for column in columns:
         style: Style | str = palette.phase(s.phase) if column.key == "phase" else ""
+        if column.key == "expires" and fmt.expiring_soon(s.expires_at, now):
+            style = palette.style("warning")
         if row.stale:
             style = "dim"  # the last figures of a host that does not answer now
         cells.append(
@@ -126,8 +143,10 @@ class MeteringTable(DataTable[Text], Redraws):
         self.palette = Palette({})
         # A fleet gets a host column; the hosts are known when the dashboard starts.
         self.all_columns = FLEET_COLUMNS if len(state.hosts) > 1 else COLUMNS
+        #: Whether the expires column is in (some shown sandbox has a TTL).
+        self._expiry = state.any_expiry()
         #: Those that fit the table's width (see fit_columns), chosen again on each resize.
-        self.columns_shown = self.all_columns
+        self.columns_shown = self._candidates()
         self._order: list[str] = []
         self._shown: dict[str, list[Text]] = {}
         self._latest: dict[str, Row] = {}
@@ -146,18 +165,24 @@ class MeteringTable(DataTable[Text], Redraws):
         for column in self.columns_shown:
             self.add_column(self._header(column), key=column.key, width=column.width)
 
-    def _fit(self) -> None:
-        """Show the columns the width has room for; rows are drawn again when that changes."""
+    def _candidates(self) -> tuple[Column, ...]:
+        return with_expiry(self.all_columns) if self._expiry else tuple(self.all_columns)
+
+    def _fit(self) -> bool:
+        """Show the columns the width has room for; rows are drawn again when that changes
+        (True: they were)."""
         width = self.scrollable_content_region.width
-        shown = fit_columns(self.all_columns, width, self.cell_padding) if width > 0 else None
-        if shown is None or shown == self.columns_shown:
-            return
+        candidates = self._candidates()
+        shown = fit_columns(candidates, width, self.cell_padding) if width > 0 else candidates
+        if shown == self.columns_shown:
+            return False
         self.columns_shown = shown
         self.clear(columns=True)
         self._add_columns()
         self._order = []  # every row again, with the new set of cells
         self._cells.clear()
         self.draw()
+        return True
 
     def watch_selection_rev(self) -> None:
         self.select_sandbox(self.state.selected)  # no redraw: the cursor follows
@@ -169,6 +194,10 @@ class MeteringTable(DataTable[Text], Redraws):
         return Text(label, justify="right" if column.numeric else "left")
 
     def draw(self) -> None:
+        if self.state.any_expiry() != self._expiry:
+            self._expiry = not self._expiry
+            if self._fit():
+                return  # drawn with the new columns
         sorting = (self.state.sort_key, self.state.sort_reverse)
         if sorting != self._sorted_by and self.columns:
             self._sorted_by = sorting
@@ -249,7 +278,9 @@ class MeteringTable(DataTable[Text], Redraws):
                 self._redraw_row(key, now)
 
     def _row_cells(self, row: Row, now: float) -> list[Text]:
-        key = (row.sandbox, row.meter, row.stale, fmt.age(row.sandbox.created_at, now),
+        s = row.sandbox
+        key = (s, row.meter, row.stale, fmt.age(s.created_at, now),
+               fmt.expires_in(s.expires_at, now), fmt.expiring_soon(s.expires_at, now),
                id(self.palette))  # fmt: skip
         cached = self._cells.get(row.key)
         if cached is not None and cached[0] == key:
