@@ -169,8 +169,14 @@ def crash(h: Home, point: str, *args: str, pool: bool = False) -> None:
     kill_engine(h.grove)  # idle: the next engine starts with the crash point set
     started = h.cli("engine", "start", crash=point, pool=pool)
     assert started.code == 0, f"engine start failed: {started.err}"
-    h.cli(*args, crash=point, pool=pool, timeout=600)
-    wait_crash(h.grove, point)
+    result = h.cli(*args, crash=point, pool=pool, timeout=600)
+    try:
+        wait_crash(h.grove, point)
+    except AssertionError as exc:
+        # The verb ended without the crash: what it said is the first clue.
+        said = (result.err or result.out).strip()[-600:]
+        verb = " ".join(args)
+        raise AssertionError(f"{exc}\n'grove {verb}' exited {result.code}: {said}") from None
 
 
 @pytest.mark.parametrize("point", POINTS)

@@ -4,9 +4,11 @@ and `grove top` on real VMs sharing one template (forks of one parent when fork 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -212,6 +214,15 @@ def test_meter_counts_cow_copies_as_unique_and_the_template_once(template_file: 
         assert host.cow_aware_mem_bytes == (
             2 * MIB + (w.vmm_overhead_bytes or 0) + (r.vmm_overhead_bytes or 0) + 8 * MIB
         )
+        # A delta state on tmpfs (a fork's own pages, mapped by no process) is host RAM its
+        # template holds: counted once, however many children restore from it.
+        state = template_file.with_suffix(".state")
+        state.write_bytes(b"\x02" * (3 * MIB))
+        try:
+            with_state = [dataclasses.replace(t, state_path=str(state)) for t in targets]
+            assert meter.measure(with_state).host.template_mem_bytes == 11 * MIB
+        finally:
+            state.unlink()
         # The first sample has no CPU rate yet (one reading is no rate); the next one has, once
         # a long enough window has passed.
         assert w.cpu_percent is None
@@ -497,12 +508,28 @@ def test_cow_aware_total_is_below_naive_and_counts_the_template_once(
     )
     files = mapped_memory_files(grove)
     assert files, "no QEMU of this home maps a memory file"
+    # ... and the delta states (on tmpfs, mapped by no one) of running sandboxes' templates.
+    files |= delta_states_of(grove, [r["id"] for r in running])
     once = sum(os.stat(f).st_blocks * 512 for f in files)
     assert abs(templates - once) <= 2 * MIB, (templates, once, files)
     # Disk: each backing layer once, not once per sandbox.
     assert host["cow_aware_disk_bytes"] < host["naive_disk_bytes"]
     table = grove.ok("top").out
     assert "UNIQUE-MEM" in table and "CoW-aware" in table.replace("COW-AWARE", "CoW-aware")
+
+
+def delta_states_of(grove: Grove, sandbox_ids: list[str]) -> set[str]:
+    db = sqlite3.connect(f"file:{grove.home / 'grove.db'}?mode=ro", uri=True)
+    try:
+        marks = ",".join("?" for _ in sandbox_ids)
+        rows = db.execute(
+            "SELECT t.state_path FROM templates t JOIN sandboxes s ON s.template_id = t.id "
+            f"WHERE s.id IN ({marks}) AND t.mem_base IS NOT NULL",
+            sandbox_ids,
+        ).fetchall()
+    finally:
+        db.close()
+    return {r[0] for r in rows if r[0].endswith(".state")}
 
 
 def test_guest_memory_write_grows_only_the_writer(grove: Grove, family: list[str]) -> None:

@@ -50,6 +50,9 @@ class Target:
     guest_mem_used_bytes: int | None = None
     #: Its host-side network device ('' for none, e.g. user-mode networking).
     net_device: str = ""
+    #: Its template's state when that is a delta on tmpfs (engine.fork.capture): the parent's
+    #: own pages, host RAM that no process maps. '' for none.
+    state_path: str = ""
 
 
 # A sandbox's disk: its layers, None (no disk to measure) or why it could not be read.
@@ -302,6 +305,21 @@ class Meter:
             return entry.allocated
         return entry.max_file_bytes
 
+    def _state_ram(self, live: dict[str, _Live]) -> int:
+        """Host RAM the delta states of live sandboxes' templates hold (each counted once)."""
+        held: dict[tuple[int, int], int] = {}
+        for item in live.values():
+            path = item.target.state_path
+            if not path:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # collected meanwhile: it holds nothing any more
+            if self.filesystems.in_ram(path):
+                held[(st.st_dev, st.st_ino)] = disk.allocated(st)
+        return sum(held.values())
+
     @staticmethod
     def _owned(entry: _MemFile) -> bool:
         # A file one sandbox maps shared (a cold-booted sandbox) is its own memory, not a template.
@@ -388,6 +406,7 @@ class Meter:
         templates: int | None = None
         if not broken:
             templates = sum(self._file_ram(f) for f in files.values() if not self._owned(f))
+            templates += self._state_ram(live)
             naive = sum(item.status.rss_kib * KIB for item in live.values())
             unique = sum(by_id[i].unique_mem_bytes or 0 for i in live)
             vmm = sum(by_id[i].vmm_overhead_bytes or 0 for i in live)

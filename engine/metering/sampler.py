@@ -229,6 +229,7 @@ def sandbox_source(sandboxes: Sandboxes) -> Source:
                 disk_path=record.disk_path,
                 template_id=record.template_id,
                 net_device=_host_device(vm) if live else "",
+                state_path=sandboxes.ram_state_of(record.template_id) if live else "",
             )
             # A paused guest cannot answer; asking it would only queue a request.
             agent = vm.agent if live and vm is not None and record.phase is Phase.RUNNING else None

@@ -217,6 +217,13 @@ class Sandboxes:
     async def snapshot(self, ref: str, name: str) -> TemplateRecord:
         return await self._forks.snapshot(ref, name)
 
+    def ram_state_of(self, template_id: str | None) -> str:
+        """A delta template's state on tmpfs (guest RAM no process maps), or ''."""
+        template = self._store.get_template(template_id) if template_id else None
+        if template is None or template.mem_base is None:
+            return ""
+        return template.state_path if template.state_path.endswith(".state") else ""
+
     def snapshot_by_name(self, name: str) -> TemplateRecord:
         return self._collector.snapshot_by_name(name)
 
