@@ -339,11 +339,17 @@ def test_sampler_source_takes_the_live_vms_host_device() -> None:
         "b": SimpleNamespace(pid=3, process=SimpleNamespace(start=4), net=net, agent=None),
         "c": SimpleNamespace(pid=5, process=SimpleNamespace(start=6), agent=None),  # no net
     }
+    states = {"tpl-delta": "/dev/shm/x/tpl-delta.state"}
+    records[0].template_id = "tpl-delta"
     sandboxes = SimpleNamespace(
-        records=lambda include_terminated: records, vm=lambda sid: vms.get(sid)
+        records=lambda include_terminated: records,
+        vm=lambda sid: vms.get(sid),
+        ram_state_of=lambda template_id: states.get(template_id or "", ""),
     )
     targets = [t for t, _ in sandbox_source(sandboxes)()]  # type: ignore[arg-type]
     assert [t.net_device for t in targets] == ["grv-a", "", ""]
+    # A live sandbox's template state on tmpfs is measured with it; not for stopped ones.
+    assert [t.state_path for t in targets] == ["/dev/shm/x/tpl-delta.state", "", ""]
 
 
 def test_sampler_history_and_drop_oldest_subscribers() -> None:
