@@ -85,6 +85,14 @@ class Paths:
             return shm / f"grove-{os.geteuid()}-{tag}"
         return self.home / "memory"
 
+    def delta_stream(self, template_id: str) -> Path:
+        """A delta capture's raw migration stream, while it is being reduced."""
+        return self.memory_dir / f"{template_id}.stream"
+
+    def delta_state(self, template_id: str) -> Path:
+        """A delta template's reduced state: the source's own pages, guest RAM on tmpfs."""
+        return self.memory_dir / f"{template_id}.state"
+
     @property
     def secrets_dir(self) -> Path:
         """Secret values (engine.secrets.vault) sit beside guest RAM on tmpfs: never on disk."""

@@ -50,14 +50,7 @@ def percent(p: float | None) -> str:
 def age(created_at: float, now: float) -> str:
     if created_at <= 0:
         return DASH
-    seconds = max(0, int(now - created_at))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    return ttl.span(max(0, int(now - created_at)))
 
 
 def expires_in(expires_at: float | None, now: float) -> str:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from engine.errors import GroveError
+from engine.sandbox import ttl
 
 
 def emit_json(value: Any) -> None:
@@ -49,14 +50,7 @@ def iec(num: float | None) -> str:
 
 
 def age(since: float, now: float | None = None) -> str:
-    seconds = max(0, int((now or time.time()) - since))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+    return ttl.span(max(0, int((now or time.time()) - since)))
 
 
 class Progress:

@@ -184,8 +184,7 @@ async def capture_delta(
     tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The reduced state holds the source's own RAM pages: it stays on tmpfs with the memory
     # files (guest RAM, secrets included, never reaches a disk).
-    raw = paths.memory_dir / f"{template_id}.stream"
-    state = paths.memory_dir / f"{template_id}.state"
+    raw, state = paths.delta_stream(template_id), paths.delta_state(template_id)
     frozen_disk, disk_parent = _frozen_layers(source)
     private: list[bytearray] = []
 

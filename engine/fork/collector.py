@@ -126,5 +126,5 @@ def _drop_memory(template: TemplateRecord) -> None:
     A delta's state (its own pages) is on tmpfs beside the memory files and goes too."""
     if template.mem_base is None:
         Path(template.mem_path).unlink(missing_ok=True)
-    elif template.state_path.endswith(".state"):
+    elif template.state_path:  # '' while a capture is still building it
         Path(template.state_path).unlink(missing_ok=True)

@@ -218,11 +218,10 @@ class Sandboxes:
         return await self._forks.snapshot(ref, name)
 
     def ram_state_of(self, template_id: str | None) -> str:
-        """A delta template's state on tmpfs (guest RAM no process maps), or ''."""
-        template = self._store.get_template(template_id) if template_id else None
-        if template is None or template.mem_base is None:
-            return ""
-        return template.state_path if template.state_path.endswith(".state") else ""
+        """Where a delta template keeps its state on tmpfs (guest RAM no process maps), or ''.
+        Derived from the id, not read from the store: the meter asks every sample, and a
+        template that is no delta has no such file (the meter skips what it cannot stat)."""
+        return str(self._paths.delta_state(template_id)) if template_id else ""
 
     def snapshot_by_name(self, name: str) -> TemplateRecord:
         return self._collector.snapshot_by_name(name)

@@ -68,25 +68,22 @@ class Reaper:
     async def set_ttl(self, sandbox_id: str, ttl_s: float | None) -> float | None:
         """Expire the sandbox ttl_s seconds from now (None or 0: never); its new expires_at."""
         expires_at = self._clock() + ttl_s if ttl_s else None
-        await self._record(sandbox_id, expires_at, cleared=not ttl_s)
+        await self._record(sandbox_id, expires_at)
         return expires_at
 
     async def apply(self, sandbox_id: str, ttl_s: float | None) -> float | None:
         """A new sandbox's TTL (None: the engine's default); its expires_at."""
         expires_at = self.expiry(ttl_s)
         if expires_at is not None:
-            await self._record(sandbox_id, expires_at, cleared=False)
+            await self._record(sandbox_id, expires_at)
         return expires_at
 
-    async def _record(self, sandbox_id: str, expires_at: float | None, cleared: bool) -> None:
+    async def _record(self, sandbox_id: str, expires_at: float | None) -> None:
         self._store.update_sandbox(sandbox_id, expires_at=expires_at)
         self._retry_at.pop(sandbox_id, None)
         self.arm()
         # An event, so followers and inventory watches (the dashboard) see the new time.
-        if cleared:
-            await self._events.emit(sandbox_id, "ttl", expires_at=None)
-        else:
-            await self._events.emit(sandbox_id, "ttl", expires_at=expires_at)
+        await self._events.emit(sandbox_id, "ttl", expires_at=expires_at)
 
     # the timer
 
@@ -111,15 +108,19 @@ class Reaper:
         self._timer = loop.call_at(loop.time() + delay, self._fire)
         self.armed_for = due
 
-    def _next(self) -> tuple[float, str] | None:
-        candidates = [
-            (max(record.expires_at, self._retry_at.get(record.id, 0.0)), record.id)
-            for record in self._store.list_sandboxes()
-            if record.expires_at is not None
-            and record.phase is not Phase.TERMINATED
-            and record.id not in self._reaping
+    def _pending(self) -> list[tuple[float, str, float]]:
+        """(when it is due: its expiry, or a failed reap's retry; id; expires_at) of each
+        sandbox with a TTL that is neither terminated nor being reaped now."""
+        return [
+            (max(r.expires_at, self._retry_at.get(r.id, 0.0)), r.id, r.expires_at)
+            for r in self._store.list_sandboxes()
+            if r.expires_at is not None
+            and r.phase is not Phase.TERMINATED
+            and r.id not in self._reaping
         ]
-        return min(candidates, default=None)
+
+    def _next(self) -> tuple[float, str] | None:
+        return min(((due, sid) for due, sid, _ in self._pending()), default=None)
 
     def _fire(self) -> None:
         self._timer = None
@@ -132,20 +133,12 @@ class Reaper:
         try:
             while True:
                 now = self._clock()
-                due = [
-                    record
-                    for record in self._store.list_sandboxes()
-                    if record.expires_at is not None
-                    and record.expires_at <= now + SLACK_S
-                    and self._retry_at.get(record.id, 0.0) <= now + SLACK_S
-                    and record.phase is not Phase.TERMINATED
-                    and record.id not in self._reaping
-                ]
+                due = [(sid, exp) for when, sid, exp in self._pending() if when <= now + SLACK_S]
                 if not due or self._closed:
                     return
                 # Claimed now, before any await: a second pass cannot pick them up too.
-                self._reaping.update(r.id for r in due)
-                await asyncio.gather(*(self._reap(r.id, r.expires_at or now) for r in due))
+                self._reaping.update(sid for sid, _ in due)
+                await asyncio.gather(*(self._reap(sid, expires_at) for sid, expires_at in due))
         finally:
             self.arm()
 

@@ -173,8 +173,8 @@ class Recovery:
             if template.mem_base is not None:
                 # A delta had no loader and no file of its own: its base's file is in use.
                 shutil.rmtree(self._paths.template_dir(template.id), ignore_errors=True)
-                for leftover in (".stream", ".state"):
-                    (self._paths.memory_dir / f"{template.id}{leftover}").unlink(missing_ok=True)
+                for leftover in (self._paths.delta_stream, self._paths.delta_state):
+                    leftover(template.id).unlink(missing_ok=True)
                 log.info("reaped unfinished delta template %s", template.id)
                 continue
             for pid in cmdline.pids_using(template.mem_path):

@@ -1,5 +1,6 @@
 """Sandbox time-to-live: durations as people type them (90s, 10m, 2h, 1h30m), the range the
-engine accepts, the engine's default (GROVE_DEFAULT_TTL) and how a remaining time reads.
+engine accepts, the engine's default (GROVE_DEFAULT_TTL) and how a remaining time (any span)
+reads.
 
 Pure: the CLI checks a --ttl here before any engine call, the engine checks the same range on
 every request and its default at start, the dashboard and the CLI show what remains alike.
@@ -74,7 +75,11 @@ def remaining(expires_at: float | None, now: float) -> str:
     reaper has been); NEVER without a TTL."""
     if not expires_at:
         return NEVER
-    seconds = max(0, int(expires_at - now + 0.999))  # rounded up: '0s' only once it is due
+    return span(max(0, int(expires_at - now + 0.999)))  # rounded up: '0s' only once it is due
+
+
+def span(seconds: int) -> str:
+    """A whole number of seconds as tables show it (ages and remaining times alike)."""
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from engine.agent.client import AgentClient, AgentError
 from engine.errors import GroveError
 from engine.secrets import spec
 from engine.secrets.redact import Redactor
-from engine.secrets.vault import Vault
+from engine.secrets.vault import Vault, shred
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,7 @@ class SecretKeeper:
         with contextlib.suppress(ValueError, OSError):
             values = {str(k): str(v) for k, v in json.loads(legacy.read_text()).items()}
             digests = self.put(owner, values)
-            size = legacy.stat().st_size
-            with open(legacy, "r+b") as out:
-                out.write(b"\0" * size)
-                os.fsync(out.fileno())
-            legacy.unlink()
+            shred(legacy)
             return digests
         return {}
 

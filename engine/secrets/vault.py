@@ -20,6 +20,17 @@ def digest(value: str) -> str:
     return f"sha256:{salt}:{hashlib.sha256((salt + value).encode()).hexdigest()}"
 
 
+def shred(path: Path) -> None:
+    """Overwrite a file holding secret values with zeros, then unlink it."""
+    with contextlib.suppress(OSError):
+        size = path.stat().st_size
+        with open(path, "r+b") as out:
+            out.write(b"\0" * size)
+            out.flush()
+            os.fsync(out.fileno())
+    path.unlink(missing_ok=True)
+
+
 class Vault:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -57,13 +68,7 @@ class Vault:
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            with contextlib.suppress(OSError):
-                size = path.stat().st_size
-                with open(path, "r+b") as out:
-                    out.write(b"\0" * size)
-                    out.flush()
-                    os.fsync(out.fileno())
-            path.unlink(missing_ok=True)
+            shred(path)
         shutil.rmtree(folder, ignore_errors=True)
 
     def owners(self) -> list[str]:
